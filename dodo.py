@@ -1,0 +1,106 @@
+"""tinyuki's pipeline: `doit` builds the UKI, `doit boot` boots it.
+
+Variables (name=value after the task names): profile=NAME|PATH (default debian),
+build_dir=DIR (default build/<profile>), cache_dir=DIR (default cache), jobs=N.
+Each task is declared in its own module under tasks/; this file only wires them.
+"""
+
+from doit import get_var
+
+from tasks import (
+    boot,
+    configure,
+    embed,
+    extract,
+    fetch,
+    init,
+    initramfs,
+    kernel,
+    manifest,
+    patch,
+    uki,
+    verify,
+)
+from tasks.checker import Sha256Checker
+from tasks.context import make_context
+from tasks.errors import TinyukiError, exit_with
+
+try:
+    CTX = make_context(get_var("profile"), get_var("build_dir"), get_var("cache_dir"), get_var("jobs"))
+except TinyukiError as err:
+    exit_with(err)
+CTX.paths.build.mkdir(parents=True, exist_ok=True)
+
+DOIT_CONFIG = {
+    "default_tasks": ["manifest"],
+    "check_file_uptodate": Sha256Checker,
+    "dep_file": str(CTX.paths.db),
+    "backend": "sqlite3",
+    "verbosity": 2,
+    "action_string_formatting": "new",
+}
+
+
+def task_fetch():
+    """Download the kernel tarball from the profile's mirrors (resumable, hashed while streaming)."""
+    return fetch.task(CTX)
+
+
+def task_pin():
+    """Print the sha256 of the profile's source, or record it as trusted (pin accept=1)."""
+    return verify.pin_task(CTX)
+
+
+def task_verify():
+    """Check sha256, OpenPGP signature / sha256sums.asc / dpkg, then store the tarball by content."""
+    return verify.task(CTX)
+
+
+def task_extract():
+    """Unpack the verified tarball safely into a tree shared by its hash."""
+    return extract.task(CTX)
+
+
+def task_patch():
+    """Apply the profile's patch series (quilt-style) into a tree keyed by source and patches."""
+    return patch.task(CTX)
+
+
+def task_configure():
+    """make tinyconfig + the profile's fragments + olddefconfig, then prove every option held."""
+    return configure.task(CTX)
+
+
+def task_kernel():
+    """Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/."""
+    return kernel.task(CTX)
+
+
+def task_init():
+    """Compile the profile's program statically (nolibc from the kernel tree, or musl)."""
+    return init.task(CTX)
+
+
+def task_initramfs():
+    """Pack /init and friends as a deterministic newc cpio, plus a gzip'd initrd."""
+    return initramfs.task(CTX)
+
+
+def task_embed():
+    """Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel."""
+    return embed.task(CTX)
+
+
+def task_uki():
+    """Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname."""
+    return uki.task(CTX)
+
+
+def task_manifest():
+    """Write manifest.json (every artifact's size and sha256, and the inputs) and print a summary."""
+    return manifest.task(CTX)
+
+
+def task_boot():
+    """Boot in QEMU and check the program ran. Variables: uki=1 (through OVMF), disk=FILE, accel=kvm|tcg."""
+    return boot.task(CTX)

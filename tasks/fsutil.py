@@ -1,0 +1,114 @@
+"""Filesystem helpers every stage uses so no half-written file is ever taken for a good one."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename durable: the directory entry must reach the disk too."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Open a temp file beside `path`; on success fsync it and rename it into place.
+
+    On any exception the temp file is removed, so readers see either the old
+    file or the complete new one, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+    if isinstance(data, str):
+        data = data.encode()
+    with atomic_open(path, mode) as f:
+        f.write(data)
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str], mode: int | None = None) -> str:
+    """Copy src to dst atomically and return the sha256 of what was copied (one pass)."""
+    h = hashlib.sha256()
+    with open(src, "rb") as fin, atomic_open(dst, mode if mode is not None else os.stat(src).st_mode & 0o777) as fout:
+        while chunk := fin.read(CHUNK):
+            h.update(chunk)
+            fout.write(chunk)
+    return h.hexdigest()
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a fully built directory into place, replacing any previous one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists() or final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        remove_tree(old)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree, including read-only directories left by kernel tarballs."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return
+
+    def onerror(func, p, _exc):  # noqa: ANN001
+        os.chmod(os.path.dirname(p), 0o755)
+        func(p)
+
+    shutil.rmtree(path, onerror=onerror)
