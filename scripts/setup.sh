@@ -9,7 +9,6 @@ want=${1:-runtime}
 APT_PACKAGES=(
   # kernel build
   build-essential flex bison bc libelf-dev libssl-dev dwarves kmod cpio xz-utils gzip lz4 patch
-  linux-source-6.1
   # the init program and the compile cache
   musl-tools ccache
   # signature checks and source trust
@@ -24,9 +23,24 @@ APT_PACKAGES=(
   git
 )
 
+# Wanted where the distribution has it: Debian's kernel source (the default profile's
+# tarball) exists on Debian only; elsewhere the kernel.org profile is the one to use.
+OPTIONAL_PACKAGES=(linux-source-6.1)
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
 missing=()
+for p in "${OPTIONAL_PACKAGES[@]}"; do
+  if ! installed "$p"; then
+    if apt-cache show "$p" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-cache show "$p" >/dev/null 2>&1; }; then
+      APT_PACKAGES+=("$p")
+    else
+      echo "setup: $p is not available here; only the kernel.org profile will work" >&2
+    fi
+  fi
+done
 for p in "${APT_PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+  if ! installed "$p"; then
     missing+=("$p")
   fi
 done
