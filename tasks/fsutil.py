@@ -107,7 +107,7 @@ def remove_tree(path: Path) -> None:
         path.unlink()
         return
 
-    def onerror(func, p, _exc):  # noqa: ANN001
+    def onerror(func, p, _exc):
         os.chmod(os.path.dirname(p), 0o755)
         func(p)
 

@@ -462,7 +462,9 @@ def _check_trust(src: dict[str, Any], where: str) -> None:
                   "list the public key files, e.g. keyrings = [\"configs/keys/gregkh.asc\"]")
     if src["sha256sums"] and not (src["sha256sums_signers"] and src["sha256sums_keyrings"]):
         raise die(f"{where}: [source] sha256sums is set but sha256sums_signers or sha256sums_keyrings is empty",
-                  "kernel.org's autosigner is B8868C80BA62A1FFFAF5FDA9632D3A06589DA6B1, key configs/keys/autosigner.asc")
+                  "kernel.org's autosigner is B8868C80BA62A1FFFAF5FDA9632D3A06589DA6B1,"
+                  " key configs/keys/autosigner.asc")
     if not (src["sha256"] or src["signature"] or src["package"] or src["sha256sums"]):
         raise die(f"{where}: [source] has no anchor of trust",
-                  "set sha256 (a pinned hash), signature + signers + keyrings, sha256sums, or package (a Debian package)")
+                  "set sha256 (a pinned hash), signature + signers + keyrings, sha256sums,"
+                  " or package (a Debian package)")
