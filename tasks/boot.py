@@ -1,0 +1,233 @@
+"""`doit boot`: boot the kernel (or the UKI through OVMF) in QEMU and prove the program ran.
+
+Success means two things seen from outside the VM: the program's marker line
+on the serial console, and QEMU exiting on its own (the program powered the VM
+off). Anything else (a panic, a timeout, a silent exit) fails with the end of
+the console. Variables: uki=1, disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FILE.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+from doit import get_var
+
+from tasks import fsutil, qemu, runner
+from tasks.context import Context
+from tasks.errors import action, die
+
+KVM_PROBE_SECONDS = 4.0
+_kvm_probes: dict[tuple[str, ...], qemu.KvmProbe] = {}
+
+
+def _var_path(name: str) -> Path | None:
+    value = get_var(name)
+    if not value:
+        return None
+    path = Path(value).absolute()
+    if not path.is_file():
+        raise die(f"{name}={value}: no such file", f"give an existing file: doit boot {name}=path/to/file")
+    return path
+
+
+def _want_uki() -> bool:
+    value = (get_var("uki") or "").lower()
+    if value not in ("", "0", "1", "yes", "no", "true", "false"):
+        raise die(f"uki={value!r} is not a yes/no value", "use uki=1 to boot the UKI through OVMF")
+    return value in ("1", "yes", "true")
+
+
+def host_tsc_khz() -> int | None:
+    try:
+        return qemu.tsc_khz(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+
+
+def stream(
+    cmd: list[str],
+    *,
+    timeout: float,
+    console: qemu.Console,
+    echo_to: TextIO | None,
+    log: BinaryIO | None,
+    stop: Callable[[qemu.Console], bool] | None = None,
+) -> tuple[bool, int | None, float]:
+    """Run QEMU, passing its console to `echo_to` and `log` as it arrives and feeding `console`.
+
+    Returns (timed out or stopped, exit status, seconds from start to exit). The
+    VM is killed at the deadline, or as soon as `stop(console)` holds.
+    """
+    runner.echo(cmd)
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except FileNotFoundError as e:
+        raise die(f"{cmd[0]} is not installed", "install QEMU: apt-get install qemu-system-x86") from e
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    pending = b""
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    cut = False
+    try:
+        while True:
+            left = start + timeout - time.monotonic()
+            if left <= 0:
+                cut = True
+                break
+            ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            now = time.monotonic() - start
+            if not chunk:
+                break
+            if log is not None:
+                log.write(chunk)
+                log.flush()
+            if echo_to is not None:
+                echo_to.write(text.decode(chunk))
+                echo_to.flush()
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                console.feed(line.decode(errors="replace"), now)
+            if stop is not None and stop(console):
+                cut = True
+                break
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if cut:
+        proc.kill()
+    returncode = proc.wait()
+    if pending:
+        console.feed(pending.decode(errors="replace"), time.monotonic() - start)
+    return cut, (None if cut else returncode), time.monotonic() - start
+
+
+def probe_kvm(spec: qemu.BootSpec, marker: str) -> qemu.KvmProbe:
+    """Is KVM usable for this boot? Once per run: /dev/kvm, then a short test boot of the same kernel.
+
+    Only a kernel log line proves the guest runs: on nested hosts QEMU starts
+    fine and the guest hangs silently in the kernel's decompressor.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return qemu.KvmProbe(False, "/dev/kvm is missing or not accessible")
+    if spec.kernel is None:
+        return qemu.KvmProbe(False, "no bzImage beside the UKI to test KVM with")
+    test = replace(spec, accel="kvm", cmdline=f"{spec.cmdline} ignore_loglevel", disk=None)
+    cmd = qemu.command(test)
+    key = tuple(cmd)
+    if key not in _kvm_probes:
+        console = qemu.Console(marker)
+        cut, code, seconds = stream(
+            cmd, timeout=KVM_PROBE_SECONDS, console=console, echo_to=None, log=None,
+            stop=lambda c: c.first_kernel_at is not None or c.marker_at is not None,
+        )
+        saw = console.first_kernel_at is not None or console.marker_at is not None
+        _kvm_probes[key] = qemu.kvm_verdict(
+            saw_kernel=saw, timed_out=cut and not saw, returncode=code,
+            output="\n".join(console.lines), seconds=console.first_kernel_at or seconds,
+        )
+    return _kvm_probes[key]
+
+
+def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
+    """The accelerator and why: accel= on the command line, the profile, or a KVM probe."""
+    requested = get_var("accel") or ctx.profile.boot.accel
+    if requested not in ("auto", "kvm", "tcg"):
+        raise die(f"accel={requested!r} is not kvm, tcg or auto", "use accel=kvm, accel=tcg or leave it out")
+    if requested != "auto":
+        source = "accel= on the command line" if get_var("accel") else f"[boot] accel in {ctx.profile.path.name}"
+        return requested, f"set by {source}"
+    probe = probe_kvm(replace(spec, accel="kvm"), ctx.profile.init.marker)
+    if probe.usable:
+        return "kvm", probe.reason
+    return "tcg", f"KVM not usable: {probe.reason}"
+
+
+def make_esp(uki: Path, workdir: Path, log: Path) -> Path:
+    """A FAT image with the UKI as the removable-media boot loader EFI/BOOT/BOOTX64.EFI."""
+    esp = workdir / "esp.img"
+    size_kib = max(2048, (uki.stat().st_size * 5 // 4) // 1024 + 1024)
+    runner.run(["mkfs.vfat", "--invariant", "-n", "TINYUKI", "-C", esp, str(size_kib)],
+               what="making the EFI system partition", log=log,
+               hint="install dosfstools (mkfs.vfat)")
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    runner.run(["mmd", "-i", esp, "::/EFI", "::/EFI/BOOT"], env=env, what="mmd", log=log,
+               hint="install mtools")
+    runner.run(["mcopy", "-i", esp, uki, "::/EFI/BOOT/BOOTX64.EFI"], env=env, what="mcopy", log=log,
+               hint="install mtools")
+    return esp
+
+
+def boot(ctx: Context) -> None:
+    b = ctx.profile.boot
+    use_uki = _want_uki()
+    kernel = _var_path("kernel") or ctx.paths.bzimage
+    initrd = _var_path("initrd")
+    disk = _var_path("disk")
+    config = ctx.paths.config.read_text(encoding="utf-8") if ctx.paths.config.is_file() else ""
+    spec = qemu.BootSpec(
+        machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline,
+        kernel=kernel if kernel.is_file() or not use_uki else None, initrd=initrd, disk=disk,
+        virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"),
+        tsc_khz=host_tsc_khz(), extra=tuple(b.qemu_args),
+    )
+    needed = [ctx.paths.uki, b.ovmf_code, b.ovmf_vars] if use_uki else [kernel]
+    for path in needed:
+        if not Path(path).is_file():
+            raise die(f"{path} does not exist", "build it first: run `doit` (or `doit uki`)")
+    accel, why = choose_accel(ctx, spec)
+    spec = replace(spec, accel=accel)
+    log_path = ctx.paths.logs / "boot.log"
+    with tempfile.TemporaryDirectory(prefix="tinyuki-boot-") as tmp:
+        if use_uki:
+            work = Path(tmp)
+            vars_copy = work / "OVMF_VARS.fd"
+            shutil.copyfile(b.ovmf_vars, vars_copy)  # a fresh store: a reused one can drop into the UEFI shell
+            esp = make_esp(ctx.paths.uki, work, ctx.paths.logs / "esp.log")
+            spec = replace(spec, machine=qemu.firmware_machine(spec.machine), kernel=None, initrd=None, esp=esp,
+                           ovmf_code=b.ovmf_code, ovmf_vars=vars_copy)
+        what = "the UKI through OVMF" if use_uki else kernel.name + (f" + {initrd.name}" if initrd else "")
+        print(f"boot: {what} on {spec.machine} with {accel} ({why})", flush=True)
+        console = qemu.Console(ctx.profile.init.marker)
+        with fsutil.atomic_open(log_path) as log:
+            cut, code, seconds = stream(qemu.command(spec), timeout=b.timeout, console=console,
+                                        echo_to=sys.stdout, log=log)
+    result = qemu.verdict(console, timed_out=cut, returncode=code, timeout=b.timeout)
+    times = qemu.summarize_times(console.marker_at, None if cut else seconds)
+    if not result.ok:
+        tail = "\n    ".join(console.tail())
+        raise die(f"boot failed: {result.reason}" + (f" ({times})" if times else "")
+                  + f"\n  console tail:\n    {tail}\n  full console: {log_path}",
+                  result.hint)
+    print(f"boot: ok: {result.reason} on {spec.machine}/{accel}; {times}", flush=True)
+
+
+def task(ctx: Context) -> dict[str, Any]:
+    @action
+    def run_boot() -> None:
+        boot(ctx)
+
+    image = ctx.paths.uki if get_var("uki") in ("1", "yes", "true") else Path(get_var("kernel") or ctx.paths.bzimage)
+    return {
+        "actions": [run_boot],
+        "file_dep": [str(image)],
+        "uptodate": [False],
+        "doc": "Boot in QEMU and check the program ran (uki=1, disk=FILE, accel=kvm|tcg, kernel=, initrd=).",
+        "verbosity": 2,
+    }
