@@ -16,16 +16,14 @@ from tasks.context import make_context
 from tasks.errors import TinyukiError
 
 ROOT = Path(__file__).resolve().parents[2]
-REF_TREE = Path("/tmp/linux-ref/linux-source-6.1")
 EPOCH = 1700000000
 
 
 @pytest.fixture(scope="module")
-def gen_init_cpio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gen_init_cpio(tmp_path_factory: pytest.TempPathFactory, ref_tree: Path) -> Path:
     """The kernel's own generator, compiled from the reference tree."""
-    src = REF_TREE / "usr" / "gen_init_cpio.c"
-    if not src.is_file():
-        pytest.skip(f"no kernel tree with usr/gen_init_cpio.c at {REF_TREE} (install linux-source-6.1 and extract it)")
+    src = ref_tree / "usr" / "gen_init_cpio.c"
+    assert src.is_file()
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
     out = tmp_path_factory.mktemp("gen") / "gen_init_cpio"
