@@ -1,0 +1,96 @@
+"""Embed the initramfs into the kernel (CONFIG_INITRAMFS_SOURCE) and relink.
+
+Only usr/ and the final link are redone: seconds, not minutes. kbuild decides
+whether to rebuild its copy of the initramfs by mtime, and the initramfs stage
+may give every build of the cpio the same fixed mtime, so that copy is deleted
+before every relink; the result is then compared with the cpio, so a stale
+program can never ship.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks import fsutil, kconfig
+from tasks.context import Context
+from tasks.errors import action, die
+from tasks.kbuild import (
+    embedded_payload,
+    make_cmd,
+    make_env,
+    read_tree,
+    remove_initramfs_outputs,
+    stream_make,
+)
+from tasks.kernel import BZIMAGE
+from tasks.runner import run
+
+
+def check_cpio_path(cpio: Path) -> None:
+    """kbuild takes CONFIG_INITRAMFS_SOURCE as a cpio only if it is one word ending in .cpio."""
+    if not cpio.is_file():
+        raise die(f"the initramfs {cpio} does not exist", "run `doit initramfs` first (or the whole pipeline)")
+    if any(c.isspace() for c in str(cpio)) or '"' in str(cpio):
+        raise die(f"kbuild cannot embed {cpio}: its path contains a space or a quote",
+                  "use a build_dir whose path has no spaces (doit build_dir=/path/without/spaces)")
+    if cpio.suffix != ".cpio":
+        raise die(f"kbuild embeds {cpio} as a file list unless its name ends in .cpio",
+                  "keep the initramfs stage's output name (initramfs.cpio)")
+
+
+def verify_embedded(kbuild: Path, cpio: bytes) -> bool:
+    """True if kbuild's compressed copy is this cpio; False if its compression cannot be read here."""
+    inc = kbuild / "usr" / "initramfs_inc_data"
+    if not inc.is_file():
+        raise die(f"the relink did not produce {inc}", "check that the fragments enable CONFIG_BLK_DEV_INITRD=y")
+    payload = embedded_payload(inc.read_bytes())
+    if payload is None:
+        return False
+    if payload != cpio:
+        raise die(f"the kernel's embedded initramfs ({inc}) is not the current {len(cpio)}-byte cpio",
+                  f"remove {kbuild / 'usr'} and run `doit embed` again")
+    return True
+
+
+def relink(ctx: Context) -> None:
+    tree = read_tree(ctx.paths.tree)
+    kbuild = ctx.paths.kbuild
+    cpio = ctx.paths.cpio.absolute()
+    check_cpio_path(cpio)
+    dot_config = kbuild / ".config"
+    want = kconfig.quote(str(cpio))
+    text = kconfig.set_option(dot_config.read_text(encoding="utf-8"), kconfig.INITRAMFS_SOURCE, want)
+    fsutil.atomic_write(dot_config, text)
+    remove_initramfs_outputs(kbuild)
+
+    env = make_env(ctx.profile.kernel, tree, kbuild)
+    log = ctx.paths.logs / "embed.log"
+    fsutil.atomic_write(log, "")
+    run(make_cmd(tree, kbuild, "olddefconfig", jobs=ctx.jobs), env=env, log=log, what="make olddefconfig",
+        hint=f"see {log}")
+    got = kconfig.parse_config(dot_config.read_text(encoding="utf-8")).get(kconfig.INITRAMFS_SOURCE)
+    if got != want:
+        raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}: became {kconfig.describe(got)}",
+                  "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
+    start = time.monotonic()
+    stream_make(make_cmd(tree, kbuild, "bzImage", "vmlinux", jobs=ctx.jobs), env=env, log=log,
+                what="relink with the initramfs", hint=f"the whole output is in {log}")
+    verified = verify_embedded(kbuild, cpio.read_bytes())
+    fsutil.atomic_copy(kbuild / "vmlinux", ctx.paths.vmlinux)
+    fsutil.atomic_copy(kbuild / BZIMAGE, ctx.paths.bzimage)
+    print(f"embed: relinked in {time.monotonic() - start:.1f}s, bzImage {ctx.paths.bzimage.stat().st_size} B"
+          + ("" if verified else " (embedded initramfs compressed in a format not checked here)"))
+
+
+def task(ctx: Context) -> dict[str, Any]:
+    return {
+        "actions": [action(lambda: relink(ctx))],
+        # Not kbuild/.config nor kbuild/vmlinux: this task rewrites them itself.
+        "file_dep": [str(ctx.paths.kernel_stamp), str(ctx.paths.cpio)],
+        "targets": [str(ctx.paths.bzimage), str(ctx.paths.vmlinux)],
+        "clean": True,
+        "doc": "Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.",
+        "verbosity": 2,
+    }

@@ -1,0 +1,4 @@
+int virtblk_probe(void)
+{
+	return 2;
+}

@@ -1,0 +1,212 @@
+"""The fake kernel's kbuild: tinyconfig, olddefconfig, bzImage and vmlinux in milliseconds.
+
+Usage (from the Makefile): python3 fakekbuild.py TREE O TARGET
+Everything is written under O; TREE is only read. See ../README.
+"""
+
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+
+TREE = Path(sys.argv[1]).resolve()
+OUT = Path(sys.argv[2]).resolve()
+TARGET = sys.argv[3]
+LOG = OUT / "fakekernel.log"
+
+SET_RE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+UNSET_RE = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+TINY = ["# CONFIG_64BIT is not set", "CONFIG_EXPERT=y", "CONFIG_CC_OPTIMIZE_FOR_SIZE=y"]
+
+
+def log(line):
+    with open(LOG, "a") as f:
+        f.write(line + "\n")
+
+
+def fail(msg, code=2):
+    print(msg, file=sys.stderr)
+    sys.exit(code)
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    path.write_bytes(data)
+
+
+# ---------------------------------------------------------------- Kconfig
+
+def symbols():
+    """[(name, type, [dependency expressions])] in declaration order."""
+    out, ifs, cur, in_help = [], [], None, False
+    for raw in (TREE / "Kconfig").read_text().splitlines():
+        line = raw.strip()
+        if in_help:
+            if raw.startswith("\t  ") or not line:
+                continue
+            in_help = False
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words[0] in ("config", "menuconfig"):
+            cur = [words[1], "bool", list(ifs)]
+            out.append(cur)
+        elif words[0] == "if":
+            ifs.append(" ".join(words[1:]))
+        elif words[0] == "endif":
+            ifs.pop()
+        elif words[0] in ("bool", "string") and cur:
+            cur[1] = words[0]
+        elif words[:2] == ["depends", "on"] and cur:
+            cur[2].append(" ".join(words[2:]))
+        elif words[0] == "help":
+            in_help = True
+    return out
+
+
+def holds(expr, values):
+    for term in expr.split("&&"):
+        term = term.strip()
+        neg = term.startswith("!")
+        on = values.get("CONFIG_" + term.lstrip("!")) == "y"
+        if on == neg:
+            return False
+    return True
+
+
+def read_config(path):
+    values = {}
+    for line in path.read_text().splitlines():
+        if m := SET_RE.match(line.strip()):
+            values[m.group(1)] = m.group(2)
+        elif m := UNSET_RE.match(line.strip()):
+            values[m.group(1)] = "n"
+    return values
+
+
+def resolve(requested):
+    """Kconfig's rule: a symbol whose dependencies fail is dropped; unknown ones too."""
+    values, lines = {}, ["# Automatically generated file; DO NOT EDIT.", "# Fake Linux Kernel Configuration"]
+    for name, kind, deps in symbols():
+        sym = "CONFIG_" + name
+        if not all(holds(d, values) for d in deps):
+            continue
+        if kind == "string":
+            v = requested.get(sym, '""')
+            values[sym] = v
+            lines.append(f"{sym}={v}")
+        elif requested.get(sym) == "y":
+            values[sym] = "y"
+            lines.append(f"{sym}=y")
+        else:
+            lines.append(f"# {sym} is not set")
+    return values, "\n".join(lines) + "\n"
+
+
+def olddefconfig():
+    cfg = OUT / ".config"
+    if not cfg.is_file():
+        fail("***\n*** Configuration file \".config\" not found!\n***")
+    values, text = resolve(read_config(cfg))
+    write(cfg, text)
+    return values
+
+
+def tinyconfig():
+    write(OUT / ".config", "\n".join(TINY) + "\n")
+    olddefconfig()
+
+
+# ---------------------------------------------------------------- build
+
+def prefix_map(path):
+    """Apply KCFLAGS' -ffile-prefix-map=OLD=NEW the way gcc does, first match wins."""
+    for flag in os.environ.get("KCFLAGS", "").split():
+        if flag.startswith("-ffile-prefix-map="):
+            old, _, new = flag[len("-ffile-prefix-map="):].partition("=")
+            if str(path) == old or str(path).startswith(old.rstrip("/") + "/"):
+                return new + str(path)[len(old.rstrip("/")):]
+    return str(path)
+
+
+def build():
+    values = olddefconfig()  # kbuild's syncconfig
+    release = OUT / "include" / "config" / "kernel.release"
+    write(release, "6.1.0-fake\n")
+    sources = sorted(p for p in TREE.rglob("*.c") if p.is_file())
+    objects_key = hashlib.sha256()
+    for sym, v in sorted(values.items()):
+        if not sym.startswith("CONFIG_INITRAMFS"):
+            objects_key.update(f"{sym}={v}\n".encode())
+    for var in ("KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST", "KBUILD_BUILD_VERSION",
+                "KCFLAGS"):
+        objects_key.update(f"{var}={os.environ.get(var, '')}\n".encode())
+    for src in sources:
+        objects_key.update(src.read_bytes())
+    key = objects_key.hexdigest()
+    stamp = OUT / ".fake-objects"
+    if not stamp.is_file() or stamp.read_text() != key:
+        for src in sources:
+            rel = src.relative_to(TREE)
+            print(f"  CC      {rel.with_suffix('.o')}", flush=True)
+            log(f"compile {rel}")
+            if values.get("CONFIG_FAKE_BUILD_ERROR") == "y" and rel == Path("init/main.c"):
+                print(f"{src}: In function 'start_kernel':\n"
+                      f"{src}:3:9: error: 'oops' undeclared (first use in this function)\n"
+                      "    3 |         oops;\n      |         ^~~~\n"
+                      "make[2]: *** [scripts/Makefile.build:250: init/main.o] Error 1", flush=True)
+                sys.exit(2)
+            write(OUT / rel.with_suffix(".o"), f"object of {prefix_map(src)}\n")
+        write(stamp, key)
+
+    # usr/: the initramfs, rebuilt by make's mtime rule, exactly where kbuild is fooled
+    source = values.get("CONFIG_INITRAMFS_SOURCE", '""').strip('"') or str(TREE / "usr" / "default_cpio_list")
+    inc, cmd = OUT / "usr" / "initramfs_inc_data", OUT / "usr" / ".initramfs_inc_data.cmd"
+    src = Path(source)
+    stale = (not inc.is_file() or not cmd.is_file() or cmd.read_text() != source
+             or src.stat().st_mtime > inc.stat().st_mtime)
+    if stale:
+        print("  GEN     usr/initramfs_inc_data", flush=True)
+        write(inc, src.read_bytes())
+        write(cmd, source)
+        log("initramfs")
+
+    banner = (f"Linux version 6.1.0-fake ({os.environ.get('KBUILD_BUILD_USER', 'root')}@"
+              f"{os.environ.get('KBUILD_BUILD_HOST', 'localhost')}) #{os.environ.get('KBUILD_BUILD_VERSION', '1')} "
+              f"{os.environ.get('KBUILD_BUILD_TIMESTAMP', 'now')}\n")
+    objects = b"".join((OUT / s.relative_to(TREE).with_suffix(".o")).read_bytes() for s in sources)
+    vmlinux = b"FAKEVMLINUX\n" + banner.encode() + objects + b"INITRAMFS\n" + inc.read_bytes()
+    vm = OUT / "vmlinux"
+    if not vm.is_file() or vm.read_bytes() != vmlinux:
+        print("  LD      vmlinux", flush=True)
+        write(vm, vmlinux)
+        log("link")
+    bz = OUT / "arch" / "x86" / "boot" / "bzImage"
+    if TARGET == "bzImage":
+        if not bz.is_file() or bz.read_bytes() != b"FAKEBZIMAGE\n" + vmlinux:
+            print("  BUILD   arch/x86/boot/bzImage", flush=True)
+            write(bz, b"FAKEBZIMAGE\n" + vmlinux)
+        print("Kernel: arch/x86/boot/bzImage is ready  (#1)", flush=True)
+
+
+def main():
+    if OUT == TREE or TREE in OUT.parents:
+        fail("the fake kernel builds out of tree only: O= must be outside the source tree")
+    if (TREE / ".config").exists():
+        fail(f"***\n*** The source tree is not clean, please run 'make mrproper'\n*** in {TREE}\n***")
+    OUT.mkdir(parents=True, exist_ok=True)
+    log(f"make {TARGET}")
+    if TARGET == "tinyconfig":
+        tinyconfig()
+    elif TARGET == "olddefconfig":
+        olddefconfig()
+    elif TARGET in ("bzImage", "vmlinux"):
+        build()
+    else:
+        fail(f"make: *** No rule to make target '{TARGET}'.  Stop.")
+
+
+main()
