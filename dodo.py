@@ -18,6 +18,7 @@ from tasks import (
     kernel,
     manifest,
     patch,
+    repro,
     uki,
     verify,
 )
@@ -104,3 +105,8 @@ def task_manifest():
 def task_boot():
     """Boot in QEMU and check the program ran. Variables: uki=1 (through OVMF), disk=FILE, accel=kvm|tcg."""
     return boot.task(CTX)
+
+
+def task_repro():
+    """Build twice in different surroundings and compare every stage's sha256 (repro compare=A,B)."""
+    return repro.task(CTX)
