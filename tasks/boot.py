@@ -9,6 +9,7 @@ the console. Variables: uki=1, disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FIL
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import select
 import shutil
@@ -145,6 +146,38 @@ def probe_kvm(spec: qemu.BootSpec, marker: str) -> qemu.KvmProbe:
     return _kvm_probes[key]
 
 
+def _host_identity(spec: qemu.BootSpec) -> str:
+    """What a KVM verdict depends on: this host's boot, the QEMU binary and the machine type."""
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""  # no boot id: never reuse a verdict
+    exe = shutil.which("qemu-system-x86_64") or ""
+    stamp = os.stat(exe).st_mtime_ns if exe else 0
+    return f"{boot_id}:{exe}:{stamp}:{spec.machine}"
+
+
+def remembered_probe(store: Path, spec: qemu.BootSpec, probe: Callable[[], qemu.KvmProbe]) -> qemu.KvmProbe:
+    """Probe KVM once per host boot and remember the verdict in the cache.
+
+    The probe is a test boot that costs up to a few seconds when KVM hangs; the
+    answer only changes when the host reboots or QEMU changes, so every later
+    `doit boot` on this host reuses it (and says so).
+    """
+    ident = _host_identity(spec)
+    if ident:
+        try:
+            saved = json.loads(store.read_text())
+            if saved.get("host") == ident:
+                return qemu.KvmProbe(bool(saved["usable"]), f"{saved['reason']} (remembered for this host boot)")
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+    verdict = probe()
+    if ident:
+        fsutil.atomic_write_json(store, {"host": ident, "usable": verdict.usable, "reason": verdict.reason})
+    return verdict
+
+
 def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
     """The accelerator and why: accel= on the command line, the profile, or a KVM probe."""
     requested = get_var("accel") or ctx.profile.boot.accel
@@ -153,7 +186,8 @@ def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
     if requested != "auto":
         source = "accel= on the command line" if get_var("accel") else f"[boot] accel in {ctx.profile.path.name}"
         return requested, f"set by {source}"
-    probe = probe_kvm(replace(spec, accel="kvm"), ctx.profile.init.marker)
+    probe = remembered_probe(ctx.paths.cache / "kvm-probe.json", spec,
+                             lambda: probe_kvm(replace(spec, accel="kvm"), ctx.profile.init.marker))
     if probe.usable:
         return "kvm", probe.reason
     return "tcg", f"KVM not usable: {probe.reason}"

@@ -188,3 +188,34 @@ def test_stream_stops_early_when_asked() -> None:
                                   console=console, echo_to=None, log=None,
                                   stop=lambda c: c.first_kernel_at is not None)
     assert cut and seconds < 5
+
+
+def test_kvm_verdict_is_remembered_per_host_boot(tmp_path) -> None:
+    from tasks import boot, qemu
+
+    calls = []
+
+    def probe() -> qemu.KvmProbe:
+        calls.append(1)
+        return qemu.KvmProbe(False, "a KVM test boot printed nothing")
+
+    class Spec:
+        machine = "microvm"
+
+    store = tmp_path / "kvm-probe.json"
+    first = boot.remembered_probe(store, Spec(), probe)
+    second = boot.remembered_probe(store, Spec(), probe)
+    assert calls == [1]
+    assert not first.usable and not second.usable
+    assert "remembered for this host boot" in second.reason
+    # another machine type is probed again
+
+    class Other:
+        machine = "q35"
+
+    boot.remembered_probe(store, Other(), probe)
+    assert calls == [1, 1]
+    # a damaged record is ignored, not trusted
+    store.write_text("{not json")
+    boot.remembered_probe(store, Spec(), probe)
+    assert calls == [1, 1, 1]
