@@ -103,7 +103,7 @@ def task_manifest():
 
 
 def task_boot():
-    """Boot in QEMU and check the program ran. Variables: uki=1 (through OVMF), disk=FILE, accel=kvm|tcg."""
+    """Boot in QEMU and check the program ran. Variables: uki=1 (through OVMF), disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FILE."""
     return boot.task(CTX)
 
 

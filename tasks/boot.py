@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, TextIO
 
 from doit import get_var
 
-from tasks import fsutil, qemu, runner
+from tasks import fsutil, qemu, runner, variables
 from tasks.context import Context
 from tasks.errors import action, die
 
@@ -254,7 +254,8 @@ def boot(ctx: Context) -> None:
 
 def task(ctx: Context) -> dict[str, Any]:
     @action
-    def run_boot() -> None:
+    def run_boot(uki: str, disk: str, accel: str, kernel: str, initrd: str) -> None:
+        variables.adopt({"uki": uki, "disk": disk, "accel": accel, "kernel": kernel, "initrd": initrd})
         boot(ctx)
 
     image = ctx.paths.uki if get_var("uki") in ("1", "yes", "true") else Path(get_var("kernel") or ctx.paths.bzimage)
@@ -262,6 +263,12 @@ def task(ctx: Context) -> dict[str, Any]:
         "actions": [run_boot],
         "file_dep": [str(image)],
         "uptodate": [False],
-        "doc": "Boot in QEMU and check the program ran (uki=1, disk=FILE, accel=kvm|tcg, kernel=, initrd=).",
         "verbosity": 2,
+        "params": [
+            variables.param("uki", "1: boot the UKI through OVMF instead of -kernel"),
+            variables.param("disk", "attach FILE as a raw disk; the program prints its first bytes"),
+            variables.param("accel", "kvm or tcg instead of probing KVM"),
+            variables.param("kernel", "boot this kernel image instead of the build's bzImage"),
+            variables.param("initrd", "pass FILE as an external initrd"),
+        ],
     }

@@ -81,6 +81,5 @@ def task(ctx: Context) -> dict[str, Any]:
         # The fragments' contents are file_dep; their order and selection matter too.
         "uptodate": [config_changed({"fragments": fragments})],
         "clean": True,
-        "doc": "make tinyconfig + the profile's fragments + olddefconfig, then prove every option held.",
         "verbosity": 2,
     }

@@ -91,6 +91,5 @@ def task(ctx: Context) -> dict[str, Any]:
         "file_dep": [str(ctx.paths.kernel_stamp), str(ctx.paths.cpio)],
         "targets": [str(ctx.paths.bzimage), str(ctx.paths.vmlinux)],
         "clean": True,
-        "doc": "Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.",
         "verbosity": 2,
     }

@@ -53,7 +53,6 @@ def _output_good(ctx: Context) -> bool:
 
 def task(ctx: Context) -> dict[str, Any]:
     return {
-        "doc": "extract the verified tarball safely",
         "actions": [(action(_extract), [ctx])],
         "file_dep": [str(ctx.paths.source)],
         "targets": [str(ctx.paths.extracted)],

@@ -75,7 +75,6 @@ def _still_there(ctx: Context) -> bool:
 
 def task(ctx: Context) -> dict[str, Any]:
     return {
-        "doc": "download the kernel tarball",
         "actions": [(action(_fetch), [ctx])],
         "file_dep": _local_files(ctx),
         "targets": [str(ctx.paths.fetched)],

@@ -188,7 +188,7 @@ def task(ctx: Context) -> dict[str, Any]:
         "file_dep": deps,
         "targets": [str(ctx.paths.init_bin)],
         "uptodate": [config_changed(settings)],
-        "doc": f"compile {', '.join(_display(s, ctx.root) for s in init.sources)} statically ({init.libc})",
+        "doc": f"Compile {', '.join(_display(s, ctx.root) for s in init.sources)} statically ({init.libc})",
         "verbosity": 2,
         "clean": True,
     }

@@ -127,7 +127,6 @@ def task(ctx: Context) -> dict[str, Any]:
         "file_dep": [str(p.init_bin), *(str(src) for _, src in ctx.profile.init.files)],
         "targets": [str(p.cpio), str(p.initrd)],
         "uptodate": [config_changed(settings)],
-        "doc": "pack /init as a deterministic newc cpio, plus a gzip'd initrd",
         "verbosity": 2,
         "clean": True,
     }

@@ -74,6 +74,5 @@ def task(ctx: Context) -> dict[str, Any]:
         "targets": [str(ctx.paths.kernel_stamp)],
         "uptodate": [config_changed(build_settings(ctx)), kbuild_intact],
         "clean": True,
-        "doc": "Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/.",
         "verbosity": 2,
     }

@@ -104,7 +104,6 @@ def task(ctx: Context) -> dict[str, Any]:
     except TinyukiError:
         deps, names = [], None  # the action reports what is wrong with the series
     return {
-        "doc": "apply the patch series",
         "actions": [(action(_patch), [ctx])],
         "file_dep": [str(ctx.paths.extracted), *([str(series_file)] if series_file else []), *deps],
         "targets": [str(ctx.paths.tree)],

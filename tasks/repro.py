@@ -224,6 +224,5 @@ def task(ctx: Context) -> dict[str, Any]:
              "help": "where the two builds go (default build/<profile>/repro; or repro_dir=DIR)"},
         ],
         "uptodate": [False],
-        "doc": "Build twice in different surroundings and compare every stage (or compare=A.json,B.json).",
         "verbosity": 2,
     }

@@ -70,6 +70,5 @@ def task(ctx: Context) -> dict[str, Any]:
         "targets": [str(ctx.paths.uki)],
         "uptodate": [config_changed(settings(ctx))],
         "clean": True,
-        "doc": "Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname.",
         "verbosity": 2,
     }

@@ -24,7 +24,7 @@ from typing import IO, Any
 from doit import get_var
 from doit.tools import config_changed
 
-from tasks import download, gpg
+from tasks import download, gpg, variables
 from tasks.context import Context
 from tasks.errors import TinyukiError, action, die
 from tasks.fsutil import atomic_copy, atomic_write_json, fsync_dir, read_json
@@ -277,7 +277,6 @@ def task(ctx: Context) -> dict[str, Any]:
     src = ctx.profile.source
     keys = sorted({str(p) for p in (*src.keyrings, *src.sha256sums_keyrings)})
     return {
-        "doc": "verify the tarball and store it by content",
         "actions": [(action(_verify), [ctx])],
         "file_dep": [str(ctx.paths.fetched), *keys],
         "targets": [str(ctx.paths.source)],
@@ -325,12 +324,16 @@ def _pin(ctx: Context, accept: bool) -> None:
 
 
 def pin_task(ctx: Context) -> dict[str, Any]:
-    accept = (get_var("accept") or "").lower() in ("1", "yes", "true")
+    @action
+    def pin(accept: str) -> None:
+        variables.adopt({"accept": accept})
+        _pin(ctx, (get_var("accept") or "").lower() in ("1", "yes", "true"))
+
     return {
-        "doc": "show the source's hash; accept=1 records a changed one",
-        "actions": [(action(_pin), [ctx, accept])],
+        "actions": [pin],
         "task_dep": ["fetch"],
         "uptodate": [False],
         "verbosity": 2,
+        "params": [variables.param("accept", "1: record a changed hash of an unpinned source as trusted")],
     }
 
