@@ -2,6 +2,7 @@
 
 Variables (name=value after the task names): profile=NAME|PATH (default debian),
 build_dir=DIR (default build/<profile>), cache_dir=DIR (default cache), jobs=N.
+Compile cache and distcc: ccache=0|1, ccache_remote=URL, distcc_hosts="hostA/4 hostB/8" (tasks/compilecache.py).
 Each task is declared in its own module under tasks/; this file only wires them.
 """
 
@@ -9,6 +10,7 @@ from doit import get_var
 
 from tasks import (
     boot,
+    cache,
     configure,
     embed,
     extract,
@@ -19,6 +21,7 @@ from tasks import (
     manifest,
     patch,
     repro,
+    stats,
     uki,
     verify,
 )
@@ -110,3 +113,30 @@ def task_boot():
 def task_repro():
     """Build twice in different surroundings and compare every stage's sha256 (repro compare=A,B)."""
     return repro.task(CTX)
+
+
+def task_stats():
+    """Print the artifact and compile caches' entries, size, hits and misses."""
+    return stats.task(CTX)
+
+
+def task_cache():
+    """List the shared artifact cache: task, key, size and last use of each entry."""
+    return cache.list_task(CTX)
+
+
+def task_cache_prune():
+    """Keep the most recently used artifact cache entries within keep=GiB (default 5)."""
+    return cache.prune_task(CTX)
+
+
+def task_bench():
+    """Run the benchmarks (python -m bench); bench="boot --runs 3" passes arguments to it."""
+    import shlex
+    import sys
+
+    return {
+        "actions": [[sys.executable, "-m", "bench", *shlex.split(get_var("bench", "") or "")]],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

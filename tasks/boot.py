@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, TextIO
 
 from doit import get_var
 
-from tasks import fsutil, qemu, runner, variables
+from tasks import boottime, fsutil, qemu, runner, variables
 from tasks.context import Context
 from tasks.errors import action, die
 
@@ -40,6 +40,11 @@ def _var_path(name: str) -> Path | None:
     if not path.is_file():
         raise die(f"{name}={value}: no such file", f"give an existing file: doit boot {name}=path/to/file")
     return path
+
+
+def profile_image(ctx: Context) -> Path:
+    """The kernel `doit boot` starts by default: [kernel] image = "vmlinux" boots the ELF through PVH."""
+    return ctx.paths.vmlinux if ctx.profile.kernel.image == "vmlinux" else ctx.paths.bzimage
 
 
 def _want_uki() -> bool:
@@ -211,7 +216,7 @@ def make_esp(uki: Path, workdir: Path, log: Path) -> Path:
 def boot(ctx: Context) -> None:
     b = ctx.profile.boot
     use_uki = _want_uki()
-    kernel = _var_path("kernel") or ctx.paths.bzimage
+    kernel = _var_path("kernel") or profile_image(ctx)
     initrd = _var_path("initrd")
     disk = _var_path("disk")
     config = ctx.paths.config.read_text(encoding="utf-8") if ctx.paths.config.is_file() else ""
@@ -250,6 +255,10 @@ def boot(ctx: Context) -> None:
                   + f"\n  console tail:\n    {tail}\n  full console: {log_path}",
                   result.hint)
     print(f"boot: ok: {result.reason} on {spec.machine}/{accel}; {times}", flush=True)
+    # Where the time went, from the kernel's printk timestamps against the console's arrival times.
+    split = boottime.split(console.lines, console.times, console.marker_at, seconds)
+    direct_elf = not use_uki and boottime.is_elf(kernel)
+    print(f"boot: time split: {boottime.describe(split, decompressor=not direct_elf)}", flush=True)
 
 
 def task(ctx: Context) -> dict[str, Any]:
@@ -258,7 +267,7 @@ def task(ctx: Context) -> dict[str, Any]:
         variables.adopt({"uki": uki, "disk": disk, "accel": accel, "kernel": kernel, "initrd": initrd})
         boot(ctx)
 
-    image = ctx.paths.uki if get_var("uki") in ("1", "yes", "true") else Path(get_var("kernel") or ctx.paths.bzimage)
+    image = ctx.paths.uki if get_var("uki") in ("1", "yes", "true") else Path(get_var("kernel") or profile_image(ctx))
     return {
         "actions": [run_boot],
         "file_dep": [str(image)],

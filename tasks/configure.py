@@ -13,8 +13,9 @@ from typing import Any
 from doit.tools import config_changed
 
 from tasks import fsutil, kconfig
+from tasks.cache import cached
 from tasks.context import Context
-from tasks.errors import action, die
+from tasks.errors import die
 from tasks.kbuild import make_cmd, make_env, read_tree
 from tasks.runner import run
 
@@ -75,7 +76,7 @@ def configure(ctx: Context) -> None:
 def task(ctx: Context) -> dict[str, Any]:
     fragments = [str(f) for f in ctx.profile.kernel.fragments]
     return {
-        "actions": [action(lambda: configure(ctx))],
+        "actions": [cached(ctx, "configure", lambda: configure(ctx))],
         "file_dep": [str(ctx.paths.tree), *fragments],
         "targets": [str(ctx.paths.config), str(requested_file(ctx))],
         # The fragments' contents are file_dep; their order and selection matter too.

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks import fsutil, kconfig
+from tasks import compilecache, fsutil, kconfig, qemu
+from tasks.cache import cached
 from tasks.context import Context
-from tasks.errors import action, die
+from tasks.errors import die
 from tasks.kbuild import (
     embedded_payload,
     make_cmd,
@@ -65,19 +66,27 @@ def relink(ctx: Context) -> None:
     fsutil.atomic_write(dot_config, text)
     remove_initramfs_outputs(kbuild)
 
-    env = make_env(ctx.profile.kernel, tree, kbuild)
+    # the same CC as the kernel stage: kbuild recompiles everything when a command line changes
+    compiling = compilecache.setup_for(ctx.paths.cache)
+    cc = compiling.make_vars()
+    env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
     log = ctx.paths.logs / "embed.log"
     fsutil.atomic_write(log, "")
-    run(make_cmd(tree, kbuild, "olddefconfig", jobs=ctx.jobs), env=env, log=log, what="make olddefconfig",
-        hint=f"see {log}")
+    run(make_cmd(tree, kbuild, "olddefconfig", jobs=ctx.jobs, make_vars=cc), env=env, log=log,
+        what="make olddefconfig", hint=f"see {log}")
     got = kconfig.parse_config(dot_config.read_text(encoding="utf-8")).get(kconfig.INITRAMFS_SOURCE)
     if got != want:
         raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}: became {kconfig.describe(got)}",
                   "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
     start = time.monotonic()
-    stream_make(make_cmd(tree, kbuild, "bzImage", "vmlinux", jobs=ctx.jobs), env=env, log=log,
+    stream_make(make_cmd(tree, kbuild, "bzImage", "vmlinux", jobs=compiling.jobs(ctx.jobs), make_vars=cc),
+                env=env, log=log,
                 what="relink with the initramfs", hint=f"the whole output is in {log}")
     verified = verify_embedded(kbuild, cpio.read_bytes())
+    if ctx.profile.kernel.image == "vmlinux" and not qemu.has_pvh_entry((kbuild / "vmlinux").read_bytes()):
+        raise die(f'{ctx.profile.path.name} boots vmlinux ([kernel] image = "vmlinux"), but {kbuild / "vmlinux"} '
+                  "has no PVH entry note, so QEMU cannot start it",
+                  "add the pvh fragment (CONFIG_PVH=y) to [kernel] fragments, or boot the bzImage")
     fsutil.atomic_copy(kbuild / "vmlinux", ctx.paths.vmlinux)
     fsutil.atomic_copy(kbuild / BZIMAGE, ctx.paths.bzimage)
     print(f"embed: relinked in {time.monotonic() - start:.1f}s, bzImage {ctx.paths.bzimage.stat().st_size} B"
@@ -86,7 +95,7 @@ def relink(ctx: Context) -> None:
 
 def task(ctx: Context) -> dict[str, Any]:
     return {
-        "actions": [action(lambda: relink(ctx))],
+        "actions": [cached(ctx, "embed", lambda: relink(ctx))],
         # Not kbuild/.config nor kbuild/vmlinux: this task rewrites them itself.
         "file_dep": [str(ctx.paths.kernel_stamp), str(ctx.paths.cpio)],
         "targets": [str(ctx.paths.bzimage), str(ctx.paths.vmlinux)],

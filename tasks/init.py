@@ -20,8 +20,10 @@ from typing import Any
 
 from doit.tools import config_changed
 
+from tasks import compilecache
+from tasks.cache import cached
 from tasks.context import Context
-from tasks.errors import action, die
+from tasks.errors import die
 from tasks.fsutil import atomic_copy, read_json, remove_tree
 from tasks.runner import run, tool_version
 
@@ -92,6 +94,22 @@ def compile_command(
     return cmd
 
 
+def compile_and_link(cmd: Sequence[str], sources: Sequence[str], objdir: Path,
+                     wrapper: Sequence[str] = ()) -> tuple[list[list[str]], list[str]]:
+    """compile_command's one step as a `-c` compile per source (behind `wrapper`, e.g. ccache) and a link.
+
+    ccache caches compiles, never links. Both halves get every flag, so the
+    program is byte-identical to the one-step build.
+    """
+    at = list(cmd).index("-o")
+    compiler, flags, output, rest = cmd[0], list(cmd[1:at]), cmd[at + 1], list(cmd[at + 2:])
+    srcs = [x for x in rest if x in sources]
+    libs = [x for x in rest if x not in sources]
+    objects = [str(objdir / f"{n}-{Path(src).stem}.o") for n, src in enumerate(srcs)]
+    compiles = [[*wrapper, compiler, *flags, "-c", "-o", obj, src] for obj, src in zip(objects, srcs, strict=True)]
+    return compiles, [compiler, *flags, "-o", output, *objects, *libs]
+
+
 def elf_problem(data: bytes) -> str | None:
     """Why this file cannot be the kernel's /init, or None if it is a static x86-64 ELF executable."""
     if data[:4] != b"\x7fELF":
@@ -154,10 +172,15 @@ def build(ctx: Context) -> None:
         hint = f"fix the error shown above in the program, or the [init] cflags in {ctx.profile.path}"
         if init.libc == "musl":
             hint += "; musl-gcc comes with Debian's musl-tools"
-        proc = run(cmd, cwd=ctx.root, env=env, what=f"compiling {', '.join(sources)}",
-                   log=ctx.paths.logs / "init.log", hint=hint)
-        if proc.stdout.strip():
-            print(proc.stdout.decode(errors="replace").rstrip())  # warnings: shown, not fatal
+        # compiles through ccache when it is on (tasks/compilecache.py); the link never is
+        compiling = compilecache.setup_for(ctx.paths.cache)
+        compiles, link = compile_and_link(cmd, sources, tmp, compiling.wrapper() if compiling.ccache else [])
+        env = compiling.environ(env) if compiling.ccache else env
+        for step in [*compiles, link]:
+            proc = run(step, cwd=ctx.root, env=env, what=f"compiling {', '.join(sources)}",
+                       log=ctx.paths.logs / "init.log", hint=hint)
+            if proc.stdout.strip():
+                print(proc.stdout.decode(errors="replace").rstrip())  # warnings: shown, not fatal
         data = (tmp / "init").read_bytes()
         problem = elf_problem(data)
         if problem:
@@ -184,7 +207,7 @@ def task(ctx: Context) -> dict[str, Any]:
         "compiler": tool_version([shutil.which(compiler) or compiler, "--version"]),
     }
     return {
-        "actions": [(action(build), [ctx])],
+        "actions": [cached(ctx, "init", lambda: build(ctx))],
         "file_dep": deps,
         "targets": [str(ctx.paths.init_bin)],
         "uptodate": [config_changed(settings)],

@@ -23,8 +23,9 @@ from typing import Any
 from doit.tools import config_changed
 
 from tasks import cpio
+from tasks.cache import cached
 from tasks.context import Context
-from tasks.errors import action, die
+from tasks.errors import die
 from tasks.fsutil import atomic_write, fsync_dir, remove_tree
 from tasks.runner import run, tool_version
 
@@ -123,7 +124,7 @@ def task(ctx: Context) -> dict[str, Any]:
         "gzip": tool_version([shutil.which("gzip") or "gzip", "--version"]),
     }
     return {
-        "actions": [(action(build), [ctx])],
+        "actions": [cached(ctx, "initramfs", lambda: build(ctx))],
         "file_dep": [str(p.init_bin), *(str(src) for _, src in ctx.profile.init.files)],
         "targets": [str(p.cpio), str(p.initrd)],
         "uptodate": [config_changed(settings)],

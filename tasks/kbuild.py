@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -57,9 +57,14 @@ def make_env(kernel: Kernel, tree: Path, kbuild: Path, base: Mapping[str, str] |
     return env
 
 
-def make_cmd(tree: Path, kbuild: Path, *targets: str, jobs: int = 1) -> list[str]:
-    """`make` out of tree: -C the (read-only) source, O= the build dir."""
-    return ["make", "-C", str(tree), f"O={kbuild}", f"-j{jobs}", *targets]
+def make_cmd(tree: Path, kbuild: Path, *targets: str, jobs: int = 1, make_vars: Sequence[str] = ()) -> list[str]:
+    """`make` out of tree: -C the (read-only) source, O= the build dir.
+
+    `make_vars` are VAR=value assignments such as the compile cache's CC
+    (tasks/compilecache.py); kbuild records each command line, so every make
+    in one build dir must get the same ones, or it recompiles everything.
+    """
+    return ["make", "-C", str(tree), f"O={kbuild}", f"-j{jobs}", *make_vars, *targets]
 
 
 # ---------------------------------------------------------------- progress

@@ -13,10 +13,11 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from tasks import fsutil, kconfig
+from tasks import compilecache, fsutil, kconfig
+from tasks.cache import cached
 from tasks.context import Context
-from tasks.errors import action
 from tasks.kbuild import make_cmd, make_env, read_tree, remove_initramfs_outputs, stream_make
+from tasks.stats import COMPILE_CACHE_REPORT, read_ccache_counters, report_compile_cache
 
 BZIMAGE = "arch/x86/boot/bzImage"
 
@@ -39,13 +40,18 @@ def build(ctx: Context) -> None:
 
     log = ctx.paths.logs / "kernel.log"
     fsutil.atomic_write(log, "")
+    # ccache/distcc: speed only, never part of this task's key (see tasks/compilecache.py)
+    compiling = compilecache.setup_for(ctx.paths.cache)
+    print(f"kernel: compiling with {compiling.describe()}")
+    before = read_ccache_counters(compiling)
     start = time.monotonic()
     stream_make(
-        make_cmd(tree, kbuild, "bzImage", "vmlinux", jobs=ctx.jobs),
-        env=make_env(ctx.profile.kernel, tree, kbuild), log=log, what="kernel build",
+        make_cmd(tree, kbuild, "bzImage", "vmlinux", jobs=compiling.jobs(ctx.jobs), make_vars=compiling.make_vars()),
+        env=compiling.environ(make_env(ctx.profile.kernel, tree, kbuild)), log=log, what="kernel build",
         hint=f"fix the error shown (a patch in [kernel] patches, or a fragment); the whole output is in {log}",
     )
     elapsed = time.monotonic() - start
+    report_compile_cache(compiling, before, ctx.paths.logs / COMPILE_CACHE_REPORT, elapsed)
     vmlinux, bzimage = kbuild / "vmlinux", kbuild / BZIMAGE
     release = kbuild / "include" / "config" / "kernel.release"
     stamp = {
@@ -69,7 +75,7 @@ def task(ctx: Context) -> dict[str, Any]:
         return all((kbuild / p).is_file() for p in (".config", "vmlinux", BZIMAGE))
 
     return {
-        "actions": [action(lambda: build(ctx))],
+        "actions": [cached(ctx, "kernel", lambda: build(ctx))],
         "file_dep": [str(ctx.paths.config), str(ctx.paths.tree)],
         "targets": [str(ctx.paths.kernel_stamp)],
         "uptodate": [config_changed(build_settings(ctx)), kbuild_intact],

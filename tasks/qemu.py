@@ -163,6 +163,7 @@ class Console:
 
     marker: str
     lines: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each line arrived, for tasks/boottime.py
     marker_at: float | None = None
     first_kernel_at: float | None = None
     panic_at: float | None = None
@@ -170,6 +171,7 @@ class Console:
     def feed(self, line: str, at: float) -> None:
         line = clean(line)
         self.lines.append(line)
+        self.times.append(at)
         if self.first_kernel_at is None and KERNEL_LINE_RE.search(line):
             self.first_kernel_at = at
         if self.marker_at is None and self.marker and self.marker in line:
@@ -228,6 +230,36 @@ def summarize_times(start_to_marker: float | None, start_to_exit: float | None) 
     if start_to_exit is not None:
         parts.append(f"to VM exit: {start_to_exit:.2f} s")
     return ", ".join(parts)
+
+
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+
+
+def has_pvh_entry(elf: bytes) -> bool:
+    """Whether a 64-bit ELF kernel carries the PVH entry note QEMU's -kernel needs to boot it directly.
+
+    Without it (CONFIG_PVH off) QEMU refuses the vmlinux ("Error loading
+    uncompressed kernel without PVH ELF Note"), so a profile that boots vmlinux
+    must be caught at build time instead.
+    """
+    import struct
+
+    if elf[:4] != b"\x7fELF" or elf[4] != 2:
+        return False
+    phoff, = struct.unpack_from("<Q", elf, 32)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 54)
+    for i in range(phnum):
+        p_type, _flags, offset, _va, _pa, filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+        if p_type != 4:  # PT_NOTE
+            continue
+        pos, end = offset, offset + filesz
+        while pos + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
+                return True
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
 
 
 def has_option(config_text: str, option: str) -> bool:

@@ -79,8 +79,11 @@ def build_command(ctx: Context, s: Surroundings, *, uts: bool) -> list[str]:
     unset = [arg for var in ("LANG", "LANGUAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL") for arg in ("-u", var)]
     env = ["env", *unset, f"TZ={s.tz}", f"LC_ALL={s.locale}", f"USER={s.user}", f"LOGNAME={s.user}",
            f"HOSTNAME={s.host}",
-           # a compiler cache would hand B the objects A compiled: both builds must compile for themselves
-           "CCACHE_DISABLE=1",
+           # A compiles every object itself; B may use the compile cache (warm from earlier builds,
+           # never from A), so an output changed by ccache shows up as a difference
+           *([] if s.ccache else ["CCACHE_DISABLE=1", "TINYUKI_CCACHE=0"]),
+           # the artifact cache would hand B what A built: each build runs every stage itself
+           "TINYUKI_ARTIFACT_CACHE=off",
            # doit's lines and the commands it echoes then arrive in the order they happened
            "PYTHONUNBUFFERED=1"]
     setup = f"umask {s.umask:03o}"

@@ -170,6 +170,9 @@ class Surroundings:
     jobs: int
     user: str
     host: str
+    # A compiles everything itself; B may take objects from the shared compile
+    # cache, so the check also proves that ccache cannot change the output.
+    ccache: bool = False
 
 
 # B's second directory level makes its absolute path longer than A's, so a
@@ -194,10 +197,11 @@ def plan(base: Path, jobs: int, user: str, host: str, locales: Sequence[str]) ->
     A runs from its own build dir's parent with umask 022, UTC, C.UTF-8 and the
     requested -j; B from another directory with umask 077, a far-off time
     zone with a 45-minute offset, another locale, one more job, and another
-    user and host name.
+    user and host name, and the compile cache allowed (A compiles without it).
     """
     a = Surroundings("A", base / "a", base, 0o022, "UTC", "C.UTF-8", jobs, user, host)
     b_dir = base.joinpath(*B_SUBDIR)
     b = Surroundings("B", b_dir, b_dir.parent, 0o077, "Pacific/Chatham", pick_locale(locales, a.locale),
-                     jobs + 1, f"{user}-other" if user else "repro-other", f"{host}-other" if host else "repro-other")
+                     jobs + 1, f"{user}-other" if user else "repro-other",
+                     f"{host}-other" if host else "repro-other", ccache=True)
     return a, b

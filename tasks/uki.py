@@ -13,8 +13,9 @@ from typing import Any
 from doit.tools import config_changed
 
 from tasks import fsutil, pe
+from tasks.cache import cached
 from tasks.context import Context
-from tasks.errors import action, die
+from tasks.errors import die
 
 
 def kernel_release(bzimage: bytes, kbuild: Path) -> str | None:
@@ -60,12 +61,8 @@ def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = No
 
 
 def task(ctx: Context) -> dict[str, Any]:
-    @action
-    def assemble() -> None:
-        write_uki(ctx)
-
     return {
-        "actions": [assemble],
+        "actions": [cached(ctx, "uki", lambda: write_uki(ctx))],
         "file_dep": [str(ctx.paths.bzimage), str(ctx.profile.uki.stub)],
         "targets": [str(ctx.paths.uki)],
         "uptodate": [config_changed(settings(ctx))],

@@ -7,6 +7,8 @@ Everything is written under O; TREE is only read. See ../README.
 import hashlib
 import os
 import re
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -132,6 +134,22 @@ def prefix_map(path):
     return str(path)
 
 
+def compile_c(src, obj):
+    """A real compile, as kbuild runs it: $(CC) in the build dir, the source by absolute path, KCFLAGS last.
+
+    -g puts the source and build paths into the object, so KCFLAGS'
+    -ffile-prefix-map decides whether objects depend on where they were built.
+    """
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [*shlex.split(os.environ.get("CC") or "gcc"), "-Os", "-g", *os.environ.get("KCFLAGS", "").split(),
+           "-c", str(src), "-o", str(obj.relative_to(OUT))]
+    proc = subprocess.run(cmd, cwd=OUT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        print(f"make[2]: *** [scripts/Makefile.build:250: {obj.relative_to(OUT)}] Error 1", flush=True)
+        sys.exit(2)
+
+
 def build():
     values = olddefconfig()  # kbuild's syncconfig
     release = OUT / "include" / "config" / "kernel.release"
@@ -142,7 +160,7 @@ def build():
         if not sym.startswith("CONFIG_INITRAMFS"):
             objects_key.update(f"{sym}={v}\n".encode())
     for var in ("KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST", "KBUILD_BUILD_VERSION",
-                "KCFLAGS"):
+                "KCFLAGS", "CC"):  # kbuild recompiles when a command line changes
         objects_key.update(f"{var}={os.environ.get(var, '')}\n".encode())
     for src in sources:
         objects_key.update(src.read_bytes())
@@ -159,7 +177,7 @@ def build():
                       "    3 |         oops;\n      |         ^~~~\n"
                       "make[2]: *** [scripts/Makefile.build:250: init/main.o] Error 1", flush=True)
                 sys.exit(2)
-            write(OUT / rel.with_suffix(".o"), f"object of {prefix_map(src)}\n")
+            compile_c(src, OUT / rel.with_suffix(".o"))
         write(stamp, key)
 
     # usr/: the initramfs, rebuilt by make's mtime rule, exactly where kbuild is fooled
@@ -177,7 +195,9 @@ def build():
     banner = (f"Linux version 6.1.0-fake ({os.environ.get('KBUILD_BUILD_USER', 'root')}@"
               f"{os.environ.get('KBUILD_BUILD_HOST', 'localhost')}) #{os.environ.get('KBUILD_BUILD_VERSION', '1')} "
               f"{os.environ.get('KBUILD_BUILD_TIMESTAMP', 'now')}\n")
-    objects = b"".join((OUT / s.relative_to(TREE).with_suffix(".o")).read_bytes() for s in sources)
+    objects = b"".join(f"object of {prefix_map(s)}\n".encode()
+                       + (OUT / s.relative_to(TREE).with_suffix(".o")).read_bytes()
+                       for s in sources)
     vmlinux = b"FAKEVMLINUX\n" + banner.encode() + objects + b"INITRAMFS\n" + inc.read_bytes()
     vm = OUT / "vmlinux"
     if not vm.is_file() or vm.read_bytes() != vmlinux:

@@ -1,0 +1,173 @@
+"""Benchmark: what the compile cache saves on a real kernel build.
+
+    python -m bench.ccache [--workdir DIR] [--profile NAME|PATH] [--jobs N]
+
+Three builds of the kernel stage (fetch to kernel), each in a fresh build dir:
+1. cold: empty artifact cache, empty ccache (a first build; its objects also
+   go to a throwaway Redis on 127.0.0.1 as ccache's remote storage);
+2. ccache-warm: the same sources with one config option changed
+   (CONFIG_PRINTK_TIME off), so the artifact cache misses and the kernel
+   stage really runs: its compiles are ccache hits except where the option
+   matters;
+3. remote-warm: the cold build's config again, with the local ccache deleted
+   and the artifact cache off, so every hit has to come from Redis.
+Times are wall clock for the whole `doit kernel` and for the kernel stage's
+make. The cold and remote-warm builds must give the same vmlinux: ccache may
+only change how fast, never what. Writes bench/results/ccache.json and prints
+a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "ccache.json"
+ONE_OPTION = "# CONFIG_PRINTK_TIME is not set\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, str | None]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        print("bench: redis-server is not installed: no remote-warm build", file=sys.stderr)
+        return None, None
+    port = free_port()
+    (workdir / "redis").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--dir", str(workdir / "redis")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"redis://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("bench: redis-server did not start")
+
+
+def doit(args: list[str], log: Path, env: dict[str, str]) -> float:
+    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args]
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    start = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: doit failed (exit {proc.returncode}), see {log}:\n"
+                         + "".join(log.read_text().splitlines(keepends=True)[-30:]))
+    return elapsed
+
+
+def one_option_profile(profile: Path, fragment: Path, dest: Path) -> Path:
+    """The profile with one more fragment (profile paths are taken from the project root, wherever it lives)."""
+    text = profile.read_text()
+    m = re.search(r"^fragments\s*=\s*\[(.*?)\]", text, flags=re.M | re.S)
+    if not m:
+        raise SystemExit(f"bench: no [kernel] fragments list in {profile}")
+    text = text[:m.end(1)] + f', "{fragment}"' + text[m.end(1):]
+    dest.write_text(text)
+    return dest
+
+
+def profile_path(name: str) -> Path:
+    if "/" in name or name.endswith(".toml"):
+        return Path(name).resolve()
+    return ROOT / "configs" / "profiles" / f"{name}.toml"
+
+
+def build_record(name: str, build: Path, wall: float) -> dict[str, Any]:
+    report = json.loads((build / "logs" / "kernel-compilecache.json").read_text())
+    stamp = json.loads((build / "kernel.json").read_text())
+    cacheable = report["hits"] + report["misses"]
+    return {"build": name, "wall_s": round(wall, 1), "kernel_make_s": report["elapsed_s"],
+            "hits": report["hits"], "misses": report["misses"], "remote_hits": report["remote_hits"],
+            "hit_rate": round(report["hits"] / cacheable, 4) if cacheable else None,
+            "vmlinux_sha256": stamp["vmlinux_sha256"], "setup": report["setup"]}
+
+
+def table(rows: list[dict[str, Any]], cold: float) -> str:
+    lines = ["| build | doit kernel | kernel make | vs cold | ccache hits | remote hits |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        rate = f"{100 * r['hit_rate']:.1f} %" if r["hit_rate"] is not None else "n/a"
+        lines.append(f"| {r['build']} | {r['wall_s']:.0f} s | {r['kernel_make_s']:.0f} s | "
+                     f"{r['kernel_make_s'] / cold:.2f}x | {r['hits']}/{r['hits'] + r['misses']} ({rate}) | "
+                     f"{r['remote_hits']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-ccache")
+    parser.add_argument("--profile", default="debian")
+    parser.add_argument("--jobs", default=str(len(os.sched_getaffinity(0))))
+    opts = parser.parse_args()
+    if shutil.which("ccache") is None:
+        raise SystemExit("bench: ccache is not installed (scripts/setup.sh)")
+    top = opts.workdir.absolute()
+    if top.exists():
+        shutil.rmtree(top)
+    top.mkdir(parents=True)
+    cache = top / "cache"
+    profile = profile_path(opts.profile)
+    fragment = top / "one-option.config"
+    fragment.write_text(ONE_OPTION)
+    changed = one_option_profile(profile, fragment, top / "one-option.toml")
+
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("TINYUKI_CCACHE", "TINYUKI_DISTCC", "CCACHE_", "DISTCC_"))}
+    base_env.pop("TINYUKI_ARTIFACT_CACHE", None)
+    redis, remote = start_redis(top)
+    rows = []
+    try:
+        common = [f"cache_dir={cache}", f"jobs={opts.jobs}", "ccache=1"]
+        remote_var = [f"ccache_remote={remote}"] if remote else []
+        wall = doit(["kernel", f"profile={profile}", f"build_dir={top / 'cold'}", *common, *remote_var],
+                    top / "cold.log", base_env)
+        rows.append(build_record("cold (empty caches)", top / "cold", wall))
+        wall = doit(["kernel", f"profile={changed}", f"build_dir={top / 'warm'}", *common],
+                    top / "warm.log", base_env)
+        rows.append(build_record("ccache-warm, one option changed", top / "warm", wall))
+        if remote:
+            shutil.rmtree(cache / "ccache")
+            wall = doit(["kernel", f"profile={profile}", f"build_dir={top / 'remote'}", *common, *remote_var],
+                        top / "remote.log", {**base_env, "TINYUKI_ARTIFACT_CACHE": "off"})
+            rows.append(build_record("remote-warm, empty local ccache", top / "remote", wall))
+    finally:
+        if redis is not None:
+            redis.terminate()
+            redis.wait()
+    cold = rows[0]["kernel_make_s"]
+    same = len({r["vmlinux_sha256"] for r in rows if not r["build"].startswith("ccache-warm")}) == 1
+    result = {"machine": {"cpus": len(os.sched_getaffinity(0)), "jobs": int(opts.jobs)},
+              "profile": str(profile), "one_option": ONE_OPTION.strip(), "builds": rows,
+              "cold_and_remote_vmlinux_identical": same}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, RESULTS)
+    print(table(rows, cold))
+    print(f"\nvmlinux identical between the cold and the remote-warm build: {same}")
+    if not same:
+        raise SystemExit("bench: ccache changed the bytes built")
+
+
+if __name__ == "__main__":
+    main()

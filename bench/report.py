@@ -1,0 +1,280 @@
+"""Numbers in, verdicts and tables out: summaries, ratios, the machine, regressions, Markdown.
+
+Everything here is pure (no VM, no build), so the logic that turns timings
+into the claims in the README is unit-tested (tests/unit/test_bench.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_THRESHOLD = 0.10
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Several runs of one measurement: the median is the figure, min and max show the spread."""
+
+    median: float
+    min: float
+    max: float
+    runs: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"median": round(self.median, 4), "min": round(self.min, 4), "max": round(self.max, 4),
+                "runs": self.runs}
+
+
+def summarize(values: Iterable[float]) -> Summary | None:
+    """None for no values: a measurement that never completed has no figure, not a zero."""
+    vals = sorted(values)
+    if not vals:
+        return None
+    return Summary(statistics.median(vals), vals[0], vals[-1], len(vals))
+
+
+def ratio(value: float | None, baseline: float | None) -> float | None:
+    """value / baseline, or None when either is missing or the baseline is zero."""
+    if value is None or baseline is None or baseline <= 0:
+        return None
+    return value / baseline
+
+
+def fmt_seconds(s: Mapping[str, Any] | None) -> str:
+    """'0.552 s (0.531–0.601)' from a summary dict."""
+    if not s:
+        return "n/a"
+    return f"{s['median']:.3f} s ({s['min']:.3f}–{s['max']:.3f})"
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.2f}×"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    if n >= 1024 * 1024:
+        return f"{n:,} B ({n / 1048576:.2f} MiB)"
+    if n >= 1024:
+        return f"{n:,} B ({n / 1024:.0f} KiB)"
+    return f"{n:,} B"
+
+
+# ---------------------------------------------------------------- regressions
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    old: float
+    new: float
+
+    @property
+    def rel(self) -> float:
+        return (self.new - self.old) / self.old if self.old else 0.0
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, float]:
+    """Every comparable number of a results document, by a dotted path.
+
+    A timing summary counts by its median; sizes and counts by their value.
+    Ratios, min/max, run counts and the machine block are context, not figures.
+    """
+    out: dict[str, float] = {}
+    if isinstance(data, Mapping):
+        if "median" in data and isinstance(data["median"], (int, float)):
+            out[prefix] = float(data["median"])
+            return out
+        for key, value in data.items():
+            if key in ("machine", "tools", "ratio", "ratios", "min", "max", "runs", "command", "notes", "date",
+                       "revision", "split", "bzImage_ratio", "goals"):
+                continue
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            key = item.get("profile", "") + "/" + item["name"] if isinstance(item, Mapping) and "name" in item \
+                else str(i)
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else key))
+    elif isinstance(data, bool):
+        pass
+    elif isinstance(data, (int, float)):
+        out[prefix] = float(data)
+    return out
+
+
+def compare(old: Mapping[str, Any], new: Mapping[str, Any],
+            threshold: float = DEFAULT_THRESHOLD) -> tuple[list[Change], list[Change], list[str]]:
+    """(regressions, improvements, keys only in one of them), comparing figures present in both.
+
+    A figure regresses when it grew by more than `threshold` (0.10 = 10 %). Hang
+    counts regress on any increase from zero, since a ratio of zero means nothing.
+    """
+    a, b = flatten(old), flatten(new)
+    worse: list[Change] = []
+    better: list[Change] = []
+    for key in sorted(a.keys() & b.keys()):
+        c = Change(key, a[key], b[key])
+        if c.old == 0:
+            if c.new > 0 and key.endswith("hangs"):
+                worse.append(c)
+            continue
+        if c.rel > threshold:
+            worse.append(c)
+        elif c.rel < -threshold:
+            better.append(c)
+    missing = sorted(a.keys() ^ b.keys())
+    return worse, better, missing
+
+
+def compare_text(worse: Sequence[Change], better: Sequence[Change], missing: Sequence[str],
+                 threshold: float) -> str:
+    lines = [f"threshold: {threshold:.0%}"]
+    for title, changes in (("regressions", worse), ("improvements", better)):
+        lines.append(f"{title}: {len(changes)}")
+        for c in changes:
+            rel = "from zero" if c.old == 0 else f"{c.rel:+.1%}"
+            lines.append(f"  {c.key}: {c.old:g} -> {c.new:g} ({rel})")
+    if missing:
+        lines.append(f"only in one of the two: {len(missing)} figures (not compared)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the machine
+
+def _first_line(cmd: Sequence[str]) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def cpu_model(cpuinfo: str) -> str | None:
+    m = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    return m.group(1).strip() if m else None
+
+
+def mem_total_kib(meminfo: str) -> int | None:
+    m = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+    return int(m.group(1)) if m else None
+
+
+def machine(root: Path) -> dict[str, Any]:
+    """What the numbers were measured on: they mean little without it."""
+    def read(p: str) -> str:
+        try:
+            return Path(p).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+    rev = _first_line(["git", "-C", str(root), "rev-parse", "HEAD"])
+    dirty = _first_line(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "machine": {
+            "cpu": cpu_model(read("/proc/cpuinfo")),
+            "cores": len(os.sched_getaffinity(0)),
+            "memory_kib": mem_total_kib(read("/proc/meminfo")),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "tools": {
+            "qemu": _first_line(["qemu-system-x86_64", "--version"]),
+            "gcc": _first_line(["gcc", "--version"]),
+            "ld": _first_line(["ld", "--version"]),
+            "make": _first_line(["make", "--version"]),
+            "ovmf": _first_line(["dpkg-query", "-W", "-f=${Version}", "ovmf"]),
+            "linux_source": _first_line(["dpkg-query", "-W", "-f=${Version}", "linux-source-6.1"]),
+        },
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "revision": (rev or "unknown") + (" (with uncommitted changes)" if dirty else ""),
+    }
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    """The results as the tables the README shows."""
+    m = results.get("machine", {})
+    t = results.get("tools", {})
+    lines = [
+        f"Measured {results.get('date', '?')} at {results.get('revision', '?')} on {m.get('cpu', '?')}, "
+        f"{m.get('cores', '?')} cores, {(m.get('memory_kib') or 0) // 1024} MiB; {t.get('qemu') or 'QEMU ?'}; "
+        f"`{results.get('command', 'python -m bench')}`.",
+        "",
+    ]
+    boot = results.get("boot")
+    if boot:
+        lines += [f"### Boot ({boot.get('accel', 'tcg')}; median (min–max) of the runs; "
+                  "ratio against the baseline named in the same run)", ""]
+        rows = []
+        for c in boot.get("cases", []):
+            sp = c.get("split") or {}
+            rows.append([
+                c["profile"], c["name"], fmt_seconds(c.get("to_program")), fmt_seconds(c.get("to_exit")),
+                fmt_seconds(c.get("exit_after_program")),
+                f"{c.get('hangs', 0)}/{c.get('runs', 0)}",
+                fmt_ratio(c.get("ratio")) + (f" vs {c['baseline']}" if c.get("baseline") else ""),
+                " / ".join("n/a" if sp.get(k) is None else f"{sp[k]:.3f}"
+                           for k in ("before_kernel", "kernel_init", "exec_init", "program")),
+            ])
+        lines += _table(["profile", "boot", "to program", "to VM exit", "exit after program",
+                         "hangs", "ratio (to program)",
+                         "split: before kernel / kernel init / exec / program (s, medians)"], rows)
+        for note in boot.get("notes", []):
+            lines += ["", f"- {note}"]
+        lines.append("")
+    size = results.get("size")
+    if size:
+        lines += ["### Sizes", ""]
+        rows = []
+        for name, s in size.get("profiles", {}).items():
+            v = s.get("vmlinux") or {}
+            rows.append([name, fmt_bytes(s.get("bzImage")), fmt_bytes(s.get("uki")),
+                         f"{v.get('text', 0):,} / {v.get('data', 0):,} / {v.get('bss', 0):,}" if v else "n/a",
+                         fmt_bytes(s.get("init")), fmt_bytes(s.get("initramfs")), fmt_bytes(s.get("initrd")),
+                         fmt_ratio(s.get("bzImage_ratio"))])
+        vendor = size.get("vendor")
+        if vendor:
+            rows.append([f"Debian vendor kernel {vendor['release']}", fmt_bytes(vendor["size"]), "", "", "", "",
+                         fmt_bytes(vendor.get("initrd")), ""])
+        lines += _table(["profile", "bzImage", "UKI", "vmlinux text / data / bss", "init", "initramfs (cpio)",
+                         "initrd (gzip)", "bzImage vs debian"], rows)
+        for name, b in size.get("bloat", {}).items():
+            lines += ["", f"- bloat-o-meter debian → {name}: {b.get('total', 'n/a')}"]
+        lines.append("")
+    goals = results.get("goals")
+    if goals:
+        lines += ["### Goals", ""]
+        lines += _table(["goal", "target", "measured", "met"],
+                        [[g["goal"], g["target"], g["measured"], "yes" if g["met"] else "**no**"] for g in goals])
+        lines.append("")
+    build = results.get("build")
+    if build:
+        lines += ["### Build", ""]
+        rows = []
+        for b in build.get("cases", []):
+            rows.append([b["name"], fmt_seconds(b.get("tinyuki")), fmt_seconds(b.get("baseline")),
+                         b.get("baseline_what", ""), fmt_ratio(b.get("ratio"))])
+        lines += _table(["measurement", "tinyuki", "by hand", "baseline", "ratio"], rows)
+        for name, ext in build.get("external", {}).items():
+            lines += ["", f"- {name}: {ext}"]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""Where a boot's time goes, read from the serial console alone.
+
+The host sees when each console line arrived (seconds since QEMU started);
+the kernel stamps its own lines with its clock (CONFIG_PRINTK_TIME). Lines
+logged before the serial console is registered arrive late, in one burst, so
+the moment the kernel's clock read zero is taken from a line that went out as
+it was logged: `Run /init as init process`. From that one offset the boot
+splits into
+
+  before the kernel: QEMU's own start, the firmware (qboot, SeaBIOS or OVMF),
+      the real-mode setup, the decompressor, and the kernel's earliest setup
+      before its clock starts; a PVH vmlinux skips the setup and decompressor,
+      so the difference to a bzImage of the same build is the decompression;
+  kernel init: kernel t=0 to `Run /init as init process`, by the kernel's clock;
+  exec: from there to the program's marker line on the console;
+  program: the marker line to QEMU's exit (the program's work and power-off).
+
+Under `quiet` the kernel prints no info lines: the parts that need them are None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+STAMP_RE = re.compile(r"^\s*\[\s*(\d+\.\d+)\]")
+RUN_INIT_RE = re.compile(r"Run \S+ as init process")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Seconds spent in each part of one boot; None where the console does not tell."""
+
+    before_kernel: float | None
+    kernel_init: float | None
+    exec_init: float | None
+    program: float | None
+    to_marker: float | None
+    to_exit: float | None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {k: (None if v is None else round(v, 4)) for k, v in self.__dict__.items()}
+
+
+def stamp(line: str) -> float | None:
+    """The kernel's own timestamp of a console line, or None for other lines."""
+    m = STAMP_RE.match(line)
+    return float(m.group(1)) if m else None
+
+
+def kernel_zero(lines: Sequence[str], times: Sequence[float]) -> float | None:
+    """Seconds after QEMU's start at which the kernel's clock read 0.
+
+    Anchored at the `Run /init` line: by then the serial console prints each
+    line as it is logged, so its arrival and its stamp belong together, and the
+    parts of the split add up to the total even when the guest's clock runs at
+    another rate than the host's (a TSC calibrated under load). Without that
+    line (`quiet`), the smallest `arrival - stamp` of any line stamped after 0 is
+    the best bound: lines logged before the console existed arrive late.
+    """
+    stamped = [(ts, at) for line, at in zip(lines, times, strict=True) if (ts := stamp(line)) is not None]
+    for (ts, at), line in zip(stamped, (ln for ln in lines if stamp(ln) is not None), strict=True):
+        if RUN_INIT_RE.search(line):
+            return at - ts
+    offsets = [at - ts for ts, at in stamped if ts > 0]
+    return min(offsets) if offsets else None
+
+
+def split(lines: Sequence[str], times: Sequence[float], marker_at: float | None,
+          exit_at: float | None) -> Split:
+    """Split one boot, given the console lines, their arrival times, the marker and exit times."""
+    zero = kernel_zero(lines, times)
+    run_init = next((stamp(line) for line in lines if RUN_INIT_RE.search(line) and stamp(line) is not None), None)
+    kernel_init = run_init
+    exec_init = None
+    if zero is not None and run_init is not None and marker_at is not None:
+        exec_init = max(0.0, marker_at - (zero + run_init))
+    program = exit_at - marker_at if exit_at is not None and marker_at is not None else None
+    return Split(before_kernel=zero, kernel_init=kernel_init, exec_init=exec_init, program=program,
+                 to_marker=marker_at, to_exit=exit_at)
+
+
+def is_elf(path: Path) -> bool:
+    """An ELF kernel (vmlinux) boots through PVH: QEMU loads it as is, with no decompressor."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def describe(s: Split, *, decompressor: bool = True) -> str:
+    """One line for `doit boot`: the parts that are known, in boot order."""
+    before = "QEMU, firmware" + (", setup and decompressor" if decompressor else " (PVH: no decompressor)")
+    parts = []
+    for label, value in ((before, s.before_kernel), ("kernel init to Run /init", s.kernel_init),
+                         ("exec to the program's first line", s.exec_init),
+                         ("program to VM exit", s.program)):
+        parts.append(f"{label} {value:.3f} s" if value is not None else f"{label} n/a")
+    note = "" if s.kernel_init is not None else " (no kernel timestamps shown: `quiet` hides them)"
+    return "; ".join(parts) + note

@@ -1,0 +1,98 @@
+"""The e2e layer's shared real build: one kernel built from a local signed mirror, for every e2e module.
+
+A real build costs minutes, so the build (and the mirror it comes from) are
+session-scoped: tests/e2e/test_real_build.py checks and boots it, and
+tests/e2e/test_ccache_e2e.py rebuilds it with one option changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import lzma
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.fsutil import sha256_file
+
+ROOT = Path(__file__).resolve().parents[2]
+TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A kernel.org look-alike on 127.0.0.1 with a signature by a freshly generated key."""
+    import gnupg
+
+    top = tmp_path_factory.mktemp("mirror")
+    pub = top / "pub"
+    pub.mkdir()
+    os.symlink(TARBALL, pub / TARBALL.name)
+    home = top / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = gnupg.GPG(gnupghome=str(home))
+    key = gpg.gen_key(gpg.gen_key_input(
+        key_type="EDDSA", key_curve="ed25519", key_usage="sign", name_real="tinyuki e2e release signer",
+        name_email="e2e@tinyuki.invalid", no_protection=True, expire_date=0,
+    ))
+    assert key.fingerprint, key.stderr
+    (top / "signer.asc").write_text(gpg.export_keys(key.fingerprint))
+    # kernel.org style: the signature covers the uncompressed tar
+    with lzma.open(TARBALL, "rb") as tar:
+        sig = gpg.sign_file(tar, keyid=key.fingerprint, detach=True, binary=False)
+    assert sig.data, sig.stderr
+    (pub / "linux-source-6.1.tar.sign").write_bytes(sig.data)
+
+    handler = functools.partial(_Quiet, directory=str(pub))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield {"base": base, "fingerprint": key.fingerprint, "keyring": str(top / "signer.asc")}
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def build(mirror: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Run the whole pipeline once, from the local mirror to the UKI."""
+    top = tmp_path_factory.mktemp("e2e")
+    profile = top / "mirror.toml"
+    debian = (ROOT / "configs" / "profiles" / "debian.toml").read_text()
+    source = (
+        "[source]\n"
+        f'urls = ["{mirror["base"]}/linux-source-6.1.tar.xz"]\n'
+        f'sha256 = "{sha256_file(TARBALL)}"\n'
+        f'signature = "{mirror["base"]}/linux-source-6.1.tar.sign"\n'
+        'signature_over = "uncompressed"\n'
+        f'signers = ["{mirror["fingerprint"]}"]\n'
+        f'keyrings = ["{mirror["keyring"]}"]\n'
+    )
+    body = debian.split("[kernel]", 1)[1]
+    profile.write_text(source + "\n[kernel]" + body)
+    paths = {"profile": profile, "build": top / "build", "cache": top / "cache", "top": top}
+    out = doit(paths, [])
+    assert "tinyuki.efi" in out
+    return paths
+
+
+def doit(paths: dict[str, Path], args: list[str], check: bool = True, timeout: int = 1800) -> str:
+    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args,
+           f"profile={paths['profile']}", f"build_dir={paths['build']}", f"cache_dir={paths['cache']}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, out[-6000:]
+    return out

@@ -1,0 +1,220 @@
+"""The artifact cache through the real dodo.py, against the fake kernel tree.
+
+Each test runs `doit` in subprocesses, as a user would, on build dirs sharing
+one cache. The fake kbuild logs every make it runs in kbuild/fakekernel.log;
+a kernel build tree restored from the cache carries the log of the build that
+stored it, so "no make ran here" is: the log is exactly the stored one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.helpers import tarballs
+
+FAKE = ROOT / "tests" / "fakekernel"
+CACHED = ["configure", "kernel", "init", "initramfs", "embed", "uki"]
+ARTIFACTS = ["kernel.config", "kernel.requested.json", "init/init", "initramfs.cpio", "initrd.img", "bzImage",
+             "vmlinux", "tinyuki.efi"]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("musl-gcc") is None,
+                                reason="make and musl-gcc (musl-tools) are needed")
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory) -> tuple[Path, str]:
+    base = tmp_path_factory.mktemp("src")
+    files = {str(p.relative_to(FAKE)): p.read_bytes() for p in sorted(FAKE.rglob("*")) if p.is_file()}
+    tar = tarballs.write(base / "linux-9.9.tar.xz", tarballs.tar_bytes("linux-9.9", files))
+    return tar, hashlib.sha256(tar.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def project(tmp_path, tarball) -> Path:
+    """A profile whose program lives in tmp_path (so a test may change it); musl: the fake tree has no nolibc."""
+    tar, sha = tarball
+    program = tmp_path / "prog"
+    program.mkdir()
+    shutil.copy(ROOT / "init" / "init.c", program / "init.c")
+    for h in (ROOT / "init").glob("*.h"):
+        shutil.copy(h, program / h.name)
+    profile = tmp_path / "fake.toml"
+    profile.write_text("\n".join([
+        "[source]", f'urls = ["{tar}"]', f'sha256 = "{sha}"', "",
+        "[kernel]", 'fragments = ["base", "initramfs", "console", "block", "efi", "size"]', "",
+        "[init]", f'sources = ["{program / "init.c"}"]', 'libc = "musl"', "",
+    ]))
+    return profile
+
+
+def doit(profile: Path, build: Path, *args: str, check: bool = True, start: bool = False):
+    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args, f"profile={profile}",
+           f"build_dir={build}", f"cache_dir={profile.parent / 'cache'}", "jobs=2"]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TINYUKI_PROFILE", "TINYUKI_CACHE_DIR", "TINYUKI_ARTIFACT_CACHE")}
+    if start:
+        return subprocess.Popen(cmd, cwd=profile.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    proc = subprocess.run(cmd, cwd=profile.parent, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, out
+    return out
+
+
+def outcome(out: str) -> dict[str, str]:
+    """task -> ran / up to date / restored / built (ran and stored), from doit's and the tasks' lines."""
+    result = {}
+    for line in out.splitlines():
+        if line.startswith(".  "):
+            result[line[3:].strip()] = "ran"
+        elif line.startswith("-- "):
+            result[line[3:].strip()] = "up to date"
+    for task in CACHED:
+        if f"{task}: restored from artifact cache" in out:
+            result[task] = "restored"
+        elif f"{task}: stored in artifact cache" in out:
+            result[task] = "built"
+    return result
+
+
+def digests(build: Path) -> dict[str, str]:
+    return {rel: hashlib.sha256((build / rel).read_bytes()).hexdigest() for rel in ARTIFACTS}
+
+
+def fake_log(build: Path) -> str:
+    path = build / "kbuild" / "fakekernel.log"
+    return path.read_text() if path.exists() else ""
+
+
+def stored_log(build: Path, cache: Path) -> str:
+    """The fake kbuild's log inside the kernel entry this build dir used."""
+    cache = cache / "artifacts"
+    key = json.loads((build / "keys" / "kernel.json").read_text())["key"]
+    entry = json.loads((cache / "entries" / f"{key}.json").read_text())
+    sha = entry["trees"]["kbuild"]["sha256"]
+    with tarfile.open(cache / "blobs" / sha[:2] / sha) as tar:
+        member = tar.extractfile("fakekernel.log")
+        assert member is not None
+        return io.TextIOWrapper(member).read()
+
+
+def test_a_second_build_dir_restores_everything_and_builds_nothing(project, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b" / "deeper"
+    out = doit(project, a)
+    assert {t: outcome(out)[t] for t in CACHED} == dict.fromkeys(CACHED, "built"), out
+    assert "make bzImage" in fake_log(a)
+
+    out = doit(project, b)
+    assert {t: outcome(out)[t] for t in CACHED} == dict.fromkeys(CACHED, "restored"), out
+    assert "kernel build:" not in out and "musl-gcc" not in out, out  # no compiler, no kbuild
+    assert fake_log(b) == stored_log(b, tmp_path / "cache"), "a make ran in the second build dir"
+    assert digests(b) == digests(a)
+    assert "kernel: the build tree is restored too" in out
+    stamp = json.loads((b / "kernel.json").read_text())
+    assert stamp["tree"] == json.loads((b / "tree.json").read_text())["tree"]
+
+    # the restored build dir is a normal one: the next run does nothing
+    out = doit(project, b)
+    assert all(v == "up to date" for t, v in outcome(out).items() if t != "manifest:summary"), out
+
+    # the shared cache lists each task once
+    listing = doit(project, b, "cache")
+    for task in CACHED:
+        assert any(line.startswith(task + " ") for line in listing.splitlines()), listing
+    assert "6 entries" in listing
+
+
+def test_a_changed_input_invalidates_exactly_what_depends_on_it(project, tmp_path):
+    a = tmp_path / "a"
+    doit(project, a)
+    before = digests(a)
+    program = tmp_path / "prog" / "init.c"
+    original = program.read_text()
+    # a source change that leaves the binary as it was: init reruns, and nothing after it
+    program.write_text(original.replace("int main", "static int unused_marker;\nint main", 1))
+    out = doit(project, a)
+    assert {t: outcome(out)[t] for t in CACHED} == {**dict.fromkeys(CACHED, "up to date"), "init": "built"}, out
+    assert digests(a) == before
+
+    program.write_text(original.replace('put_str("init: ");', 'put_str("init (v2): ");', 1))
+    mark = len(fake_log(a))
+    out = doit(project, a)
+    o = outcome(out)
+    assert {t: o[t] for t in CACHED} == {"configure": "up to date", "kernel": "up to date", "init": "built",
+                                        "initramfs": "built", "embed": "built", "uki": "built"}, out
+    relinked = fake_log(a)[mark:]
+    assert "make bzImage" in relinked and "compile" not in relinked  # a relink, no kernel compile
+    after = digests(a)
+    assert [k for k in ARTIFACTS if before[k] != after[k]] == \
+        ["init/init", "initramfs.cpio", "initrd.img", "bzImage", "vmlinux", "tinyuki.efi"]
+
+    # back to the old program: the old keys, restored instead of built
+    program.write_text(original)
+    mark = len(fake_log(a))
+    out = doit(project, a)
+    o = outcome(out)
+    assert {t: o[t] for t in CACHED} == {"configure": "up to date", "kernel": "up to date", "init": "restored",
+                                        "initramfs": "restored", "embed": "restored", "uki": "restored"}, out
+    assert fake_log(a)[mark:] == ""
+    assert digests(a) == before
+
+    # a profile setting that only the UKI uses
+    project.write_text(project.read_text() + '\n[uki.os_release]\nID = "other"\n')
+    out = doit(project, a)
+    o = outcome(out)
+    assert {t: o[t] for t in CACHED} == {**dict.fromkeys(CACHED[:-1], "up to date"), "uki": "built"}, out
+
+
+def test_a_damaged_entry_is_detected_deleted_and_rebuilt(project, tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    doit(project, a)
+    cache = tmp_path / "cache" / "artifacts"
+    kernel_key = json.loads((a / "keys" / "kernel.json").read_text())["key"]
+    uki_key = json.loads((a / "keys" / "uki.json").read_text())["key"]
+    entry = cache / "entries" / f"{kernel_key}.json"
+    entry.write_text(entry.read_text()[:100])  # a truncated entry
+    uki_entry = json.loads((cache / "entries" / f"{uki_key}.json").read_text())
+    blob = cache / "blobs" / uki_entry["files"]["tinyuki.efi"]["sha256"][:2] / uki_entry["files"]["tinyuki.efi"][
+        "sha256"]
+    os.chmod(blob, 0o644)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))  # a flipped bit in a blob
+
+    out = doit(project, b)
+    o = outcome(out)
+    assert o["kernel"] == "built" and o["uki"] == "built", out
+    assert o["embed"] == "restored"  # its own entry is intact: the kernel it came from has the same key
+    assert f"warning: kernel: the artifact cache entry {kernel_key[:12]}… is damaged" in out
+    assert f"warning: uki: the artifact cache entry {uki_key[:12]}… is damaged" in out
+    assert "Traceback" not in out
+    assert "make bzImage" in fake_log(b)
+    assert digests(b) == digests(a)
+
+    out = doit(project, c)  # the rebuild stored good entries again
+    assert {t: outcome(out)[t] for t in CACHED} == dict.fromkeys(CACHED, "restored"), out
+    assert digests(c) == digests(a)
+
+
+def test_two_concurrent_runs_on_one_cache_both_succeed(project, tmp_path):
+    procs = [doit(project, tmp_path / name, start=True) for name in ("a", "b")]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    out = doit(project, tmp_path / "c")
+    assert {t: outcome(out)[t] for t in CACHED} == dict.fromkeys(CACHED, "restored"), out
+    assert digests(tmp_path / "c") == digests(tmp_path / "a")
+    assert not list((tmp_path / "cache" / "artifacts" / "tmp").iterdir())
