@@ -134,6 +134,7 @@ def main() -> None:
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("TINYUKI_CCACHE", "TINYUKI_DISTCC", "CCACHE_", "DISTCC_"))}
     base_env.pop("TINYUKI_ARTIFACT_CACHE", None)
+    load_start = list(os.getloadavg())  # other work on the machine inflates every time below
     redis, remote = start_redis(top)
     rows = []
     try:
@@ -156,7 +157,8 @@ def main() -> None:
             redis.wait()
     cold = rows[0]["kernel_make_s"]
     same = len({r["vmlinux_sha256"] for r in rows if not r["build"].startswith("ccache-warm")}) == 1
-    result = {"machine": {"cpus": len(os.sched_getaffinity(0)), "jobs": int(opts.jobs)},
+    result = {"machine": {"cpus": len(os.sched_getaffinity(0)), "jobs": int(opts.jobs),
+                          "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg())},
               "profile": str(profile), "one_option": ONE_OPTION.strip(), "builds": rows,
               "cold_and_remote_vmlinux_identical": same}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -175,7 +175,15 @@ class Keyring:
 
     def verify_detached(self, signature: Path, data: IO[bytes], trusted: Sequence[str], what: str) -> Verdict:
         """Check a detached signature over a stream fed to gpg's stdin (never written to disk)."""
-        res = self.gpg.verify_file(data, close_file=False, extra_args=[str(signature), "-"])
+        try:
+            res = self.gpg.verify_file(data, close_file=False, extra_args=[str(signature), "-"])
+        except BrokenPipeError:
+            # gpg stopped reading the data before its end: it gave up on the signature
+            # file itself. Never an acceptance; ask gpg about the signature alone for the reason.
+            alone = self.gpg.verify_file(io.BytesIO(b""), extra_args=[str(signature), "-"])
+            verdict = evaluate(alone.stderr or "", trusted, what)
+            reason = verdict.message if not verdict.ok else f"{what}: gpg stopped reading the data"
+            return Verdict(False, reason)
         return evaluate(res.stderr or "", trusted, what)
 
     def verify_clearsigned(self, path: Path, trusted: Sequence[str], what: str) -> tuple[Verdict, bytes]:

@@ -63,9 +63,9 @@ def tool(name: str) -> str:
 
 
 def strip_ccache(value: str) -> str:
-    """`ccache gcc` compiles what `gcc` compiles."""
+    """`ccache gcc` and `distcc gcc` compile what `gcc` compiles."""
     words = value.split()
-    while words and os.path.basename(words[0]) == "ccache":
+    while words and os.path.basename(words[0]) in ("ccache", "distcc"):
         words = words[1:]
     return " ".join(words)
 
