@@ -106,7 +106,7 @@ def task_manifest():
 
 
 def task_boot():
-    """Boot in QEMU and check the program ran. Variables: uki=1 (through OVMF), disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FILE."""
+    """Boot in QEMU and check the program ran: uki=1, disk=FILE, accel=kvm|tcg, kernel=, initrd= (doit help boot)."""
     return boot.task(CTX)
 
 

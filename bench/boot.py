@@ -44,6 +44,7 @@ class Case:
     qemu_args: tuple[str, ...] = ()
     ovmf: str = "pflash"  # "pflash" (CODE + fresh VARS, as doit boot) or "bios" (-bios OVMF.fd)
     baseline: str | None = None  # name of the case (same profile) this one is a ratio of
+    runs: int | None = None  # boots of this case when it needs more than the others (a hang count)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -184,10 +185,12 @@ def run_cases(contexts: Sequence[tuple[Context, str, list[Case]]], runs: int) ->
             w = Path(tmp) / str(i)
             w.mkdir()
             works.append(w)
-        for r in range(runs):
+        rounds = max([runs, *(t.case.runs or 0 for _, _, t in tallies)])
+        for r in range(rounds):
             for (ctx, cfg, tally), work in zip(tallies, works, strict=True):
-                boot_once(ctx, tally.case, cfg, tsc, work, tally)
-            print(f"bench boot: round {r + 1}/{runs} done", file=sys.stderr, flush=True)
+                if r < (tally.case.runs or runs):
+                    boot_once(ctx, tally.case, cfg, tsc, work, tally)
+            print(f"bench boot: round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     results = []
     for _ctx, _cfg, t in tallies:
         to_program = report.summarize(t.to_program)
@@ -199,7 +202,7 @@ def run_cases(contexts: Sequence[tuple[Context, str, list[Case]]], runs: int) ->
             "to_program": to_program.as_dict() if to_program else None,
             "to_exit": to_exit.as_dict() if to_exit else None,
             "exit_after_program": after.as_dict() if after else None,
-            "hangs": t.hangs, "runs": runs,
+            "hangs": t.hangs, "runs": t.case.runs or runs,
             "failures": sorted(set(t.failures)),
             "split": _median_split(t.splits),
         })

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from tasks import compilecache
 from tasks.context import Context
 from tasks.fsutil import read_json
 from tasks.kbuild import make_cmd, make_env, remove_initramfs_outputs
@@ -44,6 +45,13 @@ def _timed(cmd: Sequence[str | Path], *, cwd: Path, env: dict[str, str] | None =
     return took
 
 
+def kbuild_make(ctx: Context, tree: Path, *targets: str) -> tuple[list[str], dict[str, str]]:
+    """The make command and environment the pipeline itself uses (same CC, so kbuild sees no change)."""
+    compiling = compilecache.setup_for(ctx.paths.cache)
+    cmd = make_cmd(tree, ctx.paths.kbuild, *targets, jobs=compiling.jobs(ctx.jobs), make_vars=compiling.make_vars())
+    return cmd, compiling.environ(make_env(ctx.profile.kernel, tree, ctx.paths.kbuild))
+
+
 def _doit(ctx: Context, *args: str) -> list[str]:
     return [str(ctx.root / ".venv" / "bin" / "doit"), *args]
 
@@ -58,14 +66,14 @@ def _case(name: str, ours: Sequence[float], theirs: Sequence[float], what: str) 
 def noop(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
     """A no-op `doit` against kbuild's no-op `make bzImage` in the same build dir."""
     tree = Path(read_json(ctx.paths.tree)["tree"])
-    env = make_env(ctx.profile.kernel, tree, ctx.paths.kbuild)
+    make, env = kbuild_make(ctx, tree, "bzImage")
     args = [f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"]
-    _timed(_doit(ctx, *args), cwd=ctx.root, log=log)  # make sure it is built and up to date
+    _timed(_doit(ctx, *args), cwd=ctx.root, log=log)  # make sure both are built and up to date
+    _timed(make, cwd=ctx.root, env=env, log=log)
     ours, theirs = [], []
     for _ in range(runs):
         ours.append(_timed(_doit(ctx, *args), cwd=ctx.root, log=log))
-        theirs.append(_timed(make_cmd(tree, ctx.paths.kbuild, "bzImage", jobs=ctx.jobs), cwd=ctx.root, env=env,
-                             log=log))
+        theirs.append(_timed(make, cwd=ctx.root, env=env, log=log))
     return _case("no-op build", ours, theirs, "no-op `make bzImage`")
 
 
@@ -99,7 +107,7 @@ def one_line_change(text: str) -> str:
 def rebuild(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
     """doit after a one-line change to the program, against kbuild's relink of a new initramfs."""
     tree = Path(read_json(ctx.paths.tree)["tree"])
-    env = make_env(ctx.profile.kernel, tree, ctx.paths.kbuild)
+    make, env = kbuild_make(ctx, tree, "bzImage", "vmlinux")
     real = [f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"]
     ours, theirs = [], []
     with tempfile.TemporaryDirectory(prefix="tinyuki-bench-init-") as tmp:
@@ -110,8 +118,7 @@ def rebuild(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
             for _ in range(runs):
                 ours.append(_timed(_doit(ctx, *changed), cwd=ctx.root, log=log))
                 remove_initramfs_outputs(ctx.paths.kbuild)
-                theirs.append(_timed(make_cmd(tree, ctx.paths.kbuild, "bzImage", "vmlinux", jobs=ctx.jobs),
-                                     cwd=ctx.root, env=env, log=log))
+                theirs.append(_timed(make, cwd=ctx.root, env=env, log=log))
                 ours.append(_timed(_doit(ctx, *real), cwd=ctx.root, log=log))  # and back: the same change
         finally:
             _timed(_doit(ctx, *real), cwd=ctx.root, log=log)

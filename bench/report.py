@@ -224,6 +224,8 @@ def markdown(results: Mapping[str, Any]) -> str:
     if boot:
         lines += [f"### Boot ({boot.get('accel', 'tcg')}; median (min–max) of the runs; "
                   "ratio against the baseline named in the same run)", ""]
+        if boot.get("command"):
+            lines += [f"`{boot['command']}`", ""]
         rows = []
         for c in boot.get("cases", []):
             sp = c.get("split") or {}
@@ -244,6 +246,8 @@ def markdown(results: Mapping[str, Any]) -> str:
     size = results.get("size")
     if size:
         lines += ["### Sizes", ""]
+        if size.get("command"):
+            lines += [f"`{size['command']}`", ""]
         rows = []
         for name, s in size.get("profiles", {}).items():
             v = s.get("vmlinux") or {}
@@ -257,6 +261,8 @@ def markdown(results: Mapping[str, Any]) -> str:
                          fmt_bytes(vendor.get("initrd")), ""])
         lines += _table(["profile", "bzImage", "UKI", "vmlinux text / data / bss", "init", "initramfs (cpio)",
                          "initrd (gzip)", "bzImage vs debian"], rows)
+        if not vendor:
+            lines += ["", "- No Debian vendor kernel (/boot/vmlinuz-*) is installed on this machine: no row for it."]
         for name, b in size.get("bloat", {}).items():
             lines += ["", f"- bloat-o-meter debian → {name}: {b.get('total', 'n/a')}"]
         lines.append("")
@@ -269,12 +275,16 @@ def markdown(results: Mapping[str, Any]) -> str:
     build = results.get("build")
     if build:
         lines += ["### Build", ""]
+        if build.get("command"):
+            lines += [f"`{build['command']}`", ""]
         rows = []
         for b in build.get("cases", []):
             rows.append([b["name"], fmt_seconds(b.get("tinyuki")), fmt_seconds(b.get("baseline")),
                          b.get("baseline_what", ""), fmt_ratio(b.get("ratio"))])
         lines += _table(["measurement", "tinyuki", "by hand", "baseline", "ratio"], rows)
         for name, ext in build.get("external", {}).items():
-            lines += ["", f"- {name}: {ext}"]
+            figures = flatten(ext)
+            shown = ", ".join(f"{k} {v:g}" for k, v in list(figures.items())[:12])
+            lines += ["", f"- from bench/{name}.py (its own method and baselines): {shown or 'no figures'}"]
         lines.append("")
     return "\n".join(lines)

@@ -173,7 +173,9 @@ def elf_with_notes(notes: bytes) -> bytes:
 def note(name: bytes, ntype: int, desc: bytes) -> bytes:
     import struct
 
-    pad = (lambda b: b + bytes(-len(b) % 4))
+    def pad(b: bytes) -> bytes:
+        return b + bytes(-len(b) % 4)
+
     return struct.pack("<III", len(name), len(desc), ntype) + pad(name) + pad(desc)
 
 
