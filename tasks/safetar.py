@@ -11,6 +11,7 @@ decompression and writing use two cores.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shutil
 import subprocess
@@ -134,28 +135,70 @@ def extract(archive: Path, dest: Path) -> int:
     return count
 
 
+def _through_link(rel: str, links: set[str]) -> str | None:
+    """The symlink among rel's parent directories (or rel itself), if any."""
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        if prefix in links:
+            return prefix
+    return None
+
+
 def _extract_members(tf: tarfile.TarFile, archive: Path, dest: Path) -> int:
+    """Extract regular members first and symlinks last, never writing through a link.
+
+    Name checks alone cannot see a path that walks through a symlink the same
+    archive created earlier (the trick behind CVE-2025-4517, which defeats the
+    `data` filter of older Pythons). So no member may live under, replace, or
+    hard-link through a symlink of the archive; symlinks are only created once
+    every other member is written, and each must then resolve inside the tree.
+    """
+    hostile = "the tarball is malformed or hostile; do not use it"
     count = 0
     top: str | None = None
+    links: dict[str, tarfile.TarInfo] = {}
     for m in tf:
         if top is None:
             top = top_dir(m.name)
         try:
             rel = check_member(m, top)
+            if rel:
+                via = _through_link(rel, set(links))
+                if via is not None:
+                    raise HostileMember(f"member {m.name!r} would be written through the symlink {via!r}")
+                if m.islnk():
+                    m.linkname = "/".join(p for p in m.linkname.split("/") if p not in ("", "."))[len(top) + 1:]
+                    via = _through_link(m.linkname, set(links))
+                    if via is not None:
+                        raise HostileMember(f"hard link {m.name!r} goes through the symlink {via!r}")
         except HostileMember as e:
-            raise die(f"refusing to extract {archive}: {e.message}",
-                      "the tarball is malformed or hostile; do not use it") from None
+            raise die(f"refusing to extract {archive}: {e.message}", hostile) from None
         if not rel:
             continue
         m.name = rel
-        if m.islnk():
-            m.linkname = "/".join(p for p in m.linkname.split("/") if p not in ("", "."))[len(top) + 1:]
+        if m.issym():
+            links[rel] = m
+            continue
         try:
             tf.extract(m, dest, filter="data", set_attrs=True)
         except tarfile.FilterError as e:
-            raise die(f"refusing to extract {archive}: {e}",
-                      "the tarball is malformed or hostile; do not use it") from None
+            raise die(f"refusing to extract {archive}: {e}", hostile) from None
         count += 1
     if top is None:
         raise die(f"{archive} is an empty archive", "the download may be damaged: fetch it again")
+    root = os.path.realpath(dest)
+    for rel, m in links.items():
+        path = dest / rel
+        parent = os.path.realpath(path.parent)
+        if os.path.commonpath([root, parent]) != root or os.path.lexists(path):
+            raise die(f"refusing to extract {archive}: symlink {m.name!r} would be created outside or over"
+                      " another member", hostile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(m.linkname, path)
+        count += 1
+    for rel, m in links.items():
+        if os.path.commonpath([root, os.path.realpath(dest / rel)]) != root:
+            raise die(f"refusing to extract {archive}: symlink {rel!r} -> {m.linkname!r} resolves outside the tree",
+                      hostile)
     return count

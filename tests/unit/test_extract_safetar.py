@@ -88,3 +88,66 @@ def test_check_member_accepts_internal_links():
     ti = tarfile.TarInfo(f"{TOP}/arch/x86/boot/dts")
     ti.type, ti.linkname = tarfile.SYMTYPE, "../../../scripts/dtc"
     assert safetar.check_member(ti, TOP) == "arch/x86/boot/dts"
+
+
+def _raw_tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
+    """(kind, name, link-or-content) entries, written in this order, under linux-9.9/."""
+    import io
+
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        top = tarfile.TarInfo("linux-9.9")
+        top.type = tarfile.DIRTYPE
+        tf.addfile(top)
+        for kind, name, value in members:
+            ti = tarfile.TarInfo(f"linux-9.9/{name}")
+            data = None
+            if kind == "dir":
+                ti.type = tarfile.DIRTYPE
+            elif kind == "sym":
+                ti.type, ti.linkname = tarfile.SYMTYPE, value
+            elif kind == "hard":
+                ti.type, ti.linkname = tarfile.LNKTYPE, f"linux-9.9/{value}"
+            else:
+                data = value.encode()
+                ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def test_symlink_chain_escape_is_refused(tmp_path):
+    """CVE-2025-4517's shape: a link that is lexically inside but really outside, then writes through it."""
+    (tmp_path / "victim").write_text("original\n")
+    arc = _raw_tar(tmp_path / "evil.tar", [
+        ("dir", "p/q/r", ""),
+        ("sym", "escape", "p/q/r/s/../../../.."),  # lexically the tree's root
+        ("sym", "p/q/r/s", "../../.."),            # makes `escape` point two levels above the tree
+        ("hard", "grab", "escape/victim"),
+        ("file", "escape/newfile", "x"),
+    ])
+    dest = tmp_path / "out" / "tree"
+    with pytest.raises(TinyukiError, match="symlink"):
+        safetar.extract(arc, dest)
+    assert (tmp_path / "victim").read_text() == "original\n"
+    assert not (tmp_path / "newfile").exists() and not (tmp_path / "out" / "newfile").exists()
+
+
+def test_deferred_symlinks_must_resolve_inside(tmp_path):
+    arc = _raw_tar(tmp_path / "evil.tar", [
+        ("dir", "p/q/r", ""),
+        ("sym", "escape", "p/q/r/s/../../../.."),
+        ("sym", "p/q/r/s", "../../.."),
+    ])
+    with pytest.raises(TinyukiError, match="resolves outside the tree"):
+        safetar.extract(arc, tmp_path / "out" / "tree")
+
+
+def test_internal_symlinks_still_work(tmp_path):
+    arc = _raw_tar(tmp_path / "ok.tar", [
+        ("dir", "arch/arm/boot/dts", ""),
+        ("file", "arch/arm/boot/dts/a.dts", "dts"),
+        ("dir", "scripts/dtc/include-prefixes", ""),
+        ("sym", "scripts/dtc/include-prefixes/arm", "../../../arch/arm/boot/dts"),
+    ])
+    dest = tmp_path / "out" / "tree"
+    safetar.extract(arc, dest)
+    assert (dest / "scripts/dtc/include-prefixes/arm/a.dts").read_text() == "dts"
