@@ -12,7 +12,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from tasks import fsutil, kconfig
+from tasks import fsutil, kconfig, taskkey
 from tasks.cache import cached
 from tasks.context import Context
 from tasks.errors import die
@@ -80,7 +80,8 @@ def task(ctx: Context) -> dict[str, Any]:
         "file_dep": [str(ctx.paths.tree), *fragments],
         "targets": [str(ctx.paths.config), str(requested_file(ctx))],
         # The fragments' contents are file_dep; their order and selection matter too.
-        "uptodate": [config_changed({"fragments": fragments})],
+        # one config_changed per task: doit keeps a single saved value for it
+        "uptodate": [config_changed({"fragments": fragments, **taskkey.toolchain_state()})],
         "clean": True,
         "verbosity": 2,
     }

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks import compilecache, fsutil, kconfig, qemu
+from doit.tools import config_changed
+
+from tasks import compilecache, fsutil, kconfig, qemu, taskkey
 from tasks.cache import cached
 from tasks.context import Context
 from tasks.errors import die
@@ -98,6 +100,7 @@ def task(ctx: Context) -> dict[str, Any]:
         "actions": [cached(ctx, "embed", lambda: relink(ctx))],
         # Not kbuild/.config nor kbuild/vmlinux: this task rewrites them itself.
         "file_dep": [str(ctx.paths.kernel_stamp), str(ctx.paths.cpio)],
+        "uptodate": [config_changed(taskkey.toolchain_state())],
         "targets": [str(ctx.paths.bzimage), str(ctx.paths.vmlinux)],
         "clean": True,
         "verbosity": 2,

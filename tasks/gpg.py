@@ -157,7 +157,11 @@ class Keyring:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.gpg = gnupg.GPG(gnupghome=str(home))
+        try:
+            self.gpg = gnupg.GPG(gnupghome=str(home))
+        except (OSError, ValueError) as e:
+            raise die(f"the OpenPGP check needs gpg, which cannot run here: {e}",
+                      "install it: apt-get install gnupg (scripts/setup.sh does)") from e
         self.gpg.buffer_size = 1 << 20
         self.gpg.encoding = "utf-8"
 

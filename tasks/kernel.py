@@ -13,7 +13,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from tasks import compilecache, fsutil, kconfig
+from tasks import compilecache, fsutil, kconfig, taskkey
 from tasks.cache import cached
 from tasks.context import Context
 from tasks.kbuild import make_cmd, make_env, read_tree, remove_initramfs_outputs, stream_make
@@ -78,7 +78,7 @@ def task(ctx: Context) -> dict[str, Any]:
         "actions": [cached(ctx, "kernel", lambda: build(ctx))],
         "file_dep": [str(ctx.paths.config), str(ctx.paths.tree)],
         "targets": [str(ctx.paths.kernel_stamp)],
-        "uptodate": [config_changed(build_settings(ctx)), kbuild_intact],
+        "uptodate": [config_changed({"settings": build_settings(ctx), **taskkey.toolchain_state()}), kbuild_intact],
         "clean": True,
         "verbosity": 2,
     }

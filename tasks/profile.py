@@ -304,8 +304,9 @@ def _str(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
 def _int(f: Field, raw: Any, where: str, label: str, root: Path) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise _want(where, label, "an integer", raw, f"write a bare number: {f.key} = 42")
-    if raw < 0:
-        raise die(f"{where}: {label} must not be negative (got {raw})", "use 0 or a positive number")
+    least = 1 if f.key in ("retries", "timeout") else 0  # zero attempts or a zero timeout never succeed
+    if raw < least:
+        raise die(f"{where}: {label} must be at least {least} (got {raw})", f"use {least} or a larger number")
     return raw
 
 

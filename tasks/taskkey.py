@@ -294,3 +294,22 @@ def locations(ctx: Context) -> dict[str, Path]:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return locs
+
+
+def toolchain_state() -> dict[str, Any]:
+    """What doit's uptodate compares for compiling tasks: the relevant environment and the tools.
+
+    Tools are identified by their resolved binary's size and mtime, a stat away, so a
+    no-op `doit` stays fast while a gcc or binutils upgrade, or KCFLAGS=..., reruns
+    the stage (the full versions go into the task key when it runs).
+    """
+    tools = {}
+    for name in ("gcc", "ld", "make"):
+        exe = shutil.which(name)
+        if exe is None:
+            tools[name] = None
+            continue
+        real = os.path.realpath(exe)
+        st = os.stat(real)
+        tools[name] = [real, st.st_size, st.st_mtime_ns]
+    return {"env": relevant_env(os.environ), "tools": tools}

@@ -27,7 +27,7 @@ from doit.tools import config_changed
 from tasks import download, gpg, variables
 from tasks.context import Context
 from tasks.errors import TinyukiError, action, die
-from tasks.fsutil import atomic_copy, atomic_write_json, fsync_dir, read_json
+from tasks.fsutil import atomic_copy, atomic_write_json, fsync_dir, read_json, sha256_file
 from tasks.runner import run
 from tasks.safetar import compression
 
@@ -184,6 +184,15 @@ def _verify(ctx: Context) -> None:
             download.discard(path)  # never keep a rejected download where it could be reused
         return die(message, hint)
 
+    if not src.signature:
+        # The signature check hashes the file as it reads it; without one, hash it here:
+        # a file already in the store (or a local path) is never trusted by its name alone.
+        actual = sha256_file(path)
+        if actual != sha:
+            if path == stored:
+                download.discard(stored)
+            raise reject(f"{path} does not hold the bytes it was fetched as:\n    expected {sha}\n"
+                         f"    got      {actual}", "it was damaged or replaced; run `doit fetch verify` again")
     trust: list[str] = []
     if src.sha256:
         if sha != src.sha256:

@@ -228,3 +228,14 @@ def test_context_defaults_and_overrides(tmp_path: Path) -> None:
     assert ctx.paths.build == tmp_path / "b" and ctx.paths.cache == tmp_path / "c" and ctx.jobs == 3
     with pytest.raises(TinyukiError, match="jobs='x' is not a positive number"):
         make_context("debian", jobs="x")
+
+
+@pytest.mark.parametrize("key", ["timeout", "retries"])
+def test_zero_timeout_or_retries_is_refused(tmp_path: Path, key: str) -> None:
+    e = error(GOOD.replace("[kernel]", f"{key} = 0\n\n[kernel]"), tmp_path)
+    assert f"[source] {key} must be at least 1" in e.message
+
+
+def test_negative_number_is_refused(tmp_path: Path) -> None:
+    e = error(GOOD.replace("[kernel]", "[kernel]\nsource_date_epoch = -5"), tmp_path)
+    assert "[kernel] source_date_epoch must be at least 0" in e.message

@@ -46,9 +46,10 @@ def project(tmp_path: Path) -> dict[str, Path]:
             "init": init}
 
 
-def doit(project: dict[str, Path], *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYUKI_")}
+def doit(project: dict[str, Path], *args: str, **extra_env: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYUKI_") and k != "KCFLAGS"}
     env["TINYUKI_CCACHE"] = "0"
+    env.update(extra_env)
     proc = subprocess.run(
         [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args, f"profile={project['profile']}",
          f"build_dir={project['build']}", f"cache_dir={project['cache']}"],
@@ -120,3 +121,14 @@ def test_changing_init_reruns_only_init_initramfs_relink_and_uki(project: dict[s
     new = (project["build"] / "bzImage").read_bytes()
     assert new != bz
     assert (project["build"] / "initramfs.cpio").read_bytes() in new, "the new program is not in the image"
+
+
+def test_compiler_flags_from_the_environment_rerun_the_kernel(project: dict[str, Path]) -> None:
+    doit(project)
+    n = compiles(project)
+    out = doit(project, KCFLAGS="-DTINYUKI_TEST_FLAG")
+    again = set(ran(out)) & set(BUILD_TASKS)
+    assert {"configure", "kernel", "embed"} <= again, out
+    assert compiles(project) > n, "KCFLAGS changed but nothing was recompiled"
+    out = doit(project, KCFLAGS="-DTINYUKI_TEST_FLAG")
+    assert [t for t in ran(out) if t in BUILD_TASKS] == [], out
