@@ -229,6 +229,9 @@ def boot(ctx: Context) -> None:
     needed = [ctx.paths.uki, b.ovmf_code, b.ovmf_vars] if use_uki else [kernel]
     for path in needed:
         if not Path(path).is_file():
+            if path in (b.ovmf_code, b.ovmf_vars):
+                raise die(f"OVMF firmware {path} does not exist",
+                          "install it (apt-get install ovmf; scripts/setup.sh does) or set [boot] ovmf_code/ovmf_vars")
             raise die(f"{path} does not exist", "build it first: run `doit` (or `doit uki`)")
     accel, why = choose_accel(ctx, spec)
     spec = replace(spec, accel=accel)

@@ -121,6 +121,8 @@ def task(ctx: Context) -> dict[str, Any]:
         "source_date_epoch": ctx.profile.kernel.source_date_epoch,
         # the image paths: renaming a file changes the archive but no file_dep
         "files": [[dest, str(src)] for dest, src in ctx.profile.init.files],
+        # the mode bit the image keeps: chmod +x changes the archive, not the file's bytes
+        "executable": [dest for dest, src in ctx.profile.init.files if os.stat(src).st_mode & 0o111],
         "gzip": tool_version([shutil.which("gzip") or "gzip", "--version"]),
     }
     return {

@@ -238,6 +238,11 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
             if raw is None:
                 values[f.section][f.key] = None
                 continue
+            if f.kind == "path":
+                # a default system file (the EFI stub, OVMF) is checked by the stage that uses it,
+                # so a host without OVMF can still build, and a profile without a UKI never needs it
+                values[f.section][f.key] = Path(raw)
+                continue
         else:
             raw = table[f.key]
         values[f.section][f.key] = _convert(f, raw, where, label, root)
