@@ -8,7 +8,7 @@ directory (linux-6.1.183/, linux-source-6.1/) is dropped.
 
 from __future__ import annotations
 
-import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from tasks import safetar
 from tasks.context import Context
 from tasks.errors import action
-from tasks.fsutil import atomic_write_json, read_json, remove_tree, replace_dir
+from tasks.fsutil import atomic_write_json, publish_dir, read_json, remove_tree
 
 
 def tree_for(ctx: Context, source_sha256: str) -> Path:
@@ -30,15 +30,15 @@ def _extract(ctx: Context) -> None:
     if tree.is_dir():
         print(f"extract: {tree} already holds {src['filename']}")
     else:
-        tmp = ctx.paths.trees / f".tmp-src-{sha[:16]}-{os.getpid()}"
-        remove_tree(tmp)
         ctx.paths.trees.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=ctx.paths.trees, prefix=f".tmp-src-{sha[:16]}-")) / "tree"
         start = time.monotonic()
         try:
             n = safetar.extract(Path(src["path"]), tmp)
-            replace_dir(tmp, tree)
+            if not publish_dir(tmp, tree):
+                print(f"extract: another run extracted {tree} meanwhile; using it")
         finally:
-            remove_tree(tmp)
+            remove_tree(tmp.parent)
         print(f"extract: {n} members of {src['filename']} -> {tree} in {time.monotonic() - start:.1f}s")
     atomic_write_json(ctx.paths.extracted, {"tree": str(tree), "source_sha256": sha})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -112,3 +113,20 @@ def remove_tree(path: Path) -> None:
         func(p)
 
     shutil.rmtree(path, onerror=onerror)
+
+
+def publish_dir(tmp: Path, final: Path) -> bool:
+    """Rename a complete directory to its content-derived name; False if another run got there first.
+
+    Such a directory is only ever created by this rename, so one that exists is
+    complete, and another build may be using it: it is never replaced.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp, final)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY) and final.is_dir():
+            return False
+        raise
+    fsync_dir(final.parent)
+    return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from doit.tools import config_changed
 from tasks import series as quilt
 from tasks.context import Context
 from tasks.errors import TinyukiError, action, die
-from tasks.fsutil import atomic_write_json, read_json, remove_tree, replace_dir
+from tasks.fsutil import atomic_write_json, publish_dir, read_json, remove_tree
 from tasks.runner import run
 
 PATCH = ["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch"]
@@ -74,13 +75,14 @@ def _patch(ctx: Context) -> None:
         if tree.is_dir():
             print(f"patch: {tree} already holds this series")
         else:
-            tmp = ctx.paths.trees / f".tmp-patched-{psha[:16]}-{os.getpid()}"
-            remove_tree(tmp)
+            ctx.paths.trees.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=ctx.paths.trees, prefix=f".tmp-patched-{psha[:16]}-")) / "tree"
             try:
                 apply_series(pristine, tmp, series, ctx.paths.logs / "patch.log")
-                replace_dir(tmp, tree)
+                if not publish_dir(tmp, tree):
+                    print(f"patch: another run patched {tree} meanwhile; using it")
             finally:
-                remove_tree(tmp)
+                remove_tree(tmp.parent)
             print(f"patch: applied {len(series.patches)} patch(es) -> {tree}")
     atomic_write_json(ctx.paths.tree, {
         "tree": str(tree), "source_sha256": sha, "patches_sha256": psha, "patches": series.names,

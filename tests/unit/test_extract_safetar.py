@@ -151,3 +151,16 @@ def test_internal_symlinks_still_work(tmp_path):
     dest = tmp_path / "out" / "tree"
     safetar.extract(arc, dest)
     assert (dest / "scripts/dtc/include-prefixes/arm/a.dts").read_text() == "dts"
+
+
+def test_publish_dir_never_replaces_a_tree_in_use(tmp_path):
+    from tasks.fsutil import publish_dir
+
+    final = tmp_path / "trees" / "src-abc"
+    first, second = tmp_path / "t1", tmp_path / "t2"
+    for d, text in ((first, "one"), (second, "two")):
+        d.mkdir()
+        (d / "Makefile").write_text(text)
+    assert publish_dir(first, final) is True
+    assert publish_dir(second, final) is False  # a concurrent run finished first: its tree stays
+    assert (final / "Makefile").read_text() == "one"
