@@ -23,7 +23,7 @@ import requests
 from tqdm import tqdm
 
 from tasks.errors import die
-from tasks.fsutil import CHUNK, fsync_dir
+from tasks.fsutil import CHUNK, atomic_write, fsync_dir
 
 # small enough that a dropped connection loses little: urllib3 discards the chunk it was reading
 STREAM_CHUNK = 64 * 1024
@@ -138,11 +138,18 @@ def _http(session: requests.Session, url: str, dest_dir: Path, timeout: float, p
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = basename(url)
     part = dest_dir / f"{url_key(url)}-{name}.part"
+    validator_file = part.with_name(part.name + ".validator")
     have = part.stat().st_size if part.exists() else 0
     # identity: the bytes hashed and counted must be the file's bytes, not a re-encoding
     headers = {"Accept-Encoding": "identity"}
-    if have:
+    validator = validator_file.read_text().strip() if validator_file.exists() else ""
+    if have and validator:
+        # If-Range: the server sends the rest only if the file is still the one we started
+        # (same ETag or Last-Modified); a file replaced meanwhile comes back whole
         headers["Range"] = f"bytes={have}-"
+        headers["If-Range"] = validator
+    elif have:
+        have = 0  # nothing proves the partial file is the same version: never splice, start over
     try:
         resp = session.get(url, stream=True, timeout=(timeout, timeout), headers=headers)
     except (requests.ConnectionError, requests.Timeout) as e:
@@ -164,7 +171,12 @@ def _http(session: requests.Session, url: str, dest_dir: Path, timeout: float, p
                 while chunk := f.read(CHUNK):
                     h.update(chunk)
         else:
-            mode, have = "wb", 0  # the server ignored Range: take the whole body
+            mode, have = "wb", 0  # the server ignored Range (or the file changed): take the whole body
+            fresh = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
+            if fresh and not fresh.startswith("W/"):  # weak ETags cannot guard a byte range
+                atomic_write(validator_file, fresh + "\n")
+            else:
+                validator_file.unlink(missing_ok=True)
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
         size = have
@@ -188,6 +200,7 @@ def _http(session: requests.Session, url: str, dest_dir: Path, timeout: float, p
     digest = h.hexdigest()
     final = dest_dir / f"{digest}-{name}"
     os.replace(part, final)
+    validator_file.unlink(missing_ok=True)
     fsync_dir(dest_dir)
     return Downloaded(path=final, sha256=digest, url=url, size=size)
 

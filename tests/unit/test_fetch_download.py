@@ -92,7 +92,8 @@ def test_truncated_body_every_time_keeps_the_part_file_only(server, tmp_path):
         fetch([url], tmp_path, retries=2)
     assert "connection closed after 100 of" in e.value.message or "IncompleteRead" in e.value.message \
         or "Connection broken" in e.value.message
-    assert all(n.endswith(".part") for n in leftovers(tmp_path))
+    # the partial file and the validator that lets a later run resume it; nothing that looks complete
+    assert all(n.endswith((".part", ".part.validator")) for n in leftovers(tmp_path))
 
 
 def test_interrupted_run_resumes_from_part_file(server, tmp_path):
@@ -137,3 +138,28 @@ def test_missing_local_file_falls_through_to_next_url(server, tmp_path):
     url = server.add("/f.tar.xz", Route(BODY))
     got = fetch([str(tmp_path / "nope.tar.xz"), url], tmp_path / "in")
     assert got.url == url
+
+
+def test_a_file_replaced_between_runs_is_never_spliced(server, tmp_path):
+    """A resume asks If-Range: a mirror that now has another version sends it whole."""
+    url = server.add("/f.tar.xz", Route(BODY, drop_after=200_000, drops=100))
+    with pytest.raises(TinyukiError):
+        fetch([url], tmp_path, retries=1)
+    new_body = bytes(reversed(BODY))
+    route = Route(new_body)
+    server.add("/f.tar.xz", route)
+    got = fetch([url], tmp_path)
+    assert got.sha256 == sha(new_body)
+    assert "If-Range" in route.requests[0]
+
+
+def test_a_partial_file_without_validator_starts_over(server, tmp_path):
+    url = server.add("/f.tar.xz", Route(BODY, drop_after=200_000, drops=100))
+    with pytest.raises(TinyukiError):
+        fetch([url], tmp_path, retries=1)
+    for v in tmp_path.glob("*.validator"):
+        v.unlink()
+    route = Route(BODY)
+    server.add("/f.tar.xz", route)
+    assert fetch([url], tmp_path).sha256 == sha(BODY)
+    assert "Range" not in route.requests[0]
