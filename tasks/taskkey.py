@@ -50,6 +50,10 @@ TOOLS: dict[str, list[str]] = {
     "make": ["make", "--version"],
     "gzip": ["gzip", "--version"],
     "musl-gcc": ["musl-gcc", "--version"],
+    # Kconfig probes these and records what it found (CONFIG_PAHOLE_VERSION, Rust support)
+    "pahole": ["pahole", "--version"],
+    "rustc": ["rustc", "--version"],
+    "bindgen": ["bindgen", "--version"],
 }
 
 CONTENT_TREE_RE = re.compile(r"^(src|patched)-[0-9a-f]{64}(-[0-9a-f]{64})?$")
@@ -180,7 +184,8 @@ def configure_material(ctx: Context) -> dict[str, Any]:
         "tree": tree_key(ctx),
         "fragments": [[str(portable(f, ctx)), sha256_file(f)] for f in fragments],
         "settings": _kernel_settings(ctx),  # make runs with the reproducible-build environment
-        "tools": {t: tool(t) for t in ("gcc", "binutils", "make")},  # .config records the compiler version
+        # .config records the compiler's version, pahole's, and whether Rust is available
+        "tools": {t: tool(t) for t in ("gcc", "binutils", "make", "pahole", "rustc", "bindgen")},
         "env": relevant_env(os.environ),
         "recipe": _modules(ctx, "configure", "kbuild", "kconfig"),
     }
