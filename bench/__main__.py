@@ -23,9 +23,10 @@ from bench import boot as bboot
 from bench import build as bbuild
 from bench import report
 from bench import size as bsize
-from tasks import fsutil
-from tasks.context import ROOT, Context, make_context
-from tasks.errors import TinyukiError
+from tasks import PIPELINE
+from tinyuki.config.context import ROOT, Context, make_context
+from tinyuki.errors import TinyukiError
+from tinyuki.util import fs as fsutil
 
 DEFAULT_PROFILES = ("debian", "fast-boot", "small")
 DEFAULT = "debian"
@@ -50,7 +51,7 @@ GOALS = (
 
 
 def ensure_built(ctx: Context, build_missing: bool) -> bool:
-    needed = ctx.paths.bzimage
+    needed = PIPELINE.path(ctx, "bzImage")
     if needed.is_file():
         return True
     if not build_missing:
@@ -79,7 +80,7 @@ def contexts(names: list[str], build_missing: bool) -> list[Context]:
 def run_boot(ctxs: list[Context], runs: int, only: str | None = None, hang_runs: int = 0) -> dict[str, Any]:
     plan = []
     for ctx in ctxs:
-        config = ctx.paths.config.read_text(encoding="utf-8") if ctx.paths.config.is_file() else ""
+        config = PIPELINE.path(ctx, "kernel.config").read_text(encoding="utf-8") if PIPELINE.path(ctx, "kernel.config").is_file() else ""
         cases = bboot.cases_for(ctx, config, default_profile=ctx.profile.name == DEFAULT)
         if ctx.profile.name != DEFAULT and cases:
             d = make_context(DEFAULT).profile

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from tasks import boot as tboot
-from tasks import boottime, qemu
-from tasks.context import Context
+from cli import boot as tboot
+from tasks import PIPELINE
+from tinyuki.config.context import Context
+from tinyuki.vm import boottime, qemu
 
 DIRECT_TIMEOUT = 20.0
 UKI_TIMEOUT = 60.0
@@ -91,7 +92,7 @@ def cases_for(ctx: Context, config: str, default_profile: bool) -> list[Case]:
 
 
 def _image(ctx: Context, image: str) -> Path:
-    return {"bzImage": ctx.paths.bzimage, "vmlinux": ctx.paths.vmlinux, "uki": ctx.paths.uki}[image]
+    return {"bzImage": PIPELINE.path(ctx, "bzImage"), "vmlinux": PIPELINE.path(ctx, "vmlinux"), "uki": PIPELINE.path(ctx, "uki")}[image]
 
 
 OVMF_BIOS = Path("/usr/share/ovmf/OVMF.fd")
@@ -103,7 +104,7 @@ def spec_for(ctx: Context, case: Case, config: str, tsc: int | None, esp: Path |
     spec = qemu.BootSpec(
         machine=case.machine, memory=b.memory, accel="tcg", cmdline=cmdline(ctx.profile.kernel.cmdline, case),
         kernel=_image(ctx, case.image) if case.image != "uki" else None,
-        initrd=ctx.paths.initrd if case.initrd else None,
+        initrd=PIPELINE.path(ctx, "initrd") if case.initrd else None,
         virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"),
         tsc_khz=tsc if case.tsc_khz else None, extra=tuple(b.qemu_args) + case.qemu_args,
     )
@@ -145,7 +146,7 @@ def boot_once(ctx: Context, case: Case, config: str, tsc: int | None, work: Path
         esp = work / "esp.img"
         if not esp.exists():
             with contextlib.redirect_stdout(io.StringIO()):
-                tboot.make_esp(ctx.paths.uki, work, work / "esp.log")
+                tboot.make_esp(PIPELINE.path(ctx, "uki"), work, work / "esp.log")
         vars_copy = work / "OVMF_VARS.fd"
         shutil.copyfile(b.ovmf_vars, vars_copy)  # fresh for every boot, as doit boot does
     spec = spec_for(ctx, case, config, tsc, esp, vars_copy)

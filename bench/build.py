@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from tasks import compilecache
-from tasks.context import Context
-from tasks.fsutil import read_json
-from tasks.kbuild import make_cmd, make_env, remove_initramfs_outputs
+from tasks import PIPELINE
+from tinyuki.cache import compile as compilecache
+from tinyuki.config.context import Context
+from tinyuki.toolchain.kbuild import make_cmd, make_env, remove_initramfs_outputs
+from tinyuki.util.fs import read_json
 
 EXTERNAL = ("cache", "ccache")  # bench/cache.py and bench/ccache.py, owned by the cache engineers
 
@@ -47,7 +48,7 @@ def _timed(cmd: Sequence[str | Path], *, cwd: Path, env: dict[str, str] | None =
 
 def kbuild_make(ctx: Context, tree: Path, *targets: str) -> tuple[list[str], dict[str, str]]:
     """The make command and environment the pipeline itself uses (same CC, so kbuild sees no change)."""
-    compiling = compilecache.setup_for(ctx.paths.cache)
+    compiling = compilecache.for_context(ctx)
     cmd = make_cmd(tree, ctx.paths.kbuild, *targets, jobs=compiling.jobs(ctx.jobs), make_vars=compiling.make_vars())
     return cmd, compiling.environ(make_env(ctx.profile.kernel, tree, ctx.paths.kbuild))
 
@@ -65,7 +66,7 @@ def _case(name: str, ours: Sequence[float], theirs: Sequence[float], what: str) 
 
 def noop(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
     """A no-op `doit` against kbuild's no-op `make bzImage` in the same build dir."""
-    tree = Path(read_json(ctx.paths.tree)["tree"])
+    tree = Path(read_json(PIPELINE.path(ctx, "tree.json"))["tree"])
     make, env = kbuild_make(ctx, tree, "bzImage")
     args = [f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"]
     _timed(_doit(ctx, *args), cwd=ctx.root, log=log)  # make sure both are built and up to date
@@ -106,7 +107,7 @@ def one_line_change(text: str) -> str:
 
 def rebuild(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
     """doit after a one-line change to the program, against kbuild's relink of a new initramfs."""
-    tree = Path(read_json(ctx.paths.tree)["tree"])
+    tree = Path(read_json(PIPELINE.path(ctx, "tree.json"))["tree"])
     make, env = kbuild_make(ctx, tree, "bzImage", "vmlinux")
     real = [f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"]
     ours, theirs = [], []
@@ -128,7 +129,7 @@ def rebuild(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
 
 def cold(ctx: Context, runs: int, log: Path, scratch: Path) -> dict[str, Any]:
     """A full build in a fresh build dir (no ccache, no artifact cache) against the same makes by hand."""
-    tree = Path(read_json(ctx.paths.tree)["tree"])
+    tree = Path(read_json(PIPELINE.path(ctx, "tree.json"))["tree"])
     env = {**os.environ, "TINYUKI_ARTIFACT_CACHE": "off", "TINYUKI_CCACHE": "0", "CCACHE_DISABLE": "1"}
     ours, theirs = [], []
     for i in range(runs):

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks import PIPELINE
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "cache.json"
 RESTORED_RE = re.compile(r"^(\w+): restored from artifact cache \(key (\w+)….*? in ([\d.]+)s; building it took "
@@ -83,17 +85,17 @@ def noop_doit(profile: str, build: Path, cache: Path, runs: int) -> dict[str, An
 def noop_make(profile: str, build: Path, cache: Path, runs: int) -> dict[str, Any]:
     """kbuild's own no-op: the make the kernel task would run, in the same build dir."""
     sys.path.insert(0, str(ROOT))
-    from tasks.context import make_context
-    from tasks.kbuild import make_cmd, make_env, read_tree
+    from tinyuki.config.context import make_context
+    from tinyuki.toolchain.kbuild import make_cmd, make_env, read_tree
 
     ctx = make_context(profile, str(build), str(cache))
-    tree = read_tree(ctx.paths.tree)
+    tree = read_tree(PIPELINE.path(ctx, "tree.json"))
     cmd = make_cmd(tree, ctx.paths.kbuild, "bzImage", jobs=ctx.jobs)
     env = make_env(ctx.profile.kernel, tree, ctx.paths.kbuild)
     try:  # the compile cache's CC, when the pipeline uses one: kbuild recompiles when CC changes
-        from tasks import compilecache
+        from tinyuki.cache import compile as compilecache
 
-        compiling = compilecache.setup_for(ctx.paths.cache)
+        compiling = compilecache.for_context(ctx)
         cmd = make_cmd(tree, ctx.paths.kbuild, "bzImage", jobs=ctx.jobs, make_vars=compiling.make_vars())
         env = compiling.environ(env)
     except ImportError:

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from tasks import runner
-from tasks.context import Context
-from tasks.errors import TinyukiError
-from tasks.fsutil import read_json
+from tasks import PIPELINE
+from tinyuki.config.context import Context
+from tinyuki.errors import TinyukiError
+from tinyuki.util import runner
+from tinyuki.util.fs import read_json
 
 SIZE_RE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+[0-9a-f]+\s+", re.M)
 TOTAL_RE = re.compile(r"^Total: Before=(\d+), After=(\d+), chg ([-+]?[\d.]+%)", re.M)
@@ -83,14 +84,14 @@ def vendor_kernel(boot: Path = Path("/boot")) -> dict[str, Any] | None:
 def bloat(old: Context, new: Context) -> dict[str, Any] | None:
     """scripts/bloat-o-meter old/vmlinux new/vmlinux from the new build's tree."""
     try:
-        tree = Path(read_json(new.paths.tree)["tree"])
+        tree = Path(read_json(PIPELINE.path(new, "tree.json"))["tree"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     script = tree / "scripts" / "bloat-o-meter"
-    if not (script.is_file() and old.paths.vmlinux.is_file() and new.paths.vmlinux.is_file()):
+    if not (script.is_file() and PIPELINE.path(old, "vmlinux").is_file() and PIPELINE.path(new, "vmlinux").is_file()):
         return None
     try:
-        proc = runner.run([sys.executable, script, old.paths.vmlinux, new.paths.vmlinux],
+        proc = runner.run([sys.executable, script, PIPELINE.path(old, "vmlinux"), PIPELINE.path(new, "vmlinux")],
                           what="bloat-o-meter", hint="it needs nm from binutils")
     except TinyukiError as e:
         print(f"bench size: {e}", file=sys.stderr)

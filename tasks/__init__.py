@@ -1,6 +1,27 @@
-"""tinyuki: a reproducible pipeline from a verified kernel tarball to a tiny UKI.
+"""The stages of tinyuki's pipeline, one module each, in the order they run.
 
-Each pipeline stage lives in its own module (fetch, verify, extract, patch,
-configure, kernel, init, initramfs, embed, uki, boot, manifest); the modules
-without a stage name hold the pure logic those stages share.
+This list is the pipeline: the doit tasks, the cache keys, what the artifact
+cache stores, manifest.json and `doit repro`'s table are all derived from it
+(tinyuki/stage.py explains a declaration). To add a stage, write its module
+and add one line here.
 """
+
+from __future__ import annotations
+
+from tasks import configure, embed, extract, fetch, init, initramfs, kernel, manifest, patch, uki, verify
+from tinyuki.stage import Pipeline
+
+STAGES = (
+    fetch.STAGE,
+    verify.STAGE,
+    extract.STAGE,
+    patch.STAGE,
+    configure.STAGE,
+    kernel.STAGE,
+    init.STAGE,
+    initramfs.STAGE,
+    embed.STAGE,
+    uki.STAGE,
+)
+
+PIPELINE = Pipeline((*STAGES, manifest.declare(Pipeline(STAGES))))

@@ -8,23 +8,27 @@ succeeds is a .config in which each requested option holds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from doit.tools import config_changed
+from tinyuki.config.context import Context
+from tinyuki.errors import die
+from tinyuki.formats import kconfig
+from tinyuki.records import Tree
+from tinyuki.stage import Output, Stage
+from tinyuki.toolchain.kbuild import make_cmd, make_env
+from tinyuki.util import fs as fsutil
+from tinyuki.util.runner import run
 
-from tasks import fsutil, kconfig, taskkey
-from tasks.cache import cached
-from tasks.context import Context
-from tasks.errors import die
-from tasks.kbuild import make_cmd, make_env, read_tree
-from tasks.runner import run
-
+# The checked .config (without the initramfs), and what the fragments asked for
+# (symbol, value, file, line), for later checks.
+CONFIG = Output("kernel.config", manifest="kernel.config")
+REQUESTED = Output("kernel.requested.json")
 MERGE_HINT = "the kernel tree's scripts/kconfig/merge_config.sh; run it by hand as shown to see its messages"
 
 
-def requested_file(ctx: Context) -> Path:
-    """JSON list of what the fragments asked for (symbol, value, file, line), for later checks."""
-    return ctx.paths.build / "kernel.requested.json"
+# The checked .config (without the initramfs), and what the fragments asked for
+# (symbol, value, file, line), for later checks.
+CONFIG = Output("kernel.config", manifest="kernel.config")
+REQUESTED = Output("kernel.requested.json")
 
 
 def fragment_name(ctx: Context, path: Path) -> str:
@@ -36,7 +40,7 @@ def fragment_name(ctx: Context, path: Path) -> str:
 
 
 def configure(ctx: Context) -> None:
-    tree = read_tree(ctx.paths.tree)
+    tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
     kbuild.mkdir(parents=True, exist_ok=True)
     fragments = ctx.profile.kernel.fragments
@@ -68,20 +72,21 @@ def configure(ctx: Context) -> None:
 
     # The initramfs is the embed stage's business: the checked config never carries one.
     text = kconfig.set_option(text, kconfig.INITRAMFS_SOURCE, '""')
-    fsutil.atomic_write_json(requested_file(ctx), [r.to_json() for r in requests.values()])
-    fsutil.atomic_write(ctx.paths.config, text)
-    print(f"configure: {len(requests)} requested options hold; {ctx.paths.config}")
+    fsutil.atomic_write_json(REQUESTED.at(ctx), [r.to_json() for r in requests.values()])
+    fsutil.atomic_write(CONFIG.at(ctx), text)
+    print(f"configure: {len(requests)} requested options hold; {CONFIG.at(ctx)}")
 
 
-def task(ctx: Context) -> dict[str, Any]:
-    fragments = [str(f) for f in ctx.profile.kernel.fragments]
-    return {
-        "actions": [cached(ctx, "configure", lambda: configure(ctx))],
-        "file_dep": [str(ctx.paths.tree), *fragments],
-        "targets": [str(ctx.paths.config), str(requested_file(ctx))],
-        # The fragments' contents are file_dep; their order and selection matter too.
-        # one config_changed per task: doit keeps a single saved value for it
-        "uptodate": [config_changed({"fragments": fragments, **taskkey.toolchain_state()})],
-        "clean": True,
-        "verbosity": 2,
-    }
+STAGE = Stage(
+    name="configure",
+    doc="make tinyconfig + the profile's fragments + olddefconfig, then prove every option held.",
+    build=configure,
+    needs=("patch",),
+    outputs=(CONFIG, REQUESTED),
+    # make runs with the reproducible-build environment; .config records the compiler's
+    # version, pahole's, and whether Rust is available
+    tools=("gcc", "binutils", "make", "pahole", "rustc", "bindgen"),
+    env=True,
+    recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
+    cache=True,
+)

@@ -1,4 +1,4 @@
-"""Embed the initramfs into the kernel (CONFIG_INITRAMFS_SOURCE) and relink.
+"""embed: put the initramfs into the kernel (CONFIG_INITRAMFS_SOURCE) and relink.
 
 Only usr/ and the final link are redone: seconds, not minutes. kbuild decides
 whether to rebuild its copy of the initramfs by mtime, and the initramfs stage
@@ -11,24 +11,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
-from doit.tools import config_changed
-
-from tasks import compilecache, fsutil, kconfig, qemu, taskkey
-from tasks.cache import cached
-from tasks.context import Context
-from tasks.errors import die
-from tasks.kbuild import (
+from tasks.initramfs import CPIO
+from tinyuki.cache import compile as compilecache
+from tinyuki.config.context import Context
+from tinyuki.errors import die
+from tinyuki.formats import kconfig
+from tinyuki.formats.elf import has_pvh_entry
+from tinyuki.records import Tree
+from tinyuki.stage import Output, Stage
+from tinyuki.toolchain.kbuild import (
+    BZIMAGE,
     embedded_payload,
     make_cmd,
     make_env,
-    read_tree,
     remove_initramfs_outputs,
     stream_make,
 )
-from tasks.kernel import BZIMAGE
-from tasks.runner import run
+from tinyuki.util import fs as fsutil
+from tinyuki.util.runner import run
+
+# The kernel with the initramfs inside: these are what boots.
+VMLINUX = Output("vmlinux", manifest="vmlinux")
+IMAGE = Output("bzImage", manifest="bzImage")
 
 
 def check_cpio_path(cpio: Path) -> None:
@@ -58,9 +63,9 @@ def verify_embedded(kbuild: Path, cpio: bytes) -> bool:
 
 
 def relink(ctx: Context) -> None:
-    tree = read_tree(ctx.paths.tree)
+    tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
-    cpio = ctx.paths.cpio.absolute()
+    cpio = CPIO.at(ctx).absolute()
     check_cpio_path(cpio)
     dot_config = kbuild / ".config"
     want = kconfig.quote(str(cpio))
@@ -69,7 +74,7 @@ def relink(ctx: Context) -> None:
     remove_initramfs_outputs(kbuild)
 
     # the same CC as the kernel stage: kbuild recompiles everything when a command line changes
-    compiling = compilecache.setup_for(ctx.paths.cache)
+    compiling = compilecache.for_context(ctx)
     cc = compiling.make_vars()
     env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
     log = ctx.paths.logs / "embed.log"
@@ -85,23 +90,25 @@ def relink(ctx: Context) -> None:
                 env=env, log=log,
                 what="relink with the initramfs", hint=f"the whole output is in {log}")
     verified = verify_embedded(kbuild, cpio.read_bytes())
-    if ctx.profile.kernel.image == "vmlinux" and not qemu.has_pvh_entry((kbuild / "vmlinux").read_bytes()):
+    if ctx.profile.kernel.image == "vmlinux" and not has_pvh_entry((kbuild / "vmlinux").read_bytes()):
         raise die(f'{ctx.profile.path.name} boots vmlinux ([kernel] image = "vmlinux"), but {kbuild / "vmlinux"} '
                   "has no PVH entry note, so QEMU cannot start it",
                   "add the pvh fragment (CONFIG_PVH=y) to [kernel] fragments, or boot the bzImage")
-    fsutil.atomic_copy(kbuild / "vmlinux", ctx.paths.vmlinux)
-    fsutil.atomic_copy(kbuild / BZIMAGE, ctx.paths.bzimage)
-    print(f"embed: relinked in {time.monotonic() - start:.1f}s, bzImage {ctx.paths.bzimage.stat().st_size} B"
+    fsutil.atomic_copy(kbuild / "vmlinux", VMLINUX.at(ctx))
+    fsutil.atomic_copy(kbuild / BZIMAGE, IMAGE.at(ctx))
+    print(f"embed: relinked in {time.monotonic() - start:.1f}s, bzImage {IMAGE.at(ctx).stat().st_size} B"
           + ("" if verified else " (embedded initramfs compressed in a format not checked here)"))
 
 
-def task(ctx: Context) -> dict[str, Any]:
-    return {
-        "actions": [cached(ctx, "embed", lambda: relink(ctx))],
-        # Not kbuild/.config nor kbuild/vmlinux: this task rewrites them itself.
-        "file_dep": [str(ctx.paths.kernel_stamp), str(ctx.paths.cpio)],
-        "uptodate": [config_changed(taskkey.toolchain_state())],
-        "targets": [str(ctx.paths.bzimage), str(ctx.paths.vmlinux)],
-        "clean": True,
-        "verbosity": 2,
-    }
+STAGE = Stage(
+    name="embed",
+    doc="Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.",
+    build=relink,
+    # Not kbuild/.config nor kbuild/vmlinux: this stage rewrites them itself.
+    needs=("patch", "kernel", "initramfs"),
+    outputs=(VMLINUX, IMAGE),
+    tools=("gcc", "binutils", "make"),
+    env=True,
+    recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
+    cache=True,
+)

@@ -1,4 +1,4 @@
-"""Stage 7: pack /init (and the profile's extra files) as the initramfs.
+"""initramfs: pack /init (and the profile's extra files) as the initramfs.
 
 Two outputs from the same archive: initramfs.cpio, uncompressed, which the
 kernel embeds through CONFIG_INITRAMFS_SOURCE (kbuild compresses it itself),
@@ -13,22 +13,22 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from doit.tools import config_changed
+from tasks.init import INIT
+from tinyuki.config.context import Context
+from tinyuki.errors import die
+from tinyuki.formats import cpio
+from tinyuki.stage import Output, Stage
+from tinyuki.util.fs import atomic_write, fsync_dir, remove_tree
+from tinyuki.util.runner import run
 
-from tasks import cpio
-from tasks.cache import cached
-from tasks.context import Context
-from tasks.errors import die
-from tasks.fsutil import atomic_write, fsync_dir, remove_tree
-from tasks.runner import run, tool_version
-
+CPIO = Output("initramfs.cpio", manifest="initramfs.cpio")
+INITRD = Output("initrd.img", manifest="initrd")
 CONSOLE = (5, 1)  # /dev/console: the kernel opens it as init's stdin/stdout/stderr before /dev is mounted
 
 
@@ -104,32 +104,30 @@ def gzip_file(data: bytes, dest: Path, log: Path | None = None) -> None:
 
 
 def build(ctx: Context) -> None:
-    p = ctx.paths
+    program, out, initrd = INIT.at(ctx), CPIO.at(ctx), INITRD.at(ctx)
     try:
-        init = p.init_bin.read_bytes()
+        init = program.read_bytes()
     except OSError as e:
-        raise die(f"cannot read the compiled init {p.init_bin}: {e.strerror}", "run `doit init` first") from e
+        raise die(f"cannot read the compiled init {program}: {e.strerror}", "run `doit init` first") from e
     archive = cpio.pack(layout(init, _extra_files(ctx)), ctx.profile.kernel.source_date_epoch)
-    atomic_write(p.cpio, archive)
-    gzip_file(archive, p.initrd, log=p.logs / "initramfs.log")
-    print(f"initramfs: {p.cpio} ({len(archive)} bytes), {p.initrd} ({p.initrd.stat().st_size} bytes)")
+    atomic_write(out, archive)
+    gzip_file(archive, initrd, log=ctx.paths.logs / "initramfs.log")
+    print(f"initramfs: {out} ({len(archive)} bytes), {initrd} ({initrd.stat().st_size} bytes)")
 
 
-def task(ctx: Context) -> dict[str, Any]:
-    p = ctx.paths
-    settings = {
-        "source_date_epoch": ctx.profile.kernel.source_date_epoch,
-        # the image paths: renaming a file changes the archive but no file_dep
-        "files": [[dest, str(src)] for dest, src in ctx.profile.init.files],
-        # the mode bit the image keeps: chmod +x changes the archive, not the file's bytes
-        "executable": [dest for dest, src in ctx.profile.init.files if os.stat(src).st_mode & 0o111],
-        "gzip": tool_version([shutil.which("gzip") or "gzip", "--version"]),
-    }
-    return {
-        "actions": [cached(ctx, "initramfs", lambda: build(ctx))],
-        "file_dep": [str(p.init_bin), *(str(src) for _, src in ctx.profile.init.files)],
-        "targets": [str(p.cpio), str(p.initrd)],
-        "uptodate": [config_changed(settings)],
-        "verbosity": 2,
-        "clean": True,
-    }
+def modes(ctx: Context) -> dict[str, Any]:
+    """The mode bit the image keeps: chmod +x changes the archive, not the file's bytes."""
+    return {"executable": [dest for dest, src in ctx.profile.init.files if os.stat(src).st_mode & 0o111]}
+
+
+STAGE = Stage(
+    name="initramfs",
+    doc="Pack /init and friends as a deterministic newc cpio, plus a gzip'd initrd.",
+    build=build,
+    needs=("init",),
+    outputs=(CPIO, INITRD),
+    derived=modes,
+    tools=("gzip",),
+    recipe=("tinyuki.formats.cpio",),
+    cache=True,
+)

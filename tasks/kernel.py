@@ -9,41 +9,36 @@ kbuild/, which embed rewrites; and when nothing changed, make is not even run.
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from doit.tools import config_changed
+from tasks.configure import CONFIG
+from tinyuki.cache import compile as compilecache
+from tinyuki.config.context import KBUILD_DIR, Context
+from tinyuki.formats import kconfig
+from tinyuki.records import KernelStamp, Tree
+from tinyuki.stage import FilesPresent, Output, Stage
+from tinyuki.toolchain.kbuild import BZIMAGE, make_cmd, make_env, remove_initramfs_outputs, stream_make
+from tinyuki.util import fs as fsutil
 
-from tasks import compilecache, fsutil, kconfig, taskkey
-from tasks.cache import cached
-from tasks.context import Context
-from tasks.kbuild import make_cmd, make_env, read_tree, remove_initramfs_outputs, stream_make
-from tasks.stats import COMPILE_CACHE_REPORT, read_ccache_counters, report_compile_cache
-
-BZIMAGE = "arch/x86/boot/bzImage"
-
-
-def build_settings(ctx: Context) -> dict[str, Any]:
-    """Profile settings that change the kernel's bytes without changing its .config."""
-    k = ctx.profile.kernel
-    return {"source_date_epoch": k.source_date_epoch, "build_user": k.build_user,
-            "build_host": k.build_host, "build_version": k.build_version}
+# The build tree goes with the stamp into the artifact cache: embed relinks in it.
+STAMP = Output(KernelStamp.FILE)
+KBUILD = Output(KBUILD_DIR, tree=True)
 
 
 def build(ctx: Context) -> None:
-    tree = read_tree(ctx.paths.tree)
+    tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
     kbuild.mkdir(parents=True, exist_ok=True)
     # embed may have left CONFIG_INITRAMFS_SOURCE pointing at a cpio: this build has none.
-    text = kconfig.set_option(ctx.paths.config.read_text(encoding="utf-8"), kconfig.INITRAMFS_SOURCE, '""')
+    text = kconfig.set_option(CONFIG.at(ctx).read_text(encoding="utf-8"), kconfig.INITRAMFS_SOURCE, '""')
     fsutil.atomic_write(kbuild / ".config", text)
     remove_initramfs_outputs(kbuild)
 
     log = ctx.paths.logs / "kernel.log"
     fsutil.atomic_write(log, "")
     # ccache/distcc: speed only, never part of this task's key (see tasks/compilecache.py)
-    compiling = compilecache.setup_for(ctx.paths.cache)
+    compiling = compilecache.for_context(ctx)
     print(f"kernel: compiling with {compiling.describe()}")
-    before = read_ccache_counters(compiling)
+    before = compilecache.read_counters(compiling)
     start = time.monotonic()
     stream_make(
         make_cmd(tree, kbuild, "bzImage", "vmlinux", jobs=compiling.jobs(ctx.jobs), make_vars=compiling.make_vars()),
@@ -51,34 +46,34 @@ def build(ctx: Context) -> None:
         hint=f"fix the error shown (a patch in [kernel] patches, or a fragment); the whole output is in {log}",
     )
     elapsed = time.monotonic() - start
-    report_compile_cache(compiling, before, ctx.paths.logs / COMPILE_CACHE_REPORT, elapsed)
+    line = compilecache.report(compiling, before, ctx.paths.logs / compilecache.REPORT, elapsed)
+    if line:
+        print(f"ccache: {line}")
     vmlinux, bzimage = kbuild / "vmlinux", kbuild / BZIMAGE
     release = kbuild / "include" / "config" / "kernel.release"
-    stamp = {
-        "tree": str(tree),
-        "config_sha256": fsutil.sha256_file(kbuild / ".config"),
-        "vmlinux_sha256": fsutil.sha256_file(vmlinux),
-        "bzimage_sha256": fsutil.sha256_file(bzimage),
-        "release": release.read_text(encoding="utf-8").strip() if release.is_file() else None,
-        "settings": build_settings(ctx),
-    }
-    fsutil.atomic_write_json(ctx.paths.kernel_stamp, stamp)
+    KernelStamp(
+        tree=str(tree),
+        config_sha256=fsutil.sha256_file(kbuild / ".config"),
+        vmlinux_sha256=fsutil.sha256_file(vmlinux),
+        bzimage_sha256=fsutil.sha256_file(bzimage),
+        release=release.read_text(encoding="utf-8").strip() if release.is_file() else None,
+        settings=ctx.profile.stage_settings("kernel"),
+    ).save(ctx.paths.build)
     print(f"kernel: built in {elapsed:.0f}s: vmlinux {vmlinux.stat().st_size} B, "
           f"bzImage {bzimage.stat().st_size} B (without initramfs); log {log}")
 
 
-def task(ctx: Context) -> dict[str, Any]:
-    kbuild = ctx.paths.kbuild
-
-    def kbuild_intact() -> bool:
-        """A removed or half-deleted build dir must be rebuilt even though the inputs did not change."""
-        return all((kbuild / p).is_file() for p in (".config", "vmlinux", BZIMAGE))
-
-    return {
-        "actions": [cached(ctx, "kernel", lambda: build(ctx))],
-        "file_dep": [str(ctx.paths.config), str(ctx.paths.tree)],
-        "targets": [str(ctx.paths.kernel_stamp)],
-        "uptodate": [config_changed({"settings": build_settings(ctx), **taskkey.toolchain_state()}), kbuild_intact],
-        "clean": True,
-        "verbosity": 2,
-    }
+STAGE = Stage(
+    name="kernel",
+    doc="Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/.",
+    build=build,
+    # Not anything inside kbuild/ but its .config: embed rewrites the rest.
+    needs=("patch", "configure"),
+    outputs=(STAMP, KBUILD),
+    tools=("gcc", "binutils", "make"),
+    env=True,
+    recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
+    cache=True,
+    # a removed or half-deleted build dir must be rebuilt even though the inputs did not change
+    checks=(FilesPresent(*(f"{KBUILD_DIR}/{p}" for p in (".config", "vmlinux", BZIMAGE))),),
+)

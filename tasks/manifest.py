@@ -9,17 +9,25 @@ same inputs give the same manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pefile
 
-from tasks import fsutil, pe, runner
-from tasks.context import Context
-from tasks.errors import TinyukiError, action, die
-from tasks.series import read_series
+from tinyuki.config.context import Context
+from tinyuki.errors import TinyukiError, die
+from tinyuki.formats import pe
+from tinyuki.formats.series import read_series
+from tinyuki.records import Verified
+from tinyuki.stage import Output, Pipeline, Stage
+from tinyuki.util import fs as fsutil
+from tinyuki.util import runner
+from tinyuki.util.fmt import text_table
+
+MANIFEST = Output("manifest.json")
 
 SOURCE_KEYS = ("sha256", "filename", "trust", "package", "package_version")
 TOOLS = {
@@ -30,18 +38,9 @@ TOOLS = {
 }
 
 
-def artifacts(ctx: Context) -> dict[str, Path]:
-    """The files a build hands out, by the name the manifest and the summary use."""
-    p = ctx.paths
-    return {
-        "kernel.config": p.config,
-        "vmlinux": p.vmlinux,
-        "bzImage": p.bzimage,
-        "init": p.init_bin,
-        "initramfs.cpio": p.cpio,
-        "initrd": p.initrd,
-        "uki": p.uki,
-    }
+def artifacts(ctx: Context, pipeline: Pipeline) -> dict[str, Path]:
+    """The files a build hands out, by the name the manifest and the summary use: every stage's named outputs."""
+    return {name: out.at(ctx) for name, _stage, out in pipeline.artifacts()}
 
 
 def file_entry(path: Path, base: Path) -> dict[str, Any]:
@@ -114,37 +113,28 @@ def render(manifest: Mapping[str, Any]) -> str:
 
 def summary(manifest: Mapping[str, Any]) -> str:
     """A short table of the artifacts: what a user checks at a glance after `doit`."""
-    rows = [("artifact", "size", "sha256")]
-    for entry in sorted(manifest["artifacts"].values(), key=lambda e: e["path"]):
-        rows.append((entry["path"], f"{entry['size']:,}", entry["sha256"][:16]))
-    width = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = [f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]}" for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    rows = [(e["path"], f"{e['size']:,}", e["sha256"][:16])
+            for e in sorted(manifest["artifacts"].values(), key=lambda e: e["path"])]
+    return text_table(("artifact", "size", "sha256"), rows, align_right=(1,))
 
 
 def patch_inputs(ctx: Context) -> list[dict[str, Any]]:
-    """The patches applied, as patch wrote them in tree.json, else read from the profile's series."""
-    if ctx.paths.tree.is_file():
-        tree = fsutil.read_json(ctx.paths.tree)
-        if isinstance(tree, dict) and isinstance(tree.get("patches"), list):
-            return tree["patches"]
+    """The patches of the profile's series, each with its sha256."""
     series = read_series(ctx.profile.kernel.patches)
     return [{"path": name, "sha256": fsutil.sha256_file(p)} for name, p in zip(series.names, series.patches,
                                                                                strict=True)]
 
 
-def write_manifest(ctx: Context) -> dict[str, Any]:
-    missing = [str(p) for p in artifacts(ctx).values() if not p.is_file()]
+def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
+    files = artifacts(ctx, pipeline)
+    missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise die(f"cannot write the manifest: missing {', '.join(missing)}", "run `doit` to build every stage")
-    if not ctx.paths.source.is_file():
-        raise die(f"cannot write the manifest: {ctx.paths.source} is missing", "run `doit verify` first")
     manifest = build_manifest(
-        artifacts=artifacts(ctx),
+        artifacts=files,
         build_dir=ctx.paths.build,
         root=ctx.root,
-        source=fsutil.read_json(ctx.paths.source),
+        source=dataclasses.asdict(Verified.load(ctx.paths.build)),
         patches=patch_inputs(ctx),
         fragments=list(ctx.profile.kernel.fragments),
         init_sources=list(ctx.profile.init.sources),
@@ -154,37 +144,22 @@ def write_manifest(ctx: Context) -> dict[str, Any]:
         stub=ctx.profile.uki.stub,
         source_date_epoch=ctx.profile.kernel.source_date_epoch,
     )
-    fsutil.atomic_write(ctx.paths.manifest, render(manifest))
+    fsutil.atomic_write(MANIFEST.at(ctx), render(manifest))
     return manifest
 
 
-def task(ctx: Context) -> Iterator[dict[str, Any]]:
-    """Two steps: write the manifest when an input changed; show its summary on every run."""
+def declare(pipeline: Pipeline) -> Stage:
+    """The manifest stage of a pipeline: it needs every stage that hands out an artifact."""
+    producers = tuple(dict.fromkeys(s.name for _name, s, _out in pipeline.artifacts()))
 
-    @action
-    def write() -> None:
-        write_manifest(ctx)
+    def inputs(ctx: Context) -> list[Path]:
+        return [ctx.profile.path, ctx.profile.uki.stub, *ctx.profile.kernel.fragments, *ctx.profile.init.sources]
 
-    @action
-    def show() -> None:
-        print(summary(fsutil.read_json(ctx.paths.manifest)))
-
-    deps = [*artifacts(ctx).values(), ctx.paths.source, ctx.paths.tree, ctx.profile.path, ctx.profile.uki.stub,
-            *ctx.profile.kernel.fragments, *ctx.profile.init.sources]
-    yield {
-        "name": "write",
-        "actions": [write],
-        "file_dep": sorted({str(p) for p in deps}),
-        "targets": [str(ctx.paths.manifest)],
-        "clean": True,
-        "doc": "Write manifest.json: every artifact's size and sha256, and the inputs.",
-        "verbosity": 2,
-    }
-    yield {
-        "name": "summary",
-        "actions": [show],
-        "task_dep": ["manifest:write"],
-        "uptodate": [False],
-        "doc": "Print the artifacts' sizes and sha256 prefixes.",
-        "verbosity": 2,
-    }
+    return Stage(
+        name="manifest",
+        doc="Write manifest.json (every artifact's size and sha256, and the inputs) and print a summary.",
+        build=lambda ctx: write_manifest(ctx, pipeline),
+        needs=("verify", *producers),
+        outputs=(MANIFEST,),
+        inputs=inputs,
+    )

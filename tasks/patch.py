@@ -15,15 +15,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from doit.tools import config_changed
-
-from tasks import series as quilt
-from tasks.context import Context
-from tasks.errors import TinyukiError, action, die
-from tasks.fsutil import atomic_write_json, publish_dir, read_json, remove_tree
-from tasks.runner import run
+from tinyuki.cache.keys import tree_key
+from tinyuki.config.context import Context
+from tinyuki.errors import TinyukiError, die
+from tinyuki.formats import series as quilt
+from tinyuki.records import Extracted, Tree
+from tinyuki.stage import Output, Predicate, Stage
+from tinyuki.util.fs import publish_dir, remove_tree
+from tinyuki.util.runner import run
 
 PATCH = ["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch"]
 
@@ -62,9 +62,9 @@ def apply_series(pristine: Path, dest: Path, series: quilt.Series, log: Path) ->
         run([*PATCH, "-i", str(patch_file)], cwd=dest, log=log, what=f"patch {name}")
 
 
-def _patch(ctx: Context) -> None:
-    ext = read_json(ctx.paths.extracted)
-    pristine, sha = Path(ext["tree"]), ext["source_sha256"]
+def patch(ctx: Context) -> None:
+    ext = Extracted.load(ctx.paths.build)
+    pristine, sha = Path(ext.tree), ext.source_sha256
     series = quilt.read_series(ctx.profile.kernel.patches)
     psha = quilt.patches_sha256(series)
     if psha is None:
@@ -84,31 +84,31 @@ def _patch(ctx: Context) -> None:
             finally:
                 remove_tree(tmp.parent)
             print(f"patch: applied {len(series.patches)} patch(es) -> {tree}")
-    atomic_write_json(ctx.paths.tree, {
-        "tree": str(tree), "source_sha256": sha, "patches_sha256": psha, "patches": series.names,
-    })
+    Tree(tree=str(tree), source_sha256=sha, patches_sha256=psha, patches=list(series.names)).save(ctx.paths.build)
 
 
-def _output_good(ctx: Context) -> bool:
+def patch_files(ctx: Context) -> list[Path]:
+    """The patches the series lists: their contents make the tree (the series file itself is a setting's file)."""
     try:
-        rec = read_json(ctx.paths.tree)
-        return rec["source_sha256"] == read_json(ctx.paths.extracted)["source_sha256"] and Path(rec["tree"]).is_dir()
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def task(ctx: Context) -> dict[str, Any]:
-    series_file = ctx.profile.kernel.patches
-    try:
-        listed = quilt.read_series(series_file)
-        deps = [str(p) for p in listed.patches]
-        names = listed.names
+        return list(quilt.read_series(ctx.profile.kernel.patches).patches)
     except TinyukiError:
-        deps, names = [], None  # the action reports what is wrong with the series
-    return {
-        "actions": [(action(_patch), [ctx])],
-        "file_dep": [str(ctx.paths.extracted), *([str(series_file)] if series_file else []), *deps],
-        "targets": [str(ctx.paths.tree)],
-        "uptodate": [config_changed({"series": str(series_file), "patches": names}), lambda: _output_good(ctx)],
-        "verbosity": 2,
-    }
+        return []  # the stage reports what is wrong with the series
+
+
+def tree_present(ctx: Context) -> bool:
+    rec, ext = Tree.peek(ctx.paths.build), Extracted.peek(ctx.paths.build)
+    return rec is not None and ext is not None and rec.source_sha256 == ext.source_sha256 \
+        and Path(rec.tree).is_dir()
+
+
+STAGE = Stage(
+    name="patch",
+    doc="Apply the profile's patch series (quilt-style) into a tree keyed by source and patches.",
+    build=patch,
+    needs=("extract",),
+    outputs=(Output(Tree.FILE),),
+    inputs=patch_files,
+    recipe=("tinyuki.formats.series",),
+    checks=(Predicate(tree_present, "the patched tree exists"),),
+    identity=tree_key,
+)

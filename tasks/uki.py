@@ -1,6 +1,6 @@
-"""Emit the UKI: systemd's EFI stub carrying the kernel, its command line and os-release.
+"""uki: emit the UKI, systemd's EFI stub carrying the kernel, its command line and os-release.
 
-The sections are added with pefile (tasks/pe.py) rather than objcopy, so the
+The sections are added with pefile (tinyuki/formats/pe.py) rather than objcopy, so the
 image carries the build's epoch instead of the current time and is the same
 bytes on every run.
 """
@@ -8,14 +8,15 @@ bytes on every run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from doit.tools import config_changed
+from tasks.embed import IMAGE
+from tinyuki.config.context import Context
+from tinyuki.errors import die
+from tinyuki.formats import pe
+from tinyuki.stage import Output, Stage
+from tinyuki.util import fs as fsutil
 
-from tasks import fsutil, pe
-from tasks.cache import cached
-from tasks.context import Context
-from tasks.errors import die
+UKI = Output("tinyuki.efi", manifest="uki")
 
 
 def kernel_release(bzimage: bytes, kbuild: Path) -> str | None:
@@ -29,22 +30,13 @@ def kernel_release(bzimage: bytes, kbuild: Path) -> str | None:
     return None
 
 
-def settings(ctx: Context) -> dict[str, Any]:
-    """Everything besides the kernel and stub files that ends up in the UKI's bytes."""
-    return {
-        "cmdline": ctx.profile.kernel.cmdline,
-        "os_release": [list(kv) for kv in ctx.profile.uki.os_release],
-        "source_date_epoch": ctx.profile.kernel.source_date_epoch,
-    }
-
-
 def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = None) -> Path:
     """Assemble the UKI from the built kernel and write it atomically; returns its path."""
     stub_path = ctx.profile.uki.stub
     if not stub_path.is_file():
         raise die(f"systemd's EFI stub is missing: {stub_path}",
                   "install it with `apt-get install systemd-boot-efi`, or set [uki] stub in the profile")
-    kernel = ctx.paths.bzimage.read_bytes()
+    kernel = IMAGE.at(ctx).read_bytes()
     image = pe.build_uki(
         stub_path.read_bytes(),
         kernel,
@@ -54,18 +46,23 @@ def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = No
         initrd=initrd.read_bytes() if initrd is not None else None,
         timestamp=ctx.profile.kernel.source_date_epoch,
     )
-    out = target or ctx.paths.uki
+    out = target or UKI.at(ctx)
     fsutil.atomic_write(out, image)
     print(f"uki: {out} ({len(image)} bytes)")
     return out
 
 
-def task(ctx: Context) -> dict[str, Any]:
-    return {
-        "actions": [cached(ctx, "uki", lambda: write_uki(ctx))],
-        "file_dep": [str(ctx.paths.bzimage), str(ctx.profile.uki.stub)],
-        "targets": [str(ctx.paths.uki)],
-        "uptodate": [config_changed(settings(ctx))],
-        "clean": True,
-        "verbosity": 2,
-    }
+def build(ctx: Context) -> None:
+    write_uki(ctx)
+
+
+STAGE = Stage(
+    name="uki",
+    doc="Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname.",
+    build=build,
+    needs=("embed",),
+    outputs=(UKI,),
+    tools=("pefile",),
+    recipe=("tinyuki.formats.pe",),
+    cache=True,
+)

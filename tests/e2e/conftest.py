@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fsutil import sha256_file
+from tinyuki.util.fs import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fsutil import read_json
 from tests.e2e.conftest import TARBALL, doit
+from tinyuki.util.fs import read_json
 
 REPORT = Path("logs") / "kernel-compilecache.json"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fsutil import read_json, sha256_file
 from tests.e2e.conftest import doit
+from tinyuki.util.fs import read_json, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.fsutil import read_json
 from tests.e2e.conftest import TARBALL, doit
+from tinyuki.util.fs import read_json
 
 pytestmark = pytest.mark.skipif(not TARBALL.exists(), reason=f"{TARBALL} missing: scripts/setup.sh installs it")
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.context import Context, make_context
+from tinyuki.config.context import Context, make_context
 
 
 def _toml(v: Any) -> str:

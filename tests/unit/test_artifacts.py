@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import artifacts, taskkey
-from tasks.artifacts import CorruptEntry, Store
 from tests.helpers.profiles import context
+from tests.helpers.stages import out
+from tinyuki.cache import keys as taskkey
+from tinyuki.cache import store as artifacts
+from tinyuki.cache.store import CorruptEntry, Store
 
 KEY = "ab" * 32
 
@@ -202,7 +204,7 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 {"fragments": ["base"], "source_date_epoch": 1700000000})
     c.paths.build.mkdir(parents=True)
     (c.paths.build / "tree.json").write_text(json.dumps({"tree": str(tmp_path / "trees" / f"src-{'1' * 64}")}))
-    c.paths.config.write_text("CONFIG_64BIT=y\n")
+    out(c, "kernel.config").write_text("CONFIG_64BIT=y\n")
     taskkey.record(c, "configure", "c" * 64, {})
     return c
 
@@ -214,7 +216,7 @@ def kernel_key(ctx) -> str:
 def test_key_is_stable_and_follows_every_input(ctx, monkeypatch, tmp_path):
     base = kernel_key(ctx)
     assert kernel_key(ctx) == base
-    os.utime(ctx.paths.config, (1, 1))  # touched, same bytes
+    os.utime(out(ctx, "kernel.config"), (1, 1))  # touched, same bytes
     assert kernel_key(ctx) == base
 
     monkeypatch.setenv("CCACHE_DIR", "/elsewhere")  # speed-only settings
@@ -228,9 +230,9 @@ def test_key_is_stable_and_follows_every_input(ctx, monkeypatch, tmp_path):
     assert kernel_key(ctx) == base
 
     changes = []
-    ctx.paths.config.write_text("CONFIG_64BIT=y\nCONFIG_X=y\n")
+    out(ctx, "kernel.config").write_text("CONFIG_64BIT=y\nCONFIG_X=y\n")
     changes.append(kernel_key(ctx))
-    ctx.paths.config.write_text("CONFIG_64BIT=y\n")
+    out(ctx, "kernel.config").write_text("CONFIG_64BIT=y\n")
     assert kernel_key(ctx) == base
     for var, value in (("KCFLAGS", "-O3"), ("KBUILD_BUILD_HOST", "h"), ("SOURCE_DATE_EPOCH", "1"), ("CC", "clang")):
         monkeypatch.setenv(var, value)
@@ -256,7 +258,7 @@ def test_key_follows_profile_settings_but_not_the_build_location(tmp_path):
                     {"fragments": ["base"], "build_user": user}, build=build)
         c.paths.build.mkdir(parents=True, exist_ok=True)
         (c.paths.build / "tree.json").write_text(json.dumps({"tree": f"/x/{build}/src-{'1' * 64}"}))
-        c.paths.config.write_text("CONFIG_64BIT=y\n")
+        out(c, "kernel.config").write_text("CONFIG_64BIT=y\n")
         taskkey.record(c, "configure", "c" * 64, {})
         return taskkey.compute(c, "kernel")[0]
 

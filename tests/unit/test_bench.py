@@ -10,7 +10,8 @@ from bench import boot as bboot
 from bench import report
 from bench import size as bsize
 from bench.build import one_line_change
-from tasks import boottime
+from tinyuki.formats import elf
+from tinyuki.vm import boottime
 
 CONSOLE = [
     "[    0.000000] Linux version 6.1.192 (tinyuki@tinyuki)",
@@ -180,9 +181,8 @@ def note(name: bytes, ntype: int, desc: bytes) -> bytes:
 
 
 def test_pvh_entry_note() -> None:
-    from tasks import qemu
 
     gnu = note(b"GNU\0", 3, bytes(20))
-    assert qemu.has_pvh_entry(elf_with_notes(gnu + note(b"Xen\0", 18, b"\x00\x10\x00\x01")))
-    assert not qemu.has_pvh_entry(elf_with_notes(gnu + note(b"Xen\0", 17, bytes(8))))
-    assert not qemu.has_pvh_entry(b"MZ" + bytes(100))
+    assert elf.has_pvh_entry(elf_with_notes(gnu + note(b"Xen\0", 18, b"\x00\x10\x00\x01")))
+    assert not elf.has_pvh_entry(elf_with_notes(gnu + note(b"Xen\0", 17, bytes(8))))
+    assert not elf.has_pvh_entry(b"MZ" + bytes(100))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tasks.checker import Sha256Checker
-from tasks.fsutil import sha256_file
+from cli.checkers import Sha256Checker
+from tinyuki.util.fs import sha256_file
 
 
 def test_touch_without_change_is_not_modified(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_unchanged_stat_skips_hashing(tmp_path: Path, monkeypatch) -> None:
     def boom(_p: object) -> str:
         raise AssertionError("hashed an unchanged file")
 
-    monkeypatch.setattr("tasks.checker.sha256_file", boom)
+    monkeypatch.setattr("cli.checkers.sha256_file", boom)
     assert c.get_state(str(f), state) is None
     assert not c.check_modified(str(f), os.stat(f), state)
 

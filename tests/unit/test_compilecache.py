@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import compilecache as cc
-from tasks.errors import TinyukiError
-from tasks.kbuild import make_cmd
-from tasks.stats import human_size, render_table
+from tinyuki.cache import compile as cc
+from tinyuki.errors import TinyukiError
+from tinyuki.toolchain.kbuild import make_cmd
+from tinyuki.util.fmt import human_size
+from tinyuki.util.fmt import markdown_table as render_table
 
 CACHE = Path("/srv/cache")
 VERSION = ("ccache version 4.7.5\nFeatures: file-storage http-storage redis+unix-storage redis-storage\n\n"

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks import cpio, initramfs
-from tasks.context import make_context
-from tasks.errors import TinyukiError
+from tasks import initramfs
+from tests.helpers import stages
+from tests.helpers.stages import out
+from tinyuki.config.context import make_context
+from tinyuki.errors import TinyukiError
+from tinyuki.formats import cpio
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = 1700000000
@@ -233,27 +236,27 @@ source_date_epoch = {EPOCH}
 files = {{ "/etc/motd" = "{motd}", "/bin/tool" = "{tool}" }}
 """)
     ctx = make_context(str(profile), build_dir=str(tmp_path / "build"), cache_dir=str(tmp_path / "cache"), root=ROOT)
-    ctx.paths.init_bin.parent.mkdir(parents=True)
-    ctx.paths.init_bin.write_bytes(b"\x7fELF init")
+    out(ctx, "init").parent.mkdir(parents=True)
+    out(ctx, "init").write_bytes(b"\x7fELF init")
 
     initramfs.build(ctx)
 
-    archive = ctx.paths.cpio.read_bytes()
+    archive = out(ctx, "initramfs.cpio").read_bytes()
     extra = [("/bin/tool", b"#!/bin/sh\n", 0o755), ("/etc/motd", b"hello\n", 0o644)]
     expected = initramfs.layout(b"\x7fELF init", extra)
     assert archive == cpio.pack(expected, EPOCH)
-    initrd = ctx.paths.initrd.read_bytes()
+    initrd = out(ctx, "initrd").read_bytes()
     assert gzip.decompress(initrd) == archive
     assert initrd == subprocess.run(["gzip", "-n", "-9"], input=archive, check=True, capture_output=True).stdout
     assert initrd[3] & 0x08 == 0 and initrd[4:8] == b"\0\0\0\0"  # no file name, no timestamp
     # the files themselves carry the time they were written: kbuild re-embeds by mtime
-    assert ctx.paths.cpio.stat().st_mtime > EPOCH + 86400
+    assert out(ctx, "initramfs.cpio").stat().st_mtime > EPOCH + 86400
     leftovers = [p.name for p in ctx.paths.build.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
-    t = initramfs.task(ctx)
-    assert t["targets"] == [str(ctx.paths.cpio), str(ctx.paths.initrd)]
-    assert t["file_dep"] == [str(ctx.paths.init_bin), str(tool), str(motd)]
+    t = stages.task(ctx, "initramfs")
+    assert t["targets"] == [str(out(ctx, "initramfs.cpio")), str(out(ctx, "initrd"))]
+    assert t["file_dep"] == [str(out(ctx, "init")), str(tool), str(motd)]
 
 
 def test_build_without_init_says_what_to_run(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from doit.exceptions import TaskFailed
 
-from tasks.errors import TinyukiError, action, die
+from cli.actions import action
+from tinyuki.errors import TinyukiError, die
 
 
 def test_render_has_message_and_hint() -> None:

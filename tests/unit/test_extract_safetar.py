@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import safetar
-from tasks.errors import TinyukiError
 from tests.helpers import tarballs
+from tinyuki.errors import TinyukiError
+from tinyuki.formats import safetar
 
 TOP = "linux-9.9"
 
@@ -154,7 +154,7 @@ def test_internal_symlinks_still_work(tmp_path):
 
 
 def test_publish_dir_never_replaces_a_tree_in_use(tmp_path):
-    from tasks.fsutil import publish_dir
+    from tinyuki.util.fs import publish_dir
 
     final = tmp_path / "trees" / "src-abc"
     first, second = tmp_path / "t1", tmp_path / "t2"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import download
-from tasks.errors import TinyukiError
 from tests.helpers.httpserver import Route, serve
+from tinyuki.errors import TinyukiError
+from tinyuki.source import download
 
 BODY = bytes(range(256)) * 4096  # 1 MiB, a few chunks
 

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 
 from tasks import init
-from tasks.context import Context, make_context
-from tasks.errors import TinyukiError
+from tests.helpers import stages
+from tests.helpers.stages import out
+from tinyuki.config.context import Context, make_context
+from tinyuki.errors import TinyukiError
+from tinyuki.formats import elf
+from tinyuki.toolchain import program
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "tinyuki: init started"
@@ -38,7 +42,7 @@ marker = {marker}
 @pytest.fixture(scope="module")
 def tree(ref_tree: Path) -> Path:
     """A kernel tree carrying nolibc, from Debian's tarball (the debian profile's source)."""
-    assert (ref_tree / init.NOLIBC_HEADER).is_file()
+    assert (ref_tree / program.NOLIBC_HEADER).is_file()
     return ref_tree
 
 
@@ -57,7 +61,7 @@ def context(tmp_path: Path, tree: Path | None, libc: str = "nolibc", sources: li
     ctx = make_context(str(profile), build_dir=str(tmp_path / "build"), cache_dir=str(tmp_path / "cache"), root=ROOT)
     if tree is not None:
         ctx.paths.build.mkdir(parents=True, exist_ok=True)
-        ctx.paths.tree.write_text(json.dumps({"tree": str(tree)}))
+        out(ctx, "tree.json").write_text(json.dumps({"tree": str(tree)}))
     return ctx
 
 
@@ -70,8 +74,8 @@ def program_headers(data: bytes) -> list[int]:
 def check_binary(path: Path, limit: int) -> bytes:
     data = path.read_bytes()
     assert data[:4] == b"\x7fELF"
-    assert init.PT_INTERP not in program_headers(data)  # no dynamic loader needed
-    assert init.elf_problem(data) is None
+    assert elf.PT_INTERP not in program_headers(data)  # no dynamic loader needed
+    assert elf.elf_problem(data) is None
     assert MARKER.encode() in data
     assert len(data) < limit, f"{path} is {len(data)} bytes"
     assert str(ROOT).encode() not in data and b"/tmp/" not in data  # no build paths leak
@@ -86,18 +90,18 @@ def test_nolibc_build_is_tiny_static_and_reproducible(tmp_path: Path, tree: Path
     need("gcc")
     ctx = context(tmp_path / "a", tree)
     init.build(ctx)
-    data = check_binary(ctx.paths.init_bin, 8192)
-    assert list(ctx.paths.init_dir.iterdir()) == [ctx.paths.init_bin]  # no temp left behind
+    data = check_binary(out(ctx, "init"), 8192)
+    assert list(ctx.paths.init_dir.iterdir()) == [out(ctx, "init")]  # no temp left behind
     other = context(tmp_path / "b", tree)
     init.build(other)
-    assert other.paths.init_bin.read_bytes() == data
+    assert out(other, "init").read_bytes() == data
 
 
 def test_musl_build_is_static(tmp_path: Path) -> None:
     need("musl-gcc")
     ctx = context(tmp_path, None, libc="musl")
     init.build(ctx)
-    check_binary(ctx.paths.init_bin, 32768)
+    check_binary(out(ctx, "init"), 32768)
 
 
 def test_marker_reaches_the_program_verbatim(tmp_path: Path, tree: Path) -> None:
@@ -105,7 +109,7 @@ def test_marker_reaches_the_program_verbatim(tmp_path: Path, tree: Path) -> None
     marker = 'boot "ok" \\ 100% done'
     ctx = context(tmp_path, tree, marker=marker)
     init.build(ctx)
-    data = ctx.paths.init_bin.read_bytes()
+    data = out(ctx, "init").read_bytes()
     assert marker.encode() + b"\0" in data
     assert MARKER.encode() not in data
 
@@ -120,7 +124,7 @@ def test_compile_error_names_the_file_and_shows_the_compiler(tmp_path: Path, tre
     text = info.value.render()
     assert "compiling" in text and "broken.c" in text
     assert "broken.c:3" in text and "undefined_thing" in text and "error:" in text
-    assert not ctx.paths.init_bin.exists()
+    assert not out(ctx, "init").exists()
 
 
 def test_warnings_fail_under_werror(tmp_path: Path) -> None:
@@ -159,7 +163,7 @@ def test_runs_and_reports_errno_names(tmp_path: Path, tree: Path) -> None:
     init.build(ctx)
     image = tmp_path / "image"
     image.mkdir()
-    shutil.copy2(ctx.paths.init_bin, image / "init")
+    shutil.copy2(out(ctx, "init"), image / "init")
     cmd = [unshare, "--user", "--map-root-user", "--mount", "--pid", "--fork", "chroot", str(image), "/init"]
     proc = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
     if proc.returncode != 0 and not proc.stdout:
@@ -178,7 +182,7 @@ def test_runs_and_reports_errno_names(tmp_path: Path, tree: Path) -> None:
 
 def test_command_lines() -> None:
     tree = Path("/src/linux")
-    cmd = init.compile_command(libc="nolibc", sources=["init/init.c"], output="out", marker="m", tree=tree,
+    cmd = program.compile_command(libc="nolibc", sources=["init/init.c"], output="out", marker="m", tree=tree,
                                cflags=["-DX=1"], root=Path("/proj"))
     assert cmd[0] == "gcc"
     for flag in ("-static", "-nostdlib", "-Os", "-s", "-Wl,--build-id=none", "-fno-tree-loop-distribute-patterns",
@@ -187,10 +191,10 @@ def test_command_lines() -> None:
         assert flag in cmd
     assert cmd[cmd.index("-include") + 1] == "/src/linux/tools/include/nolibc/nolibc.h"
     assert cmd.index("-DX=1") > cmd.index("-Os")  # the profile's flags come last and win
-    musl = init.compile_command(libc="musl", sources=["a.c"], output="out", marker="m")
+    musl = program.compile_command(libc="musl", sources=["a.c"], output="out", marker="m")
     assert musl[0] == "musl-gcc" and "-nostdlib" not in musl and "-include" not in musl and "-static" in musl
     with pytest.raises(TinyukiError, match="nolibc needs the kernel tree"):
-        init.compile_command(libc="nolibc", sources=["a.c"], output="o", marker="m")
+        program.compile_command(libc="nolibc", sources=["a.c"], output="o", marker="m")
 
 
 @pytest.mark.parametrize(
@@ -198,24 +202,24 @@ def test_command_lines() -> None:
     [("plain", '"plain"'), ('say "hi"', r'"say \"hi\""'), ("a\\b", r'"a\\b"'), ("é", r'"\303\251"')],
 )
 def test_c_string(text: str, literal: str) -> None:
-    assert init.c_string(text) == literal
+    assert program.c_string(text) == literal
 
 
 def test_elf_problem_on_other_files() -> None:
-    assert init.elf_problem(b"#!/bin/sh\n") == "not an ELF file"
+    assert elf.elf_problem(b"#!/bin/sh\n") == "not an ELF file"
     true = Path("/bin/true").read_bytes()  # Debian's coreutils are dynamically linked
-    assert "dynamically linked" in (init.elf_problem(true) or "")
+    assert "dynamically linked" in (elf.elf_problem(true) or "")
     elf32 = b"\x7fELF\x01\x01" + bytes(58)
-    assert "64-bit" in (init.elf_problem(elf32) or "")
+    assert "64-bit" in (elf.elf_problem(elf32) or "")
 
 
 def test_task_wiring(tmp_path: Path) -> None:
     ctx = context(tmp_path, None)
-    t = init.task(ctx)
-    assert t["targets"] == [str(ctx.paths.init_bin)]
-    assert str(ROOT / "init" / "init.c") in t["file_dep"] and str(ctx.paths.tree) in t["file_dep"]
+    t = stages.task(ctx, "init")
+    assert t["targets"] == [str(out(ctx, "init"))]
+    assert str(ROOT / "init" / "init.c") in t["file_dep"] and str(out(ctx, "tree.json")) in t["file_dep"]
     musl = init.task(context(tmp_path / "m", None, libc="musl"))
-    assert str(ctx.paths.tree) not in musl["file_dep"] and not any(d.endswith("tree.json") for d in musl["file_dep"])
+    assert str(out(ctx, "tree.json")) not in musl["file_dep"] and not any(d.endswith("tree.json") for d in musl["file_dep"])
 
 
 def run_doit(ctx: Context, *tasks: str) -> None:
@@ -223,14 +227,13 @@ def run_doit(ctx: Context, *tasks: str) -> None:
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
-    from tasks import initramfs
-    from tasks.checker import Sha256Checker
+    from cli.checkers import Sha256Checker
 
     namespace = {
         "DOIT_CONFIG": {"check_file_uptodate": Sha256Checker, "dep_file": str(ctx.paths.db),
                         "backend": "sqlite3", "verbosity": 0},
-        "task_init": lambda: init.task(ctx),
-        "task_initramfs": lambda: initramfs.task(ctx),
+        "task_init": lambda: stages.task(ctx, "init"),
+        "task_initramfs": lambda: stages.task(ctx, "initramfs"),
     }
     assert DoitMain(ModuleTaskLoader(namespace)).run(list(tasks)) == 0
 
@@ -245,7 +248,7 @@ def test_staleness_by_content(tmp_path: Path, tree: Path) -> None:
     ctx = context(tmp_path, tree, sources=[str(src)])
 
     def stamps() -> tuple[int, int]:  # every write is a rename of a new file, so a new inode
-        return ctx.paths.init_bin.stat().st_ino, ctx.paths.cpio.stat().st_ino
+        return out(ctx, "init").stat().st_ino, out(ctx, "initramfs.cpio").stat().st_ino
 
     run_doit(ctx, "initramfs")
     first = stamps()
@@ -253,7 +256,7 @@ def test_staleness_by_content(tmp_path: Path, tree: Path) -> None:
     assert stamps() == first
 
     src.touch()
-    ctx.paths.tree.touch()
+    out(ctx, "tree.json").touch()
     run_doit(ctx, "initramfs")
     assert stamps() == first
 
@@ -266,4 +269,4 @@ def test_staleness_by_content(tmp_path: Path, tree: Path) -> None:
     run_doit(ctx, "initramfs")
     third = stamps()
     assert third[0] != second[0] and third[1] != second[1]
-    assert b"init: no disk here" in ctx.paths.cpio.read_bytes()
+    assert b"init: no disk here" in out(ctx, "initramfs.cpio").read_bytes()

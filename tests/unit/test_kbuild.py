@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import kbuild
-from tasks.errors import TinyukiError
-from tasks.profile import Kernel
+from tinyuki.config.profile import Kernel
+from tinyuki.errors import TinyukiError
+from tinyuki.toolchain import kbuild
 
 
 def _kernel(**kw: object) -> Kernel:

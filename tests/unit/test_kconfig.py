@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import kconfig
-from tasks.errors import TinyukiError
+from tinyuki.errors import TinyukiError
+from tinyuki.formats import kconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAGMENTS = ROOT / "configs" / "fragments"

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tasks import manifest
-from tasks.context import make_context
-from tasks.errors import TinyukiError
-from tasks.fsutil import atomic_write_json
+from tests.helpers.stages import out
+from tinyuki.config.context import make_context
+from tinyuki.errors import TinyukiError
+from tinyuki.util.fs import atomic_write_json
 
 STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 SOURCE = {"sha256": "ab" * 32, "path": "/somewhere/cache/sha256/ab/abab", "filename": "linux-source-6.1.tar.xz",
@@ -88,7 +89,7 @@ def test_summary_table(inputs: dict) -> None:
 def test_patch_inputs_prefer_tree_json(tmp_path: Path, root: Path) -> None:
     ctx = make_context("debian", str(tmp_path / "build"), str(tmp_path / "cache"), "1", root=root)
     listed = [{"path": "0001-a.patch", "sha256": "ef" * 32}]
-    atomic_write_json(ctx.paths.tree, {"patches": listed})
+    atomic_write_json(out(ctx, "tree.json"), {"patches": listed})
     assert manifest.patch_inputs(ctx) == listed
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import patch, series
-from tasks.errors import TinyukiError
-from tasks.fsutil import atomic_write_json, read_json
+from tasks import patch
+from tests.helpers.stages import out
+from tinyuki.errors import TinyukiError
+from tinyuki.formats import series
+from tinyuki.util.fs import atomic_write_json, read_json
 
 GOOD = b"""--- a/init/main.c
 +++ b/init/main.c
@@ -109,14 +111,14 @@ def test_stage_leaves_no_half_patched_tree(tmp_path):
     f = make_series(tmp_path / "patches", {"a.patch": GOOD, "b.patch": BAD})
     ctx = context(tmp_path, {"urls": ["/nonexistent.tar.xz"], "sha256": "0" * 64}, {"patches": str(f)})
     pristine = make_tree(ctx.paths.trees / ("src-" + "0" * 64))
-    atomic_write_json(ctx.paths.extracted, {"tree": str(pristine), "source_sha256": "0" * 64})
+    atomic_write_json(out(ctx, "extracted.json"), {"tree": str(pristine), "source_sha256": "0" * 64})
     with pytest.raises(TinyukiError):
-        patch._patch(ctx)
+        patch.patch(ctx)
     assert sorted(p.name for p in ctx.paths.trees.iterdir()) == [pristine.name]
-    assert not ctx.paths.tree.exists()
+    assert not out(ctx, "tree.json").exists()
     (f.parent / "b.patch").write_bytes(BAD.replace(b"something else", b"test tree"))
-    patch._patch(ctx)
-    rec = read_json(ctx.paths.tree)
+    patch.patch(ctx)
+    rec = read_json(out(ctx, "tree.json"))
     assert rec["patches"] == ["a.patch", "b.patch"] and rec["source_sha256"] == "0" * 64
     assert Path(rec["tree"]).name == f"patched-{'0' * 64}-{rec['patches_sha256']}"
     assert (Path(rec["tree"]) / "README").read_bytes() == b"Linux kernel (patched)\n"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pefile
 import pytest
 
-from tasks import pe
-from tasks.errors import TinyukiError
+from tinyuki.errors import TinyukiError
+from tinyuki.formats import pe
 
 STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 EPOCH = 1700000000

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.context import make_context
-from tasks.errors import TinyukiError
-from tasks.profile import FIELDS, load_profile, parse_profile
+from tinyuki.config.context import make_context
+from tinyuki.config.profile import FIELDS, load_profile, parse_profile
+from tinyuki.errors import TinyukiError
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """

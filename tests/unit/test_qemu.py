@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import boot, qemu
+from cli import boot
+from tinyuki.vm import qemu
 
 K = Path("/b/bzImage")
 MARKER = "tinyuki: init started"
@@ -191,7 +192,8 @@ def test_stream_stops_early_when_asked() -> None:
 
 
 def test_kvm_verdict_is_remembered_per_host_boot(tmp_path) -> None:
-    from tasks import boot, qemu
+    from cli import boot
+    from tinyuki.vm import qemu
 
     calls = []
 

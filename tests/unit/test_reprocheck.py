@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import reprocheck
-from tasks.errors import TinyukiError
+from tinyuki import reprocheck
+from tinyuki.errors import TinyukiError
 
 PATHS = {
     "bzImage": "bzImage", "init": "init/init", "initramfs.cpio": "initramfs.cpio", "initrd": "initrd.img",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import gpg, verify
-from tasks.errors import TinyukiError
-from tasks.profile import load_profile
 from tests.conftest import DATA, ROOT
+from tinyuki.config.profile import load_profile
+from tinyuki.errors import TinyukiError
+from tinyuki.source import gpg, trust
 
 SUMS = DATA / "kernel.org-v4.x-sha256sums.asc"
 AUTOSIGNER = "B8868C80BA62A1FFFAF5FDA9632D3A06589DA6B1"
@@ -18,10 +18,10 @@ KEY = ROOT / "configs" / "keys" / "autosigner.asc"
 
 
 def test_real_sha256sums_is_verified_and_read():
-    listed, signer = verify.check_sha256sums(SUMS, "linux-4.9.7.tar.xz", (KEY,), (AUTOSIGNER,))
+    listed, signer = trust.check_sha256sums(SUMS, "linux-4.9.7.tar.xz", (KEY,), (AUTOSIGNER,))
     assert signer == AUTOSIGNER
     assert listed == "0b61283b71c7397cb6b5ac3497845d3cdf8137ecd16ab39c8ac6cf5bb90e33dc"
-    listed, _ = verify.check_sha256sums(SUMS, "linux-4.0.tar.xz", (KEY,), (AUTOSIGNER,))
+    listed, _ = trust.check_sha256sums(SUMS, "linux-4.0.tar.xz", (KEY,), (AUTOSIGNER,))
     assert listed == "0f2f7d44979bc8f71c4fc5d3308c03499c26a824dd311fdf6eef4dee0d7d5991"
 
 
@@ -37,7 +37,7 @@ def test_tampered_hash_is_a_bad_signature(tmp_path):
     f = tampered(tmp_path, "0b61283b71c7397cb6b5ac3497845d3cdf8137ecd16ab39c8ac6cf5bb90e33dc",
                  "1b61283b71c7397cb6b5ac3497845d3cdf8137ecd16ab39c8ac6cf5bb90e33dc")
     with pytest.raises(TinyukiError) as e:
-        verify.check_sha256sums(f, "linux-4.9.7.tar.xz", (KEY,), (AUTOSIGNER,))
+        trust.check_sha256sums(f, "linux-4.9.7.tar.xz", (KEY,), (AUTOSIGNER,))
     assert "BAD signature" in e.value.message
 
 
@@ -46,28 +46,28 @@ def test_text_added_outside_the_signed_part_is_ignored(tmp_path):
     f = tmp_path / "sha256sums.asc"
     f.write_text(f"{'e' * 64}  linux-evil.tar.xz\n" + SUMS.read_text())
     with pytest.raises(TinyukiError) as e:
-        verify.check_sha256sums(f, "linux-evil.tar.xz", (KEY,), (AUTOSIGNER,))
+        trust.check_sha256sums(f, "linux-evil.tar.xz", (KEY,), (AUTOSIGNER,))
     assert "not listed in the signed part" in e.value.message
 
 
 def test_damaged_signature_block(tmp_path):
     f = tampered(tmp_path, "iQIcBAEBCAAGBQJYkdwDAAoJEGMtOgZYnaax", "iQIcBAEBCAAGBQJYkdwDAAoJEGMtOgZYnaaX")
     with pytest.raises(TinyukiError) as e:
-        verify.check_sha256sums(f, "linux-4.9.7.tar.xz", (KEY,), (AUTOSIGNER,))
+        trust.check_sha256sums(f, "linux-4.9.7.tar.xz", (KEY,), (AUTOSIGNER,))
     assert "signature" in e.value.message.lower()
 
 
 def test_right_signature_but_signer_not_trusted():
     gregkh = "647F28654894E3BD457199BE38DBBDC86092693E"
     with pytest.raises(TinyukiError) as e:
-        verify.check_sha256sums(SUMS, "linux-4.9.7.tar.xz", (KEY,), (gregkh,))
+        trust.check_sha256sums(SUMS, "linux-4.9.7.tar.xz", (KEY,), (gregkh,))
     assert f"good signature by {AUTOSIGNER}" in e.value.message and "not one of the trusted" in e.value.message
 
 
 def test_without_the_key_the_signer_is_unknown(tmp_path):
     other = ROOT / "configs" / "keys" / "torvalds.asc"
     with pytest.raises(TinyukiError) as e:
-        verify.check_sha256sums(SUMS, "linux-4.9.7.tar.xz", (other,), (AUTOSIGNER,))
+        trust.check_sha256sums(SUMS, "linux-4.9.7.tar.xz", (other,), (AUTOSIGNER,))
     assert "not in the profile's keyrings" in e.value.message
 
 
@@ -114,9 +114,9 @@ def test_policy_no_signature():
 
 def test_dpkg_check_on_a_real_package():
     patch_bin = Path(shutil.which("patch") or "/usr/bin/patch").resolve()
-    assert verify.dpkg_check(patch_bin, "patch")
+    assert trust.dpkg_check(patch_bin, "patch")
     with pytest.raises(TinyukiError) as e:
-        verify.dpkg_check(patch_bin, "linux-source-6.1")
+        trust.dpkg_check(patch_bin, "linux-source-6.1")
     assert "belongs to patch, not to linux-source-6.1" in e.value.message
 
 
@@ -124,11 +124,11 @@ def test_dpkg_check_unowned_file(tmp_path):
     f = tmp_path / "x.tar.xz"
     f.write_bytes(b"x")
     with pytest.raises(TinyukiError) as e:
-        verify.dpkg_check(f, "linux-source-6.1")
+        trust.dpkg_check(f, "linux-source-6.1")
     assert "does not belong to any installed Debian package" in e.value.message
 
 
 def test_dpkg_verify_output_is_read_per_file():
     out = "??5??????   /usr/src/linux-source-6.1.tar.xz\n??5?????? c /etc/x.conf\n"
-    assert verify.modified_files(out, Path("/usr/src/linux-source-6.1.tar.xz")).startswith("??5")
-    assert verify.modified_files(out, Path("/usr/src/other.tar.xz")) is None
+    assert trust.modified_files(out, Path("/usr/src/linux-source-6.1.tar.xz")).startswith("??5")
+    assert trust.modified_files(out, Path("/usr/src/other.tar.xz")) is None

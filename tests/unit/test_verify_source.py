@@ -10,11 +10,12 @@ import hashlib
 import pytest
 
 from tasks import fetch, verify
-from tasks.errors import TinyukiError
-from tasks.fsutil import read_json
 from tests.helpers import gpgkeys, tarballs
 from tests.helpers.httpserver import Route, serve
 from tests.helpers.profiles import context, store_files
+from tests.helpers.stages import out
+from tinyuki.errors import TinyukiError
+from tinyuki.util.fs import read_json
 
 TAR = tarballs.tar_bytes()
 SHA = hashlib.sha256(TAR).hexdigest()
@@ -57,9 +58,9 @@ def signed_source(server, tmp_path, keys, signer="trusted", body=TAR, over="unco
 
 
 def run_stages(ctx):
-    fetch._fetch(ctx)
-    verify._verify(ctx)
-    return read_json(ctx.paths.source)
+    fetch.fetch(ctx)
+    verify.verify(ctx)
+    return read_json(out(ctx, "source.json"))
 
 
 def rejected(ctx, *fragments):
@@ -68,7 +69,7 @@ def rejected(ctx, *fragments):
     for frag in fragments:
         assert frag in e.value.message, e.value.message
     assert store_files(ctx) == []
-    assert not ctx.paths.source.exists()
+    assert not out(ctx, "source.json").exists()
     assert [p for p in ctx.paths.incoming.glob(f"*{NAME}")] == []  # the rejected download is gone
     return e.value
 
@@ -81,7 +82,7 @@ def test_good_signature_and_pin_store_the_tarball(server, tmp_path, keys):
     assert src["trust"] == ["sha256 pin", f"signature by {fpr}"]
     assert src["path"] == str(ctx.paths.stored(SHA)) and store_files(ctx) == [ctx.paths.stored(SHA)]
     assert ctx.paths.stored(SHA).read_bytes() == TAR
-    fetched = read_json(ctx.paths.fetched)
+    fetched = read_json(out(ctx, "fetched.json"))
     assert fetched["url"] == server.url(f"/{NAME}") and fetched["signature"] and fetched["sha256sums"] is None
 
 
@@ -231,7 +232,7 @@ def test_first_use_is_recorded_then_required(tmp_path, keys):
 def test_pin_prints_the_profile_line(server, tmp_path, keys, capsys):
     source = signed_source(server, tmp_path, keys, pin="f" * 64)
     ctx = context(tmp_path, source)
-    fetch._fetch(ctx)
+    fetch.fetch(ctx)
     capsys.readouterr()
     verify._pin(ctx, accept=False)
     out = capsys.readouterr().out

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import compilecache
-from tasks.fsutil import read_json
-from tasks.stats import COMPILE_CACHE_REPORT
 from tests.wiring.test_kernel_wiring import Build, make_build, unpack_fake_tree
+from tinyuki.cache import compile as compilecache
+from tinyuki.cache.compile import REPORT as COMPILE_CACHE_REPORT
+from tinyuki.util.fs import read_json
 
 SOURCES = 3  # the fake kernel's .c files
 

@@ -22,10 +22,10 @@ import pytest
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
-from tasks import configure, embed, kernel
-from tasks.checker import Sha256Checker
-from tasks.context import make_context
-from tasks.fsutil import read_json
+from cli.checkers import Sha256Checker
+from tests.helpers import stages
+from tinyuki.config.context import make_context
+from tinyuki.util.fs import read_json
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakekernel"
@@ -75,13 +75,13 @@ class Build:
         ctx = make_context(str(self.profile), str(self.build), str(self.top / "cache"), "2", root=ROOT)
 
         def task_configure() -> dict:
-            return configure.task(ctx)
+            return stages.task(ctx, "configure")
 
         def task_kernel() -> dict:
-            return kernel.task(ctx)
+            return stages.task(ctx, "kernel")
 
         def task_embed() -> dict:
-            return embed.task(ctx)
+            return stages.task(ctx, "embed")
 
         namespace = {
             "DOIT_CONFIG": {"check_file_uptodate": Sha256Checker, "dep_file": str(ctx.paths.db),

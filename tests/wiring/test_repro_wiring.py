@@ -33,7 +33,7 @@ from dodo import *  # noqa: F403
 from dodo import CTX
 
 if "task_repro" not in globals():
-    from tasks import repro
+    from cli import repro
 
     def task_repro():
         \"\"\"Build twice in different surroundings and compare every stage.\"\"\"

@@ -1,0 +1,55 @@
+"""How doit shows tinyuki's errors: the message and the hint, never a traceback.
+
+Users see build failures far more often than bugs; a TinyukiError raised by
+a stage or a command is an expected outcome (a bad signature, a dropped
+config option), so it reaches the console as its own text only.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from tinyuki.errors import TinyukiError
+
+
+class _CleanFailure(TaskFailed):
+    """A TaskFailed whose text is only our message: doit prints no traceback."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.traceback = []
+
+    def get_msg(self) -> str:
+        return self.message + "\n"
+
+
+def action(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a doit python-action so a TinyukiError becomes one readable failure.
+
+    doit shows exceptions from actions with their traceback; our errors are
+    expected outcomes (a bad signature, a dropped config option), so they are
+    turned into a TaskFailed carrying just the message and hint.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = func(*args, **kwargs)
+        except TinyukiError as err:
+            return _CleanFailure(err.render())
+        except KeyboardInterrupt:
+            raise
+        return True if result is None else result
+
+    return wrapper
+
+
+def exit_with(err: TinyukiError, code: int = 2) -> None:
+    """Print an error raised while doit loads tasks (for example a bad profile) and exit."""
+    print(err.render(), file=sys.stderr)
+    raise SystemExit(code)

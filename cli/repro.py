@@ -1,0 +1,237 @@
+"""`doit repro`: build the profile twice from scratch in different surroundings and compare every stage.
+
+Reproducibility claimed but not checked does not last: a new fragment, patch
+or compiler can leak a path or a clock into the image. This task runs the
+real pipeline (a `doit` subprocess each time) in two fresh build dirs whose
+paths differ in length, from different working directories, with another
+umask, time zone, locale, -j, user and host name, seconds apart. Only the
+verified source and its extracted tree are shared (through the cache), so
+configure, kernel, init, initramfs, embed and uki all run twice.
+
+`doit repro compare=A.json,B.json` compares two existing manifests instead,
+for example from two CI runners.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from doit import get_var
+
+from cli.actions import action
+from tasks import PIPELINE
+from tinyuki import reprocheck
+from tinyuki.config.context import Context
+from tinyuki.errors import die
+from tinyuki.reprocheck import Manifest, Row, Surroundings
+from tinyuki.util.fs import remove_tree
+from tinyuki.util.runner import echo
+
+# (artifact, stage) in pipeline order: the first difference is the stage worth reading.
+ARTIFACT_ORDER = tuple((name, stage.name) for name, stage, _out in PIPELINE.artifacts())
+MIN_GAP = 3.0  # seconds between the end of build A and the start of build B: another wall-clock second
+REPORT_LINES = 25
+DIFFOSCOPE_TIMEOUT = 900
+
+
+def _current_user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return os.environ.get("USER", "")
+
+
+def _locales() -> list[str]:
+    try:
+        proc = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return []
+    return proc.stdout.split()
+
+
+def uts_namespace_works() -> bool:
+    """Whether `unshare --uts` may set a hostname here (root, and not forbidden by a container)."""
+    if not shutil.which("unshare"):
+        return False
+    try:
+        proc = subprocess.run(["unshare", "--uts", "sh", "-c", "hostname tinyuki-probe && hostname"],
+                              capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and proc.stdout.strip() == "tinyuki-probe"
+
+
+def build_command(ctx: Context, s: Surroundings, *, uts: bool) -> list[str]:
+    """One command line that sets up the surroundings itself, so the echoed line can be rerun by hand.
+
+    `env -u` drops the variables that could carry another locale or a make
+    jobserver into the build; `env` then sets the chosen ones; `sh -c` sets
+    the umask (and the host name, inside a new UTS namespace) before exec'ing doit.
+    """
+    doit = [sys.executable, "-m", "doit", "-f", str(ctx.root / "dodo.py"), "manifest",
+            f"profile={ctx.profile.path}", f"build_dir={s.build_dir}", f"cache_dir={ctx.paths.cache}",
+            f"jobs={s.jobs}"]
+    unset = [arg for var in ("LANG", "LANGUAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL") for arg in ("-u", var)]
+    env = ["env", *unset, f"TZ={s.tz}", f"LC_ALL={s.locale}", f"USER={s.user}", f"LOGNAME={s.user}",
+           f"HOSTNAME={s.host}",
+           # A compiles every object itself; B may use the compile cache (warm from earlier builds,
+           # never from A), so an output changed by ccache shows up as a difference
+           *([] if s.ccache else ["CCACHE_DISABLE=1", "TINYUKI_CCACHE=0"]),
+           # the artifact cache would hand B what A built: each build runs every stage itself
+           "TINYUKI_ARTIFACT_CACHE=off",
+           # doit's lines and the commands it echoes then arrive in the order they happened
+           "PYTHONUNBUFFERED=1"]
+    setup = f"umask {s.umask:03o}"
+    if uts:
+        setup = f"hostname {shlex.quote(s.host)} && {setup}"
+    shell = ["sh", "-c", f'{setup} && exec "$@"', "sh", *doit]
+    return [*env, *(["unshare", "--uts"] if uts else []), *shell]
+
+
+def run_build(ctx: Context, s: Surroundings, log: Path, *, uts: bool) -> None:
+    """Run one build, its output shown as it comes and kept in `log`."""
+    print(f"repro: build {s.label} in {s.build_dir}\n"
+          f"       cwd {s.cwd}, umask {s.umask:03o}, TZ={s.tz}, LC_ALL={s.locale}, jobs={s.jobs}, "
+          f"user {s.user}, host {s.host}" + (" (own UTS namespace)" if uts else " (HOSTNAME only)"), flush=True)
+    cmd = build_command(ctx, s, uts=uts)
+    echo(cmd, s.cwd)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8", errors="replace") as out:
+        proc = subprocess.Popen(cmd, cwd=s.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1)
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                sys.stdout.write(line)
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    sys.stdout.flush()
+    if code != 0:
+        raise die(f"repro: build {s.label} failed (exit {code}) in {s.build_dir}; its output is in {log}",
+                  "the error is shown above; a plain `doit` must succeed before `doit repro` can compare builds")
+
+
+def diffoscope_report(a: Path, b: Path, report: Path) -> None:
+    """Explain a difference with diffoscope, saving its text report; say how to get it when missing."""
+    tool = shutil.which("diffoscope")
+    if tool is None:
+        print("repro: diffoscope is not installed, so the difference is not explained here;\n"
+              "       install it with `apt-get install diffoscope-minimal` and run `doit repro` again")
+        return
+    if not (a.is_file() and b.is_file()):
+        missing = ", ".join(str(p) for p in (a, b) if not p.is_file())
+        print(f"repro: cannot run diffoscope: {missing} not on this machine (copy both build dirs here)")
+        return
+    # Written beside the report and renamed when complete, so a report on disk is always a whole one.
+    tmp = report.with_name(f".{report.name}.tmp")
+    cmd = [tool, "--text", str(tmp), "--no-progress", str(a), str(b)]
+    echo(cmd)
+    # diffoscope exits 1 when it found differences (the expected outcome here) and 2 on an error,
+    # so it is run here rather than through runner.run, which takes any non-zero exit as a failure.
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=DIFFOSCOPE_TIMEOUT,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        tmp.unlink(missing_ok=True)
+        print(f"repro: diffoscope gave no answer within {DIFFOSCOPE_TIMEOUT}s; run it by hand: "
+              f"diffoscope {shlex.quote(str(a))} {shlex.quote(str(b))}")
+        return
+    if proc.returncode not in (0, 1) or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        tail = "\n       ".join((proc.stderr or proc.stdout).strip().splitlines()[-10:])
+        print(f"repro: diffoscope failed (exit {proc.returncode}):\n       {tail}")
+        return
+    os.replace(tmp, report)
+    lines = report.read_text(encoding="utf-8", errors="replace").splitlines()
+    print(f"repro: diffoscope report: {report} ({len(lines)} lines); it begins:")
+    for line in lines[:REPORT_LINES]:
+        print(f"  {line}")
+    if len(lines) > REPORT_LINES:
+        print(f"  ... ({len(lines) - REPORT_LINES} more lines in {report})")
+
+
+def judge(a: Manifest, b: Manifest, report_dir: Path) -> list[Row]:
+    """Print the comparison; explain the first difference and fail if there is one."""
+    rows = reprocheck.compare(a, b, ARTIFACT_ORDER)
+    print(f"A: {a.source}\nB: {b.source}")
+    print(reprocheck.table(rows))
+    print(reprocheck.verdict(rows))
+    first = reprocheck.first_difference(rows)
+    if first is None:
+        return rows
+    report = None
+    if first.a is not None and first.b is not None:
+        report = report_dir / f"diffoscope-{first.artifact}.txt"
+        diffoscope_report(a.file(first.artifact), b.file(first.artifact), report)
+    where = f"; diffoscope's report: {report}" if report is not None and report.is_file() else ""
+    raise die(f"{reprocheck.verdict(rows)}{where}",
+              f"the {first.stage} stage's output depends on something besides its inputs; see README.md's "
+              "\"Reproducibility\" section for what the pipeline fixes, and compare the two builds' logs/ dirs")
+
+
+def compare_manifests(spec: str, report_dir: Path) -> list[Row]:
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise die(f"compare={spec!r} must name two manifest files separated by a comma",
+                  "for example: doit repro compare=runner1/manifest.json,runner2/manifest.json")
+    a, b = (reprocheck.load_manifest(Path(p).absolute()) for p in parts)
+    return judge(a, b, report_dir)
+
+
+def build_twice(ctx: Context, base: Path) -> list[Row]:
+    """Both builds from scratch: previous repro build dirs are removed first."""
+    a, b = reprocheck.plan(base, ctx.jobs, _current_user(), socket.gethostname(), _locales())
+    for s in (a, b):
+        remove_tree(s.build_dir)
+        s.cwd.mkdir(parents=True, exist_ok=True)
+    uts = uts_namespace_works()
+    if not uts:
+        print("repro: `unshare --uts` is not permitted here: build B's host name differs only in HOSTNAME")
+    run_build(ctx, a, base / "build-a.log", uts=uts)
+    time.sleep(MIN_GAP)
+    run_build(ctx, b, base / "build-b.log", uts=uts)
+    manifests = (reprocheck.load_manifest(s.build_dir / "manifest.json") for s in (a, b))
+    return judge(*manifests, report_dir=base)
+
+
+def repro(ctx: Context, compare: str = "", repro_dir: str = "") -> None:
+    compare = get_var("compare", None) or compare
+    repro_dir = get_var("repro_dir", None) or repro_dir
+    base = Path(repro_dir).absolute() if repro_dir else ctx.paths.build / "repro"
+    base.mkdir(parents=True, exist_ok=True)
+    if compare:
+        compare_manifests(compare, base)
+    else:
+        build_twice(ctx, base)
+
+
+def task(ctx: Context) -> dict[str, Any]:
+    def run(compare: str, repro_dir: str) -> None:
+        repro(ctx, compare, repro_dir)
+
+    return {
+        "basename": "repro",
+        "doc": "Build twice in different surroundings and compare every stage's sha256 (repro compare=A,B).",
+        "actions": [action(run)],
+        "params": [
+            {"name": "compare", "long": "compare", "type": str, "default": "",
+             "help": "A,B: compare two existing manifest.json files instead of building (or compare=A,B)"},
+            {"name": "repro_dir", "long": "repro_dir", "type": str, "default": "",
+             "help": "where the two builds go (default build/<profile>/repro; or repro_dir=DIR)"},
+        ],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

@@ -1,0 +1,57 @@
+"""doit tasks derived from the stage declarations (tinyuki/stage.py, tasks/__init__.py).
+
+A stage's task: file_dep is its input files and the files of the stages it
+needs; targets are its declared output files; uptodate compares the settings
+that reach it (the same ones its cache key covers) and runs its freshness
+checks; a cached stage's action restores from the artifact cache or builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from doit.tools import config_changed
+
+from cli.actions import action
+from tinyuki.cache import keys
+from tinyuki.cache.artifacts import restore_or_build
+from tinyuki.config.context import Context
+from tinyuki.stage import Check, Pipeline, Stage
+
+
+def file_dep(ctx: Context, stage: Stage, pipeline: Pipeline) -> list[str]:
+    """The stage's input files and the output files of the stages it needs (never their trees)."""
+    deps = [str(p) for p in stage.input_files(ctx)]
+    deps += [str(o.at(ctx)) for name in stage.needs for o in pipeline[name].files]
+    return sorted(set(deps))
+
+
+def _check(check: Check, ctx: Context) -> Callable[[], bool]:
+    def fresh() -> bool:
+        return check(ctx)
+
+    fresh.__name__ = check.describe()
+    return fresh
+
+
+def task_dict(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
+    """One stage as a doit task."""
+    if stage.cache:
+        def run() -> None:
+            restore_or_build(ctx, stage, pipeline)
+    else:
+        def run() -> None:
+            stage.build(ctx)
+
+    return {
+        "basename": stage.name,
+        "doc": stage.doc,
+        "actions": [action(run)],
+        "file_dep": file_dep(ctx, stage, pipeline),
+        "targets": [str(o.at(ctx)) for o in stage.files],
+        # one config_changed per task: doit keeps a single saved value for it
+        "uptodate": [config_changed(keys.staleness(ctx, stage)), *(_check(c, ctx) for c in stage.checks)],
+        "clean": True,
+        "verbosity": 2,
+    }

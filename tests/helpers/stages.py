@@ -1,0 +1,25 @@
+"""The pipeline's stages for tests: their doit tasks, builds and outputs, looked up by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cli.stages import task_dict
+from tasks import PIPELINE
+from tinyuki.config.context import Context
+
+
+def task(ctx: Context, name: str) -> dict[str, Any]:
+    """The doit task dict of one stage, as dodo.py makes it."""
+    return task_dict(ctx, PIPELINE[name], PIPELINE)
+
+
+def build(ctx: Context, name: str) -> None:
+    """Run one stage's build function (no artifact cache, no doit)."""
+    PIPELINE[name].build(ctx)
+
+
+def out(ctx: Context, name: str) -> Path:
+    """An output by its manifest name or its path in the build dir (kernel.config, init, tree.json, ...)."""
+    return PIPELINE.path(ctx, name)

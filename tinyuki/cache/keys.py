@@ -1,0 +1,200 @@
+"""Stage keys: the sha256 of everything that goes into a stage's outputs.
+
+doit's state decides *whether* a stage must run in this build dir; the key says
+*what* its outputs are, anywhere: two build dirs, clones or machines that
+compute the same key would produce the same bytes, so one can restore what the
+other stored (tinyuki/cache/store.py). A key is derived from the stage's
+declaration (tinyuki/stage.py) and covers:
+
+- the contents of its input files (never their paths or mtimes),
+- the profile settings that reach it, with project paths made relative,
+- the keys of the stages it needs (read from build/<p>/keys/<stage>.json),
+- the environment variables the compiler or kbuild read, when the stage compiles
+  (a ccache wrapper and CCACHE_* settings are left out: they change how fast, not what),
+- the versions of its tools, probed once per process,
+- the source of the modules that run it: a changed recipe is a changed output,
+  as BitBake hashes its task functions.
+
+Keys are computed only inside a stage's action, that is when doit has already
+decided the stage must run: a no-op `doit` never probes a tool or hashes a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from importlib import util as import_util
+from pathlib import Path
+from typing import Any
+
+from tinyuki.config.context import Context
+from tinyuki.records import StageKey, Tree
+from tinyuki.stage import Pipeline, Stage
+from tinyuki.toolchain import tools
+from tinyuki.util.fs import atomic_write_json, read_json, sha256_file
+
+KEY_SCHEMA = 2
+KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+
+# Environment variables that change what the compiler, the linker or kbuild produce.
+ENV_NAMES = ("SOURCE_DATE_EPOCH", "CC", "LD", "HOSTCC", "CROSS_COMPILE", "ARCH", "LLVM", "KCFLAGS", "KAFLAGS",
+             "KCPPFLAGS", "CPATH", "C_INCLUDE_PATH", "LIBRARY_PATH", "GCC_EXEC_PREFIX", "COMPILER_PATH")
+ENV_PREFIXES = ("KBUILD_",)
+# Switches of kbuild that change only what it prints.
+ENV_IGNORED = ("KBUILD_VERBOSE",)
+
+CONTENT_TREE_RE = re.compile(r"^(src|patched)-[0-9a-f]{64}(-[0-9a-f]{64})?$")
+
+
+def strip_ccache(value: str) -> str:
+    """`ccache gcc` and `distcc gcc` compile what `gcc` compiles."""
+    words = value.split()
+    while words and os.path.basename(words[0]) in ("ccache", "distcc"):
+        words = words[1:]
+    return " ".join(words)
+
+
+def relevant_env(environ: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for name, value in environ.items():
+        if name in ENV_IGNORED or name.startswith("CCACHE_"):
+            continue
+        if name in ENV_NAMES or name.startswith(ENV_PREFIXES):
+            out[name] = strip_ccache(value) if name in ("CC", "HOSTCC") else value
+    return dict(sorted(out.items()))
+
+
+def digest(material: Any) -> str:
+    """The key of a material: sha256 of its canonical JSON."""
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def portable(value: Any, ctx: Context) -> Any:
+    """Settings with the project root spelled `@ROOT`, so a clone elsewhere computes the same key."""
+    root = str(ctx.root)
+    if isinstance(value, str):
+        return "@ROOT" + value[len(root):] if value == root or value.startswith(root + "/") else value
+    if isinstance(value, Path):
+        return portable(str(value), ctx)
+    if isinstance(value, (list, tuple)):
+        return [portable(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: portable(v, ctx) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------- the key files
+
+def key_file(ctx: Context, stage: str) -> Path:
+    return StageKey.file(ctx.paths.build, stage)
+
+
+def record(ctx: Context, stage: str, key: str, material: Mapping[str, Any], restored: bool = False) -> None:
+    """Written after the stage succeeded (or was restored): downstream keys read it."""
+    atomic_write_json(key_file(ctx, stage), {"task": stage, "key": key, "restored": restored,
+                                             "material": dict(material)})
+
+
+def recorded(ctx: Context, stage: str) -> StageKey | None:
+    try:
+        rec = StageKey.parse(read_json(key_file(ctx, stage)))
+    except (OSError, ValueError):
+        return None
+    return rec if KEY_RE.match(rec.key) else None
+
+
+def tree_hash(tree: Path) -> str:
+    """The content of a tree that is not named by its hash (a tree given by hand): every file's path and bytes."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            rel = p.relative_to(tree).as_posix()
+            if p.is_symlink():
+                h.update(f"L {rel} {os.readlink(p)}\n".encode())
+            elif p.is_file():
+                h.update(f"F {rel} {os.stat(p).st_mode & 0o111:o} {sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def tree_key(ctx: Context) -> str:
+    """The source tree's key: its name in cache/trees (made of the tarball's and the patches' hashes)."""
+    tree = Path(Tree.load(ctx.paths.build).tree)
+    if CONTENT_TREE_RE.match(tree.name):
+        return tree.name
+    return "content-" + tree_hash(tree)
+
+
+def outputs_digest(ctx: Context, stage: Stage) -> str:
+    """A stage's outputs by content: the key of a stage the cache does not hold, or of one built before keys."""
+    return "outputs-" + digest({o.path: sha256_file(o.at(ctx)) if o.at(ctx).is_file() else None
+                                for o in stage.files})
+
+
+def upstream_key(ctx: Context, stage: Stage) -> str:
+    """What a downstream key records of `stage`: its recorded key, its identity, or its outputs' hashes."""
+    if stage.cache:
+        rec = recorded(ctx, stage.name)
+        if rec is not None:
+            return rec.key
+    elif stage.identity is not None:
+        return stage.identity(ctx)
+    return outputs_digest(ctx, stage)
+
+
+def module_hash(name: str) -> str:
+    spec = import_util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"no source for module {name}")
+    return sha256_file(spec.origin)
+
+
+def material(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
+    """Everything that reaches the stage's bytes, as plain data (recorded beside the key for diffing)."""
+    recipe = sorted({stage.build.__module__, *stage.recipe})
+    return {
+        "schema": KEY_SCHEMA,
+        "task": stage.name,
+        "upstream": {n: upstream_key(ctx, pipeline[n]) for n in stage.needs},
+        "inputs": {str(portable(p, ctx)): sha256_file(p) for p in stage.input_files(ctx)},
+        "settings": portable(stage.settings(ctx), ctx),
+        "tools": {t: tools.version(t) for t in stage.tools},
+        "env": relevant_env(os.environ) if stage.env else {},
+        "recipe": {m: module_hash(m) for m in recipe},
+    }
+
+
+def compute(ctx: Context, stage: Stage, pipeline: Pipeline) -> tuple[str, dict[str, Any]]:
+    m = material(ctx, stage, pipeline)
+    return digest(m), m
+
+
+def staleness(ctx: Context, stage: Stage) -> dict[str, Any]:
+    """What doit compares between runs besides file contents: the same settings as the key, a stat of the tools.
+
+    One value per task: doit keeps a single saved value for config_changed.
+    """
+    state: dict[str, Any] = {"settings": portable(stage.settings(ctx), ctx)}
+    if stage.tools:
+        state["tools"] = {t: tools.stamp(t) for t in stage.tools}
+    if stage.env:
+        state["env"] = relevant_env(os.environ)
+    return state
+
+
+def locations(ctx: Context) -> dict[str, Path]:
+    """Where this build lives: recorded paths in outputs are relocated between these.
+
+    Only long, specific paths: a short one (the project root) could be a
+    piece of an unrelated path such as kbuild's fixed /usr/src/linux.
+    """
+    locs = {"KBUILD": ctx.paths.kbuild, "BUILD": ctx.paths.build}
+    tree = Tree.peek(ctx.paths.build)
+    if tree is not None:
+        locs["TREE"] = Path(tree.tree)
+    return locs

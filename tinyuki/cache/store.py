@@ -1,0 +1,537 @@
+"""The shared artifact cache: task outputs stored under the key of everything that made them.
+
+Modelled on BitBake's sstate cache. A task's key (tasks/taskkey.py) is the
+sha256 of its inputs, settings, tools and upstream keys; after the task ran,
+its outputs are stored under that key, and a later run anywhere (another build
+dir, a fresh clone, another machine sharing cache/) restores them instead of
+building. Layout under cache/artifacts/:
+
+    blobs/ab/abcd...       file contents by sha256 (shared between entries)
+    entries/<key>.json     what a task produced: relpath -> sha256/size/mode,
+                           plus directory trees stored as one tar blob
+    tmp/                   blobs being written
+
+Every write is temp + fsync + rename and the entry is written last, so a
+reader sees a whole entry or none; two writers of one key both finish and the
+last rename wins (same key, same content). An entry whose JSON or blobs are
+damaged is detected on restore (sha256 of every blob), deleted, and the task
+rebuilt. An entry's mtime is its last use: restores touch it, prune keeps the
+most recently used.
+
+Paths recorded inside outputs (kbuild's .cmd files name the source tree and
+the build dir) are replaced by placeholders when stored and by the new
+locations when restored, as sstate does with its FIXMEDIR markers: that is
+what lets a kernel build tree restored into another directory stay usable for
+an incremental relink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from tinyuki.util.fs import CHUNK, atomic_write_json, fsync_dir, remove_tree, replace_dir
+
+SCHEMA = 1
+KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+# A compressed tar of a kernel build dir is a third of its size; level 1 costs
+# seconds where the build costs minutes.
+TREE_COMPRESSLEVEL = 1
+# Unreferenced blobs younger than this may belong to an entry still being written.
+PRUNE_GRACE = 3600.0
+GIB = 1 << 30
+
+
+class CorruptEntry(Exception):
+    """An entry or one of its blobs does not match what was stored: never restore from it."""
+
+
+# ---------------------------------------------------------------- relocation
+
+def placeholder(name: str) -> bytes:
+    return f"@@TINYUKI_{name}@@".encode()
+
+
+@functools.lru_cache(maxsize=16)
+def _pattern(pairs: tuple[tuple[bytes, bytes], ...]) -> tuple[re.Pattern[bytes], dict[bytes, bytes]]:
+    """One regex for all locations, longest first; a match must end the path or a path component."""
+    alternatives = b"|".join(re.escape(p) for p, _ in pairs)
+    return re.compile(b"(?:" + alternatives + rb")(?![\w.\-])"), dict(pairs)
+
+
+def _pairs(locations: Mapping[str, Path | str]) -> tuple[tuple[bytes, bytes], ...]:
+    """(path, placeholder) pairs, longest path first so a path inside another is replaced first."""
+    pairs = {}
+    for name, path in locations.items():
+        for p in (str(path), str(Path(path).resolve())):
+            pairs[p.encode()] = placeholder(name)
+    return tuple(sorted(pairs.items(), key=lambda x: -len(x[0])))
+
+
+def relocate_out(data: bytes, locations: Mapping[str, Path | str]) -> bytes | None:
+    """`data` with the given locations replaced by placeholders; None if unchanged or binary.
+
+    Binary files are never rewritten: a path of another length would corrupt them.
+    """
+    if b"\0" in data:
+        return None
+    pairs = _pairs(locations)
+    if not pairs or not any(p in data for p, _ in pairs):
+        return None
+    pattern, names = _pattern(pairs)
+    new = pattern.sub(lambda m: names[m.group(0)], data)
+    return new if new != data else None
+
+
+def relocate_in(data: bytes, locations: Mapping[str, Path | str]) -> bytes:
+    for name, path in locations.items():
+        data = data.replace(placeholder(name), str(path).encode())
+    return data
+
+
+# ---------------------------------------------------------------- the store
+
+class _HashingWriter:
+    """A file object that hashes what passes through it (tarfile writes the tree blob through it)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _now() -> float:
+    return time.time()
+
+
+def sha256_path(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def entries(self) -> Path:
+        return self.root / "entries"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def blob(self, sha: str) -> Path:
+        return self.blobs / sha[:2] / sha
+
+    def entry_path(self, key: str) -> Path:
+        return self.entries / f"{key}.json"
+
+    # -- writing
+    @contextlib.contextmanager
+    def _new_blob(self) -> Iterator[tuple[_HashingWriter, dict[str, Any]]]:
+        """Yield a writer; when the block ends the content is fsync'd and renamed to its hash."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="blob.")
+        result: dict[str, Any] = {}
+        try:
+            with os.fdopen(fd, "wb") as f:
+                w = _HashingWriter(f)
+                yield w, result
+                f.flush()
+                os.fsync(f.fileno())
+            sha = w.h.hexdigest()
+            dest = self.blob(sha)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists() and dest.stat().st_size == w.size:
+                os.utime(dest)  # young again: a concurrent prune keeps it for this entry
+                os.unlink(tmp)
+            else:
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+                fsync_dir(dest.parent)
+            result.update(sha256=sha, size=w.size)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        with self._new_blob() as (w, res):
+            w.write(data)
+        return res["sha256"], res["size"]
+
+    def put_file(self, path: Path) -> tuple[str, int]:
+        with self._new_blob() as (w, res), open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                w.write(chunk)
+        return res["sha256"], res["size"]
+
+    def put_tree(self, tree: Path, locations: Mapping[str, Path | str]) -> dict[str, Any]:
+        """One compressed tar of `tree`, text files relocated; mtimes kept (make decides by them)."""
+        relocated = 0
+        files = 0
+        with self._new_blob() as (w, res), \
+                tarfile.open(fileobj=w, mode="w:gz", compresslevel=TREE_COMPRESSLEVEL,  # type: ignore[call-overload]
+                             format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(_walk(tree)):
+                rel = path.relative_to(tree).as_posix()
+                info = tar.gettarinfo(str(path), arcname=rel)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if info.islnk():  # a second name of one inode: stored as a file of its own
+                    info.type, info.linkname = tarfile.REGTYPE, ""
+                if info.issym():
+                    new = relocate_out(info.linkname.encode(), locations)
+                    if new is not None:
+                        info.linkname = new.decode()
+                    tar.addfile(info)
+                elif info.isfile():
+                    data = path.read_bytes()
+                    new = relocate_out(data, locations)
+                    if new is not None:
+                        data = new
+                        relocated += 1
+                        info.pax_headers = {"TINYUKI.relocated": "1"}
+                    info.size = len(data)
+                    files += 1
+                    tar.addfile(info, io.BytesIO(data))
+                elif info.isdir():
+                    tar.addfile(info)
+        return {"sha256": res["sha256"], "size": res["size"], "files": files, "relocated": relocated}
+
+    def save_entry(self, entry: dict[str, Any]) -> Path:
+        """Write the entry last: before this rename nothing refers to the blobs."""
+        path = self.entry_path(entry["key"])
+        atomic_write_json(path, entry)
+        return path
+
+    # -- reading
+    def load(self, key: str) -> dict[str, Any] | None:
+        """The entry for `key`, None if absent; CorruptEntry if it cannot be trusted."""
+        path = self.entry_path(key)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            entry = json.loads(text)
+        except ValueError as e:
+            raise CorruptEntry(f"{path} is not valid JSON ({e}); a truncated write?") from e
+        problem = entry_problem(entry, key)
+        if problem:
+            raise CorruptEntry(f"{path}: {problem}")
+        return entry
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.entry_path(key))
+
+    def touch(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.entry_path(key))
+
+    def list(self) -> list[tuple[str, dict[str, Any] | None, os.stat_result]]:
+        """(key, entry or None when unreadable, stat) of every entry, most recently used first."""
+        out = []
+        if not self.entries.is_dir():
+            return out
+        for p in self.entries.glob("*.json"):
+            key = p.stem
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            try:
+                entry = self.load(key)
+            except CorruptEntry:
+                entry = None
+            out.append((key, entry, st))
+        out.sort(key=lambda x: -x[2].st_mtime)
+        return out
+
+    # -- restoring
+    def restore(self, entry: dict[str, Any], dest: Path, locations: Mapping[str, Path | str]) -> dict[str, Any]:
+        """Put the entry's outputs under `dest`, each checked against its sha256 first.
+
+        Everything is staged beside its final place and renamed only when all of
+        it verified, so a corrupt entry changes nothing in `dest`.
+        """
+        staged: list[tuple[Path, Path]] = []
+        staged_trees: list[tuple[Path, Path]] = []
+        try:
+            for rel, meta in sorted(entry["files"].items()):
+                final = dest / rel
+                final.parent.mkdir(parents=True, exist_ok=True)
+                data = self._read_blob(meta, rel)
+                if meta.get("relocated"):
+                    data = relocate_in(data, locations)
+                fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".restore")
+                staged.append((Path(tmp), final))
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, meta["mode"])
+            for rel, meta in sorted(entry.get("trees", {}).items()):
+                final = dest / rel
+                blob = self.blob(meta["sha256"])
+                self._check_blob(blob, meta, rel)
+                tmp = Path(tempfile.mkdtemp(dir=final.parent if final.parent.exists() else dest,
+                                            prefix=f".{final.name}.restore."))
+                staged_trees.append((tmp, final))
+                _extract_tree(blob, tmp, locations)
+        except BaseException:
+            for tmp, _ in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            for tmp, _ in staged_trees:
+                remove_tree(tmp)
+            raise
+        for tmp, final in staged:
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        for tmp, final in staged_trees:
+            replace_dir(tmp, final)
+        self.touch(entry["key"])
+        return entry
+
+    def _check_blob(self, blob: Path, meta: Mapping[str, Any], rel: str) -> None:
+        try:
+            size = blob.stat().st_size
+        except FileNotFoundError:
+            raise CorruptEntry(f"the blob of {rel} ({blob}) is missing") from None
+        if size != meta["size"] or sha256_path(blob) != meta["sha256"]:
+            raise CorruptEntry(f"the blob of {rel} ({blob}) does not match its sha256 {meta['sha256'][:12]}")
+
+    def _read_blob(self, meta: Mapping[str, Any], rel: str) -> bytes:
+        blob = self.blob(meta["sha256"])
+        try:
+            data = blob.read_bytes()
+        except FileNotFoundError:
+            raise CorruptEntry(f"the blob of {rel} ({blob}) is missing") from None
+        if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            raise CorruptEntry(f"the blob of {rel} ({blob}) does not match its sha256 {meta['sha256'][:12]}")
+        return data
+
+    def remove_blob_if_bad(self, entry: Mapping[str, Any] | None) -> None:
+        """After a failed restore: drop the blobs that do not hash right, so a rebuild can store them anew."""
+        if not entry:
+            return
+        metas = [*entry.get("files", {}).values(), *entry.get("trees", {}).values()]
+        for meta in metas:
+            blob = self.blob(meta["sha256"])
+            with contextlib.suppress(FileNotFoundError, OSError):
+                if blob.stat().st_size != meta["size"] or sha256_path(blob) != meta["sha256"]:
+                    os.unlink(blob)
+
+    # -- sizes and pruning
+    def blob_sizes(self, entry: Mapping[str, Any]) -> dict[str, int]:
+        metas = [*entry.get("files", {}).values(), *entry.get("trees", {}).values()]
+        return {m["sha256"]: int(m["size"]) for m in metas}
+
+    def prune(self, keep_bytes: int, grace: float = PRUNE_GRACE, now: float | None = None) -> dict[str, Any]:
+        """Keep the most recently used entries whose blobs fit in `keep_bytes`; drop the rest.
+
+        Blobs no kept entry refers to are deleted once older than `grace`
+        (younger ones may belong to an entry being written right now).
+        """
+        now = _now() if now is None else now
+        kept_blobs: dict[str, int] = {}
+        removed_entries = 0
+        total = 0
+        full = False
+        for key, entry, _st in self.list():
+            if entry is None:
+                self.delete(key)
+                removed_entries += 1
+                continue
+            sizes = self.blob_sizes(entry)
+            extra = sum(s for sha, s in sizes.items() if sha not in kept_blobs)
+            if not full and total + extra <= keep_bytes:
+                kept_blobs.update(sizes)
+                total += extra
+            else:
+                full = True  # keep strictly by recency: nothing older than a dropped entry survives
+                self.delete(key)
+                removed_entries += 1
+        removed_blobs = freed = 0
+        if self.blobs.is_dir():
+            for blob in self.blobs.glob("*/*"):
+                if blob.name in kept_blobs:
+                    continue
+                try:
+                    st = blob.stat()
+                    if now - st.st_mtime < grace:
+                        continue
+                    blob.unlink()
+                except FileNotFoundError:
+                    continue
+                removed_blobs += 1
+                freed += st.st_size
+        if self.tmp.is_dir():
+            for t in self.tmp.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if now - t.stat().st_mtime >= grace:
+                        t.unlink()
+        return {"kept_bytes": total, "removed_entries": removed_entries, "removed_blobs": removed_blobs,
+                "freed_bytes": freed}
+
+    def disk_usage(self) -> int:
+        if not self.blobs.is_dir():
+            return 0
+        total = 0
+        for blob in self.blobs.glob("*/*"):
+            with contextlib.suppress(FileNotFoundError):
+                total += blob.stat().st_size
+        return total
+
+
+def entry_problem(entry: Any, key: str) -> str | None:
+    """Why this parsed entry cannot be trusted, or None."""
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    if entry.get("schema") != SCHEMA:
+        return f"schema {entry.get('schema')!r}, expected {SCHEMA}"
+    if entry.get("key") != key:
+        return f"records key {str(entry.get('key'))[:16]!r}, not its file name"
+    if not isinstance(entry.get("task"), str):
+        return "no task name"
+    for section in ("files", "trees"):
+        items = entry.get(section, {})
+        if not isinstance(items, dict):
+            return f"{section} is not an object"
+        for rel, meta in items.items():
+            if not _safe_rel(rel):
+                return f"unsafe path {rel!r}"
+            if not isinstance(meta, dict) or not KEY_RE.match(str(meta.get("sha256", ""))) \
+                    or not isinstance(meta.get("size"), int):
+                return f"{section} {rel!r} has no valid sha256 and size"
+            if section == "files" and not isinstance(meta.get("mode"), int):
+                return f"{rel!r} has no mode"
+    return None
+
+
+def _safe_rel(rel: str) -> bool:
+    p = PurePosixPath(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts
+
+
+def _walk(tree: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(tree):
+        d = Path(dirpath)
+        for name in dirnames:
+            yield d / name
+        for name in filenames:
+            yield d / name
+
+
+def _extract_tree(blob: Path, dest: Path, locations: Mapping[str, Path | str]) -> None:
+    """Unpack a tree blob, relocating what was relocated, shifting mtimes so the newest is now.
+
+    make compares mtimes with the source tree; a tree unpacked afresh (another
+    machine) is newer than the build's objects, so the whole tree keeps its
+    order but moves forward in time.
+    """
+    try:
+        with tarfile.open(blob, mode="r:gz") as tar:
+            members = tar.getmembers()
+            shift = max(0.0, _now() - max((m.mtime for m in members if m.isfile()), default=0))
+            links: set[str] = set()
+            dirs = []
+            for m in members:
+                if not _safe_rel(m.name) or any(m.name.startswith(lk + "/") for lk in links):
+                    raise CorruptEntry(f"{blob}: unsafe member {m.name!r}")
+                target = dest / m.name
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    dirs.append((target, m))
+                elif m.issym():
+                    links.add(m.name)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(relocate_in(m.linkname.encode(), locations).decode(), target)
+                elif m.isfile():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tar.extractfile(m)
+                    assert src is not None
+                    if m.pax_headers.get("TINYUKI.relocated"):
+                        target.write_bytes(relocate_in(src.read(), locations))
+                    else:
+                        with open(target, "wb") as out:
+                            shutil.copyfileobj(src, out, CHUNK)
+                    os.chmod(target, stat.S_IMODE(m.mode))
+                    os.utime(target, (m.mtime + shift, m.mtime + shift))
+                else:
+                    raise CorruptEntry(f"{blob}: unexpected member type of {m.name!r}")
+            for target, m in reversed(dirs):
+                os.chmod(target, stat.S_IMODE(m.mode) | 0o700)
+                os.utime(target, (m.mtime + shift, m.mtime + shift))
+    except FileExistsError as e:
+        raise CorruptEntry(f"{blob}: duplicate member ({e})") from e
+    except (tarfile.TarError, EOFError, ValueError) as e:
+        raise CorruptEntry(f"{blob}: cannot unpack ({e})") from e
+
+
+def stats(ctx: Any) -> dict[str, Any]:
+    """For `doit stats`: the shared cache's entries and size; hits and misses of this build dir's last runs."""
+    store = Store(ctx.paths.cache / "artifacts")
+    hits = misses = 0
+    keys = ctx.paths.build / "keys"
+    for f in sorted(keys.glob("*.json")) if keys.is_dir() else []:
+        try:
+            restored = json.loads(f.read_text(encoding="utf-8")).get("restored")
+        except (OSError, ValueError, AttributeError):
+            continue
+        hits += restored is True
+        misses += restored is False
+    entries = len(list(store.entries.glob("*.json"))) if store.entries.is_dir() else 0
+    return {"where": str(store.root), "entries": entries, "size": store.disk_usage(), "hits": hits,
+            "misses": misses, "note": "hits/misses: the last run of each task in this build dir"}
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"

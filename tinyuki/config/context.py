@@ -1,0 +1,125 @@
+"""Where a build reads and writes: the selected profile, the build dir and the cache.
+
+The shared places (the verified store, the trees, kbuild's out-of-tree dir)
+are written down once in `Paths`; each stage declares its own outputs relative
+to the build dir (tinyuki/stage.py), so a build can live anywhere
+(`doit build_dir=... cache_dir=...`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinyuki.config.profile import Profile, load_profile
+from tinyuki.errors import die
+
+KBUILD_DIR = "kbuild"
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_PROFILE = "debian"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The layout of one build dir and of the shared cache.
+
+    cache/ is shared by all profiles and build dirs and holds only things named
+    by their content: verified tarballs, extracted trees, trust records.
+    build/<profile>/ holds everything one profile produces.
+    """
+
+    build: Path
+    cache: Path
+
+    # ---- shared cache
+    @property
+    def store(self) -> Path:
+        """Verified tarballs by sha256: store/ab/abcd... (content-addressed)."""
+        return self.cache / "sha256"
+
+    def stored(self, sha256: str) -> Path:
+        return self.store / sha256[:2] / sha256
+
+    @property
+    def incoming(self) -> Path:
+        """Downloads in progress (resumable .part files) and files awaiting verification."""
+        return self.cache / "incoming"
+
+    @property
+    def locks(self) -> Path:
+        """Trust-on-first-use records: the sha256 first seen for an unpinned source."""
+        return self.cache / "locks"
+
+    @property
+    def trees(self) -> Path:
+        """Extracted (and patched) source trees, named by the hashes that made them."""
+        return self.cache / "trees"
+
+    # ---- one build (each stage declares its own outputs: tasks/)
+    @property
+    def db(self) -> Path:
+        return self.build / ".doit.db"
+
+    @property
+    def logs(self) -> Path:
+        return self.build / "logs"
+
+    @property
+    def kbuild(self) -> Path:
+        """Kbuild's out-of-tree output directory (O=): configure, kernel and embed work in it."""
+        return self.build / KBUILD_DIR
+
+    @property
+    def keys(self) -> Path:
+        """The key each cached stage last ran under (tinyuki/cache/keys.py)."""
+        return self.build / "keys"
+
+
+@dataclass(frozen=True)
+class Context:
+    root: Path
+    profile: Profile
+    paths: Paths
+    jobs: int
+    # doit's command-line variables that tune how (never what) a build compiles: ccache=, distcc_hosts=
+    variables: Mapping[str, str | None] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+
+def _jobs(value: str | None) -> int:
+    if value is None:
+        return len(os.sched_getaffinity(0)) or 1
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise die(f"jobs={value!r} is not a positive number", "use jobs=N, for example jobs=2")
+    return n
+
+
+def make_context(
+    profile: str | None = None,
+    build_dir: str | None = None,
+    cache_dir: str | None = None,
+    jobs: str | None = None,
+    root: Path = ROOT,
+    variables: Mapping[str, str | None] | None = None,
+) -> Context:
+    """Resolve doit's command-line variables into a Context (relative dirs are taken from the cwd)."""
+    prof = load_profile(profile or os.environ.get("TINYUKI_PROFILE") or DEFAULT_PROFILE, root)
+    build = Path(build_dir) if build_dir else root / "build" / prof.name
+    cache = Path(cache_dir or os.environ.get("TINYUKI_CACHE_DIR") or root / "cache")
+    return Context(
+        root=root,
+        profile=prof,
+        paths=Paths(build=build.absolute(), cache=cache.absolute()),
+        jobs=_jobs(jobs),
+        variables=dict(variables or {}),
+    )

@@ -1,0 +1,526 @@
+"""Profiles: one TOML file describes one build, from kernel source to QEMU settings.
+
+Every setting is one row of `FIELDS` (section, key, kind, default, help), in the
+spirit of mkosi's config table: parsing, validation, defaults and the README's
+reference all come from that one table, so they cannot drift apart. Errors name
+the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinyuki.errors import TinyukiError, die
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+FPR_RE = re.compile(r"^[0-9A-F]{40}$")
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    section: str
+    key: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    # The pipeline stages whose output bytes this setting changes: their doit
+    # staleness and their cache keys are derived from it (tinyuki/stage.py).
+    reaches: tuple[str, ...] = ()
+    # The smallest value an int setting may take.
+    least: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"[{self.section}] {self.key}" if self.section else self.key
+
+
+# The whole profile format. Paths are relative to the project root (the
+# directory holding dodo.py) unless absolute.
+FIELDS: tuple[Field, ...] = (
+    Field("", "description", "str", "", "one line shown by `doit info`", reaches=()),
+    # -- where the kernel comes from and why we trust it
+    Field("source", "urls", "url_list", REQUIRED,
+          "the kernel tarball: https://, http://, file:// urls or plain paths, tried in order (mirrors)",
+          reaches=("fetch", "verify")),
+    Field("source", "sha256", "sha256", None,
+          "pinned sha256 of the tarball; without it the hash is recorded on first use (cache/locks/)",
+          reaches=("fetch", "verify")),
+    Field("source", "signature", "url", None,
+          "url of the detached OpenPGP signature; kernel.org's .tar.sign signs the uncompressed tar",
+          reaches=("fetch", "verify")),
+    Field("source", "signature_over", "choice", "uncompressed",
+          "what the signature covers: the uncompressed tar (kernel.org) or the file as downloaded",
+          ("uncompressed", "file"), reaches=("verify",)),
+    Field("source", "signers", "fingerprint_list", [],
+          "fingerprints (primary key, 40 hex digits) whose signature is accepted", reaches=("verify",)),
+    Field("source", "keyrings", "path_list", [],
+          "ASCII-armored public keys imported into a private, temporary keyring for the check", reaches=("verify",)),
+    Field("source", "sha256sums", "url", None,
+          "optional clearsigned sha256sums.asc listing the tarball (kernel.org's checksum autosigner)",
+          reaches=("fetch", "verify")),
+    Field("source", "sha256sums_signers", "fingerprint_list", [],
+          "fingerprints accepted for sha256sums.asc", reaches=("verify",)),
+    Field("source", "sha256sums_keyrings", "path_list", [],
+          "public keys for checking sha256sums.asc", reaches=("verify",)),
+    Field("source", "package", "str", None,
+          "Debian package that owns the tarball: checked with dpkg -S and dpkg --verify", reaches=("verify",)),
+    Field("source", "retries", "int", 4, "attempts per mirror on connection errors and 5xx answers",
+          reaches=(), least=1),
+    Field("source", "timeout", "int", 30, "connect and read timeout in seconds", reaches=(), least=1),
+    # -- the kernel
+    Field("kernel", "fragments", "fragment_list", REQUIRED,
+          "config fragments merged over `make tinyconfig`, in order: names in configs/fragments/ or paths",
+          reaches=("configure",)),
+    Field("kernel", "patches", "series", None,
+          "patch series: a name in patches/ (holding a quilt-style `series` file) or a path to a series file",
+          reaches=("patch",)),
+    Field("kernel", "cmdline", "str", "console=ttyS0 panic=-1",
+          "kernel command line, used for QEMU's -append and the UKI's .cmdline", reaches=("uki",)),
+    Field("kernel", "source_date_epoch", "int", 1700000000,
+          "the one timestamp every artifact carries (KBUILD_BUILD_TIMESTAMP, cpio mtimes, PE header)",
+          reaches=("configure", "kernel", "init", "initramfs", "embed", "uki"), least=0),
+    Field("kernel", "build_user", "str", "tinyuki", "KBUILD_BUILD_USER", reaches=("configure", "kernel", "embed")),
+    Field("kernel", "build_host", "str", "tinyuki", "KBUILD_BUILD_HOST", reaches=("configure", "kernel", "embed")),
+    Field("kernel", "build_version", "str", "1", "KBUILD_BUILD_VERSION (the #N in uname -v)",
+          reaches=("configure", "kernel", "embed")),
+    Field("kernel", "image", "choice", "bzImage", "kernel image to boot and pack", ("bzImage", "vmlinux"),
+          reaches=("embed",)),
+    # -- the one program
+    Field("init", "sources", "path_list", ["init/init.c"], "C sources of the program that runs as /init",
+          reaches=("init",)),
+    Field("init", "libc", "choice", "nolibc",
+          "nolibc (the kernel tree's tools/include/nolibc, tiny) or musl (musl-gcc, a real libc)",
+          ("nolibc", "musl"), reaches=("init",)),
+    Field("init", "cflags", "str_list", [], "extra compiler flags for the program", reaches=("init",)),
+    Field("init", "marker", "str", "tinyuki: init started",
+          "a line the program prints; `doit boot` fails unless it appears on the console", reaches=("init",)),
+    Field("init", "files", "file_map", {},
+          "extra files for the initramfs: { \"/path/in/image\" = \"path/in/project\" }", reaches=("initramfs",)),
+    # -- the UKI
+    Field("uki", "stub", "path", "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+          "systemd's EFI stub (Debian package systemd-boot-efi)", reaches=("uki",)),
+    Field("uki", "os_release", "str_map", {"ID": "tinyuki", "NAME": "tinyuki", "VERSION_ID": "1"},
+          "fields of the UKI's .osrel section", reaches=("uki",)),
+    # -- booting it
+    Field("boot", "machine", "choice", "microvm", "QEMU machine type", ("microvm", "pc", "q35"), reaches=()),
+    Field("boot", "memory", "str", "128M", "guest memory (QEMU -m)", reaches=()),
+    Field("boot", "accel", "choice", "auto",
+          "auto probes KVM and falls back to TCG; kvm or tcg force one", ("auto", "kvm", "tcg"), reaches=()),
+    Field("boot", "timeout", "int", 60, "seconds before a boot that has not powered off is a failure", reaches=()),
+    Field("boot", "qemu_args", "str_list", [], "extra QEMU arguments", reaches=()),
+    Field("boot", "ovmf_code", "path", "/usr/share/OVMF/OVMF_CODE_4M.fd", "OVMF firmware for UKI boots", reaches=()),
+    Field("boot", "ovmf_vars", "path", "/usr/share/OVMF/OVMF_VARS_4M.fd",
+          "OVMF variable store template; every boot gets a fresh copy"),
+)
+
+SECTIONS = ("source", "kernel", "init", "uki", "boot")
+
+
+@dataclass(frozen=True)
+class Source:
+    urls: tuple[str, ...]
+    sha256: str | None
+    signature: str | None
+    signature_over: str
+    signers: tuple[str, ...]
+    keyrings: tuple[Path, ...]
+    sha256sums: str | None
+    sha256sums_signers: tuple[str, ...]
+    sha256sums_keyrings: tuple[Path, ...]
+    package: str | None
+    retries: int
+    timeout: int
+
+    @property
+    def filename(self) -> str:
+        """The tarball's file name as published (what sha256sums.asc lists)."""
+        return self.urls[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    fragments: tuple[Path, ...]
+    patches: Path | None  # the series file
+    cmdline: str
+    source_date_epoch: int
+    build_user: str
+    build_host: str
+    build_version: str
+    image: str
+
+
+@dataclass(frozen=True)
+class Init:
+    sources: tuple[Path, ...]
+    libc: str
+    cflags: tuple[str, ...]
+    marker: str
+    files: tuple[tuple[str, Path], ...]
+
+
+@dataclass(frozen=True)
+class Uki:
+    stub: Path
+    os_release: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Boot:
+    machine: str
+    memory: str
+    accel: str
+    timeout: int
+    qemu_args: tuple[str, ...]
+    ovmf_code: Path
+    ovmf_vars: Path
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    description: str
+    source: Source
+    kernel: Kernel
+    init: Init
+    uki: Uki
+    boot: Boot
+    raw: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+
+    def value(self, f: Field) -> Any:
+        """The parsed value of one row of FIELDS."""
+        return getattr(getattr(self, f.section) if f.section else self, f.key)
+
+    def stage_settings(self, stage: str) -> dict[str, Any]:
+        """The settings that reach `stage`'s bytes, as plain data keyed by their labels."""
+        return {f.label: _plain(self.value(f)) for f in FIELDS if stage in f.reaches}
+
+    def stage_files(self, stage: str) -> list[Path]:
+        """The files named by the settings that reach `stage`: their contents reach it too."""
+        out: list[Path] = []
+        for f in FIELDS:
+            if stage in f.reaches and f.kind in PATH_KINDS:
+                out.extend(_paths_of(self.value(f)))
+        return out
+
+    def settings(self, section: str) -> dict[str, Any]:
+        """A section's settings as plain data, for doit's config_changed and task keys."""
+        obj = getattr(self, section)
+        out = {}
+        for f in FIELDS:
+            if f.section == section:
+                v = getattr(obj, f.key)
+                out[f.key] = _plain(v)
+        return out
+
+
+# Kinds whose values name files; the stages they reach read those files.
+PATH_KINDS = ("path", "path_list", "fragment_list", "series", "file_map")
+
+
+def _paths_of(value: Any) -> list[Path]:
+    if value is None:
+        return []
+    if isinstance(value, Path):
+        return [value]
+    out: list[Path] = []
+    for item in value:
+        out.extend(_paths_of(item[1] if isinstance(item, tuple) else item))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+# ---------------------------------------------------------------- loading
+
+def profile_path(name_or_path: str, root: Path) -> Path:
+    """`debian` means configs/profiles/debian.toml; anything with a slash or .toml is a path."""
+    if "/" in name_or_path or name_or_path.endswith(".toml"):
+        p = Path(name_or_path)
+        return p if p.is_absolute() else (Path.cwd() / p)
+    p = root / "configs" / "profiles" / f"{name_or_path}.toml"
+    if not p.exists():
+        known = sorted(x.stem for x in (root / "configs" / "profiles").glob("*.toml"))
+        raise die(f"no profile named {name_or_path!r} (looked for {p})",
+                  f"use one of: {', '.join(known)}; or give a path: doit profile=path/to/file.toml")
+    return p
+
+
+def load_profile(name_or_path: str, root: Path) -> Profile:
+    path = profile_path(name_or_path, root)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise die(f"cannot read profile {path}: {e.strerror}", "check the path given as profile=") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise die(f"{path}: not valid TOML: {e}", "fix the syntax at the line and column shown") from e
+    return parse_profile(data, path, root)
+
+
+def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
+    """Validate a parsed TOML document against FIELDS and build the typed profile."""
+    where = _display(path, root)
+    _check_unknown(data, where)
+    values: dict[str, dict[str, Any]] = {s: {} for s in ("", *SECTIONS)}
+    for f in FIELDS:
+        table = data if f.section == "" else data.get(f.section, {})
+        label = f"[{f.section}] {f.key}" if f.section else f.key
+        if f.key not in table:
+            if f.default is REQUIRED:
+                raise die(f"{where}: {label} is required ({f.help})",
+                          f"add `{f.key} = ...` under [{f.section}]")
+            raw = f.default
+            if raw is None:
+                values[f.section][f.key] = None
+                continue
+            if f.kind == "path":
+                # a default system file (the EFI stub, OVMF) is checked by the stage that uses it,
+                # so a host without OVMF can still build, and a profile without a UKI never needs it
+                values[f.section][f.key] = Path(raw)
+                continue
+        else:
+            raw = table[f.key]
+        values[f.section][f.key] = _convert(f, raw, where, label, root)
+
+    src = values["source"]
+    _check_trust(src, where)
+    name = path.stem
+    return Profile(
+        name=name, path=path, description=values[""]["description"],
+        source=Source(**src), kernel=Kernel(**values["kernel"]), init=Init(**values["init"]),
+        uki=Uki(**values["uki"]), boot=Boot(**values["boot"]), raw=data,
+    )
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _check_unknown(data: dict[str, Any], where: str) -> None:
+    top_known = {f.key for f in FIELDS if f.section == ""} | set(SECTIONS)
+    for key, value in data.items():
+        if key not in top_known:
+            raise die(f"{where}: unknown key {key!r}{_suggest(key, top_known)}",
+                      f"known top-level keys and sections: {', '.join(sorted(top_known))}")
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise die(f"{where}: {key} must be a table ([{key}]), not {_tname(value)}",
+                          f"write the settings under a [{key}] header")
+            known = {f.key for f in FIELDS if f.section == key}
+            for sub in value:
+                if sub not in known:
+                    raise die(f"{where}: unknown key [{key}] {sub}{_suggest(sub, known)}",
+                              f"keys allowed in [{key}]: {', '.join(sorted(known))}")
+
+
+def _suggest(word: str, choices: set[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _tname(v: Any) -> str:
+    return {str: "a string", int: "an integer", bool: "a boolean", list: "a list",
+            dict: "a table", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _want(where: str, label: str, what: str, got: Any, hint: str) -> TinyukiError:
+    return die(f"{where}: {label} must be {what}, not {_tname(got)} ({got!r})", hint)
+
+
+def _convert(f: Field, raw: Any, where: str, label: str, root: Path) -> Any:
+    conv = _CONVERTERS[f.kind]
+    return conv(f, raw, where, label, root)
+
+
+def _str(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
+    if not isinstance(raw, str):
+        raise _want(where, label, "a string", raw, f'quote the value: {f.key} = "..."')
+    return raw
+
+
+def _int(f: Field, raw: Any, where: str, label: str, root: Path) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise _want(where, label, "an integer", raw, f"write a bare number: {f.key} = 42")
+    if f.least is not None and raw < f.least:
+        raise die(f"{where}: {label} must be at least {f.least} (got {raw})", f"use {f.least} or a larger number")
+    return raw
+
+
+def _choice(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
+    s = _str(f, raw, where, label, root)
+    if s not in f.choices:
+        raise die(f"{where}: {label} is {s!r}, which is not one of {', '.join(f.choices)}",
+                  f"set {f.key} to one of: {', '.join(f.choices)}")
+    return s
+
+
+def _str_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise _want(where, label, "a list of strings", raw, f'write {f.key} = ["...", "..."]')
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise _want(where, f"{label}[{i}]", "a string", item, "quote every list item")
+    return tuple(raw)
+
+
+def _url(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
+    s = _str(f, raw, where, label, root).strip()
+    if not s:
+        raise die(f"{where}: {label} is empty", f"give a url or remove {f.key}")
+    scheme = s.split(":", 1)[0] if "://" in s else ""
+    if scheme and scheme not in ("http", "https", "file"):
+        raise die(f"{where}: {label} has unsupported scheme {scheme!r} in {s!r}",
+                  "use https://, http://, file:// or a plain path")
+    if not scheme and not s.startswith("/"):
+        s = str(root / s)
+    return s
+
+
+def _url_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    items = _str_list(f, raw, where, label, root)
+    if not items:
+        raise die(f"{where}: {label} is empty", "list at least one url or path of the kernel tarball")
+    return tuple(_url(f, u, where, f"{label}[{i}]", root) for i, u in enumerate(items))
+
+
+def _sha256(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
+    s = _str(f, raw, where, label, root).strip().lower()
+    if not SHA256_RE.match(s):
+        raise die(f"{where}: {label} {raw!r} is not a sha256 (64 hex digits)",
+                  "copy the full hash from the release's sha256sums.asc, or remove it and run `doit pin`")
+    return s
+
+
+def _fingerprint_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[str, ...]:
+    out = []
+    for i, item in enumerate(_str_list(f, raw, where, label, root)):
+        norm = item.replace(" ", "").upper()
+        if norm.startswith("0X"):
+            norm = norm[2:]
+        if not FPR_RE.match(norm):
+            raise die(f"{where}: {label}[{i}] {item!r} is not an OpenPGP fingerprint (40 hex digits)",
+                      "use the full primary-key fingerprint shown by `gpg --show-keys --with-fingerprint KEY.asc`;"
+                      " short and long key ids are not accepted")
+        out.append(norm)
+    return tuple(out)
+
+
+def _resolve(root: Path, s: str) -> Path:
+    p = Path(s)
+    return p if p.is_absolute() else root / p
+
+
+def _path(f: Field, raw: Any, where: str, label: str, root: Path) -> Path:
+    p = _resolve(root, _str(f, raw, where, label, root))
+    if not p.exists():
+        raise die(f"{where}: {label}: file {p} does not exist",
+                  "fix the path (relative paths are taken from the project root) or install the package providing it")
+    return p
+
+
+def _path_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[Path, ...]:
+    return tuple(_path(f, s, where, f"{label}[{i}]", root)
+                 for i, s in enumerate(_str_list(f, raw, where, label, root)))
+
+
+def _fragment_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[Path, ...]:
+    items = _str_list(f, raw, where, label, root)
+    if not items:
+        raise die(f"{where}: {label} is empty", "list at least the fragment that sets CONFIG_64BIT=y")
+    out = []
+    fragdir = root / "configs" / "fragments"
+    for i, s in enumerate(items):
+        p = _resolve(root, s) if ("/" in s or s.endswith(".config")) else fragdir / f"{s}.config"
+        if not p.is_file():
+            known = sorted(x.stem for x in fragdir.glob("*.config"))
+            raise die(f"{where}: {label}[{i}]: fragment {s!r} not found ({p})",
+                      f"shipped fragments: {', '.join(known)}; or give a path to a .config file")
+        out.append(p)
+    return tuple(out)
+
+
+def _series(f: Field, raw: Any, where: str, label: str, root: Path) -> Path:
+    s = _str(f, raw, where, label, root)
+    if "/" in s:
+        p = _resolve(root, s)
+        if p.is_dir():
+            p = p / "series"
+    else:
+        p = root / "patches" / s / "series"
+    if not p.is_file():
+        raise die(f"{where}: {label}: series file {p} not found",
+                  "create it (one patch file name per line, in order) or remove `patches`")
+    return p
+
+
+def _file_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[tuple[str, Path], ...]:
+    if not isinstance(raw, dict):
+        raise _want(where, label, "a table", raw, f'write {f.key} = {{ "/etc/x" = "init/x" }}')
+    out = []
+    for dest, src in sorted(raw.items()):
+        if not dest.startswith("/") or ".." in dest.split("/") or dest == "/init":
+            raise die(f"{where}: {label}: {dest!r} must be an absolute path inside the image, not /init",
+                      'write it like "/etc/config.txt"')
+        out.append((dest, _path(f, src, where, f"{label}.{dest!r}", root)))
+    return tuple(out)
+
+
+def _str_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise _want(where, label, "a table", raw, f'write [{f.section}.{f.key}] with KEY = "value" lines')
+    out = []
+    for k, v in sorted(raw.items()):
+        if not isinstance(v, str):
+            raise _want(where, f"{label}.{k}", "a string", v, "quote the value")
+        if not re.match(r"^[A-Z][A-Z0-9_]*$", k):
+            raise die(f"{where}: {label}: {k!r} is not an os-release field name",
+                      "os-release fields are upper case, like ID, NAME, VERSION_ID")
+        out.append((k, v))
+    return tuple(out)
+
+
+_CONVERTERS: dict[str, Callable[..., Any]] = {
+    "str": _str, "int": _int, "choice": _choice, "str_list": _str_list, "url": _url,
+    "url_list": _url_list, "sha256": _sha256, "fingerprint_list": _fingerprint_list,
+    "path": _path, "path_list": _path_list, "fragment_list": _fragment_list,
+    "series": _series, "file_map": _file_map, "str_map": _str_map,
+}
+
+
+def _check_trust(src: dict[str, Any], where: str) -> None:
+    """A source needs an anchor of trust, and a signature needs keys and signers."""
+    if src["signature"] and not src["signers"]:
+        raise die(f"{where}: [source] signature is set but signers is empty",
+                  "list the fingerprints whose signature you accept, e.g. signers = [\"647F...693E\"]")
+    if src["signature"] and not src["keyrings"]:
+        raise die(f"{where}: [source] signature is set but keyrings is empty",
+                  "list the public key files, e.g. keyrings = [\"configs/keys/gregkh.asc\"]")
+    if src["sha256sums"] and not (src["sha256sums_signers"] and src["sha256sums_keyrings"]):
+        raise die(f"{where}: [source] sha256sums is set but sha256sums_signers or sha256sums_keyrings is empty",
+                  "kernel.org's autosigner is B8868C80BA62A1FFFAF5FDA9632D3A06589DA6B1,"
+                  " key configs/keys/autosigner.asc")
+    if not (src["sha256"] or src["signature"] or src["package"] or src["sha256sums"]):
+        raise die(f"{where}: [source] has no anchor of trust",
+                  "set sha256 (a pinned hash), signature + signers + keyrings, sha256sums,"
+                  " or package (a Debian package)")

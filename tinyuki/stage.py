@@ -1,0 +1,212 @@
+"""A pipeline stage, declared once.
+
+Each module under tasks/ declares one `Stage`: its name and doc, the stages it
+needs, its extra input files, the tools and environment that reach its bytes,
+its outputs (with the names the manifest uses) and the function that builds it.
+The profile settings that reach a stage are not listed here: each row of the
+profile table (tinyuki/config/profile.py) names the stages it reaches.
+
+Everything else is derived from the ordered list in tasks/__init__.py: the doit
+tasks (file_dep, targets, uptodate), the artifact cache's key, what it stores
+and restores, manifest.json, `doit repro`'s table and the tests that loop over
+stages. So a setting that reaches a stage's bytes cannot be missing from its
+key, and adding a stage is one module plus one line in that list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tinyuki.config.context import Context
+
+
+@dataclass(frozen=True)
+class Output:
+    """One thing a stage writes, relative to the build dir."""
+
+    path: str
+    # The artifact's name in manifest.json and in `doit repro`'s table; None for
+    # records and other bookkeeping that a user is not handed.
+    manifest: str | None = None
+    # A directory: the artifact cache packs it as one tar, doit does not track it.
+    tree: bool = False
+
+    def at(self, ctx: Context) -> Path:
+        return ctx.paths.build / self.path
+
+
+# ---------------------------------------------------------------- freshness checks
+
+CHECKS: dict[str, type[Check]] = {}
+
+
+def register(cls: type[Check]) -> type[Check]:
+    """Add a check class to the registry, by its name (as doit registers its file checkers)."""
+    CHECKS[cls.name] = cls
+    return cls
+
+
+class Check:
+    """A condition beyond its inputs' contents under which a stage's outputs are still good.
+
+    doit reruns a task when an input changed; these catch the other ways an
+    output goes bad: a shared tree deleted, a build dir half removed.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __call__(self, ctx: Context) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+@register
+class FilesPresent(Check):
+    """Every listed path (relative to the build dir) is a file."""
+
+    name = "files-present"
+
+    def __init__(self, *paths: str) -> None:
+        self.paths = paths
+
+    def __call__(self, ctx: Context) -> bool:
+        return all((ctx.paths.build / p).is_file() for p in self.paths)
+
+    def describe(self) -> str:
+        return f"{self.name}: {', '.join(self.paths)}"
+
+
+@register
+class Predicate(Check):
+    """A stage's own test of its record (for example: the tree it names still exists)."""
+
+    name = "predicate"
+
+    def __init__(self, test: Callable[[Context], bool], what: str) -> None:
+        self.test = test
+        self.what = what
+
+    def __call__(self, ctx: Context) -> bool:
+        return self.test(ctx)
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.what}"
+
+
+# ---------------------------------------------------------------- the declaration
+
+def _nothing(ctx: Context) -> dict[str, Any]:
+    return {}
+
+
+def _no_files(ctx: Context) -> list[Path]:
+    return []
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    doc: str
+    build: Callable[[Context], object]
+    outputs: tuple[Output, ...]
+    needs: tuple[str, ...] = ()
+    # Input files beyond those the reaching settings name (headers, patches, a local tarball).
+    inputs: Callable[[Context], Sequence[Path]] = _no_files
+    # Values that reach the bytes but are not a profile row (an extra file's executable bit).
+    derived: Callable[[Context], Mapping[str, Any]] = _nothing
+    # Names in tinyuki/toolchain/tools.py whose versions reach the bytes.
+    tools: tuple[str, ...] = ()
+    # Whether the compiler's environment (KCFLAGS, CC, KBUILD_*, ...) reaches the bytes.
+    env: bool = False
+    # Library modules whose code shapes the output (the stage's own module always counts).
+    recipe: tuple[str, ...] = ()
+    # Whether the artifact cache stores and restores the outputs.
+    cache: bool = False
+    checks: tuple[Check, ...] = ()
+    # What downstream keys record of a stage without an artifact key (default: its outputs' hashes).
+    identity: Callable[[Context], str] | None = None
+
+    def settings(self, ctx: Context) -> dict[str, Any]:
+        """The profile settings that reach this stage, and the stage's derived values."""
+        return {**ctx.profile.stage_settings(self.name), **self.derived(ctx)}
+
+    def input_files(self, ctx: Context) -> list[Path]:
+        """Every input file whose contents reach the outputs, without duplicates, in a stable order."""
+        seen: dict[str, Path] = {}
+        for p in (*ctx.profile.stage_files(self.name), *self.inputs(ctx)):
+            seen.setdefault(str(p), Path(p))
+        return list(seen.values())
+
+    def output(self, name: str) -> Output:
+        """An output by its manifest name or its path."""
+        for o in self.outputs:
+            if name in (o.manifest, o.path):
+                return o
+        raise KeyError(f"stage {self.name} has no output {name!r}")
+
+    @property
+    def files(self) -> tuple[Output, ...]:
+        return tuple(o for o in self.outputs if not o.tree)
+
+    @property
+    def trees(self) -> tuple[Output, ...]:
+        return tuple(o for o in self.outputs if o.tree)
+
+
+class Pipeline:
+    """The ordered stages, looked up by name; checks the declarations hang together."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = tuple(stages)
+        self.by_name: dict[str, Stage] = {}
+        for s in self.stages:
+            if s.name in self.by_name:
+                raise ValueError(f"two stages are named {s.name!r}")
+            missing = [n for n in s.needs if n not in self.by_name]
+            if missing:
+                raise ValueError(f"stage {s.name!r} needs {', '.join(missing)}, which must come before it")
+            self.by_name[s.name] = s
+        names = [o.manifest for s in self.stages for o in s.outputs if o.manifest]
+        if len(names) != len(set(names)):
+            raise ValueError(f"two outputs share a manifest name: {sorted(names)}")
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.stages)
+
+    def __getitem__(self, name: str) -> Stage:
+        return self.by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def artifacts(self) -> tuple[tuple[str, Stage, Output], ...]:
+        """(manifest name, stage, output) of every artifact, in pipeline order."""
+        return tuple((o.manifest, s, o) for s in self.stages for o in s.outputs if o.manifest)
+
+    def path(self, ctx: Context, name: str) -> Path:
+        """Where an output lands in this build, by its manifest name or its path (uki, kernel.config, tree.json)."""
+        for s in self.stages:
+            for o in s.outputs:
+                if name in (o.manifest, o.path):
+                    return o.at(ctx)
+        raise KeyError(f"no stage writes {name!r}")
+
+    def upstream(self, name: str) -> list[Stage]:
+        """Every stage `name` depends on, directly or not, in pipeline order."""
+        wanted: set[str] = set()
+        todo = list(self[name].needs)
+        while todo:
+            n = todo.pop()
+            if n not in wanted:
+                wanted.add(n)
+                todo.extend(self[n].needs)
+        return [s for s in self.stages if s.name in wanted]

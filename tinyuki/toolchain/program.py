@@ -1,0 +1,94 @@
+"""Compiling the one program: the command lines for a static, small, reproducible /init.
+
+By default against nolibc, the header-only libc that ships inside the very
+kernel tree being built (tools/include/nolibc): no extra package, and a
+binary of a few KiB. `libc = "musl"` uses musl-gcc instead, for programs
+that need a real libc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tinyuki.errors import die
+
+NOLIBC_HEADER = Path("tools/include/nolibc/nolibc.h")
+
+# Size and reproducibility flags shared by both libcs.
+COMMON_FLAGS = (
+    "-static", "-Os",
+    # a fixed-address executable: position-independent code would put pointer tables in a page of their own
+    "-fno-pie", "-no-pie",
+    "-Wall", "-Wextra",
+    "-ffunction-sections", "-fdata-sections", "-Wl,--gc-sections",
+    # gcc -Os turns hand-written length loops into calls to strlen, which nolibc only has as a static inline
+    "-fno-tree-loop-distribute-patterns",
+    "-fno-asynchronous-unwind-tables",
+    # one load segment instead of page-aligned ones: a few KiB less for a tiny program
+    "-Wl,-z,noseparate-code",
+    "-s", "-Wl,--build-id=none",
+)
+# nolibc brings its own _start and syscalls; it has no stack-protector support in 6.1.
+NOLIBC_FLAGS = ("-nostdlib", "-fno-stack-protector")
+COMPILERS = {"nolibc": "gcc", "musl": "musl-gcc"}
+
+
+
+def c_string(text: str) -> str:
+    """`text` as a C string literal, for passing the marker with -D (no shell involved)."""
+    out = []
+    for ch in text.encode():
+        if ch in (0x22, 0x5C):  # " and backslash
+            out.append("\\" + chr(ch))
+        elif 0x20 <= ch < 0x7F:
+            out.append(chr(ch))
+        else:
+            out.append(f"\\{ch:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def compile_command(
+    *,
+    libc: str,
+    sources: Sequence[str],
+    output: str,
+    marker: str,
+    cflags: Sequence[str] = (),
+    tree: Path | None = None,
+    root: Path | None = None,
+) -> list[str]:
+    """The compiler command line; `tree` (the kernel tree) is needed for nolibc.
+
+    Paths that would leak into the binary (__FILE__ in assert messages) are
+    mapped: the project root to ".", the kernel tree to "linux".
+    """
+    if libc not in COMPILERS:
+        raise die(f"[init] libc = {libc!r} is not supported", f"use one of: {', '.join(COMPILERS)}")
+    cmd = [COMPILERS[libc], *COMMON_FLAGS]
+    if libc == "nolibc":
+        if tree is None:
+            raise die("nolibc needs the kernel tree", "build the tree first (`doit patch`)")
+        cmd += [*NOLIBC_FLAGS, "-include", str(tree / NOLIBC_HEADER), f"-ffile-prefix-map={tree}=linux"]
+    if root is not None:
+        cmd.append(f"-ffile-prefix-map={root}=.")
+    cmd += [f"-DTINYUKI_MARKER={c_string(marker)}", *cflags, "-o", output, *sources]
+    if libc == "nolibc":
+        cmd.append("-lgcc")  # compiler helpers nolibc does not provide; --gc-sections drops what is unused
+    return cmd
+
+
+def compile_and_link(cmd: Sequence[str], sources: Sequence[str], objdir: Path,
+                     wrapper: Sequence[str] = ()) -> tuple[list[list[str]], list[str]]:
+    """compile_command's one step as a `-c` compile per source (behind `wrapper`, e.g. ccache) and a link.
+
+    ccache caches compiles, never links. Both halves get every flag, so the
+    program is byte-identical to the one-step build.
+    """
+    at = list(cmd).index("-o")
+    compiler, flags, output, rest = cmd[0], list(cmd[1:at]), cmd[at + 1], list(cmd[at + 2:])
+    srcs = [x for x in rest if x in sources]
+    libs = [x for x in rest if x not in sources]
+    objects = [str(objdir / f"{n}-{Path(src).stem}.o") for n, src in enumerate(srcs)]
+    compiles = [[*wrapper, compiler, *flags, "-c", "-o", obj, src] for obj, src in zip(objects, srcs, strict=True)]
+    return compiles, [compiler, *flags, "-o", output, *objects, *libs]

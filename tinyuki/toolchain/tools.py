@@ -1,0 +1,71 @@
+"""The tools whose versions reach an artifact's bytes, one row each.
+
+A stage names the tools it uses (tinyuki/stage.py); their full versions go
+into its cache key when it runs, and a cheap stamp of each resolved binary
+(path, size, mtime) into doit's staleness, so a no-op `doit` never starts a
+compiler just to ask its version while an upgrade still reruns the stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from tinyuki.util.runner import tool_version
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    # The command printing the version; empty for a Python distribution.
+    version_cmd: tuple[str, ...] = ()
+    # The Python distribution (pefile): versioned by its metadata.
+    python: str | None = None
+
+    @property
+    def binary(self) -> str | None:
+        return self.version_cmd[0] if self.version_cmd else None
+
+
+TOOLS: dict[str, Tool] = {t.name: t for t in (
+    Tool("gcc", ("gcc", "--version")),
+    Tool("binutils", ("ld", "--version")),
+    Tool("make", ("make", "--version")),
+    Tool("gzip", ("gzip", "--version")),
+    Tool("musl-gcc", ("musl-gcc", "--version")),
+    # Kconfig probes these and records what it found (CONFIG_PAHOLE_VERSION, Rust support)
+    Tool("pahole", ("pahole", "--version")),
+    Tool("rustc", ("rustc", "--version")),
+    Tool("bindgen", ("bindgen", "--version")),
+    Tool("pefile", python="pefile"),
+)}
+
+
+@functools.cache
+def version(name: str) -> str:
+    """The tool's version line, once per process ('missing' when it is not installed)."""
+    tool = TOOLS[name]
+    if tool.python:
+        try:
+            return metadata.version(tool.python)
+        except metadata.PackageNotFoundError:
+            return "missing"
+    cmd = tool.version_cmd
+    return tool_version([shutil.which(cmd[0]) or cmd[0], *cmd[1:]])
+
+
+def stamp(name: str) -> Any:
+    """What identifies the installed tool without running it: a stat of its resolved binary."""
+    tool = TOOLS[name]
+    if tool.python:
+        return version(name)
+    exe = shutil.which(tool.binary or name)
+    if exe is None:
+        return None
+    real = os.path.realpath(exe)
+    st = os.stat(real)
+    return [real, st.st_size, st.st_mtime_ns]

@@ -1,0 +1,238 @@
+"""QEMU for `doit boot`: the command line, the KVM verdict and what the serial console says.
+
+Kept apart from the task so that every decision (which machine, which devices,
+which accelerator, did the program run) is plain data in, plain data out, and
+testable without starting a VM.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QEMU = "qemu-system-x86_64"
+
+PANIC_RE = re.compile(r"Kernel panic - not syncing|end Kernel panic")
+KERNEL_LINE_RE = re.compile(r"^\s*\[\s*\d+\.\d+\]|Linux version \d")
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """One boot: what to boot, on which machine, with which devices.
+
+    Either `kernel` (direct -kernel boot, optionally with `initrd`) or `esp`
+    (a FAT image holding EFI/BOOT/BOOTX64.EFI, booted by OVMF) is set.
+    """
+
+    machine: str
+    memory: str
+    accel: str
+    cmdline: str = ""
+    kernel: Path | None = None
+    initrd: Path | None = None
+    esp: Path | None = None
+    ovmf_code: Path | None = None
+    ovmf_vars: Path | None = None
+    disk: Path | None = None
+    virtio_mmio: bool = False
+    tsc_khz: int | None = None
+    extra: tuple[str, ...] = field(default_factory=tuple)
+    qemu: str = QEMU
+
+
+def firmware_machine(machine: str) -> str:
+    """OVMF needs a PC chipset: microvm has its own minimal firmware, so UKI boots use q35 there."""
+    return "q35" if machine == "microvm" else machine
+
+
+def kernel_cmdline(spec: BootSpec) -> str:
+    """The command line QEMU passes, plus what the machine needs to boot reliably.
+
+    microvm has no PIT, HPET or PM timer to calibrate the TSC against; under TCG
+    the calibration can then hang, so the host's TSC rate is given up front.
+    """
+    cmdline = spec.cmdline.strip()
+    if spec.machine == "microvm" and spec.accel == "tcg" and spec.tsc_khz and "tsc_early_khz=" not in cmdline:
+        cmdline = f"{cmdline} tsc_early_khz={spec.tsc_khz}".strip()
+    return cmdline
+
+
+def _machine_arg(spec: BootSpec) -> str:
+    if spec.machine != "microvm":
+        return spec.machine
+    # Without virtio-mmio drivers the kernel needs microvm's PCIe host for a virtio-blk disk.
+    if spec.disk is not None and not spec.virtio_mmio:
+        return "microvm,pcie=on"
+    return "microvm"
+
+
+def _disk_device(spec: BootSpec) -> str:
+    if spec.machine == "microvm" and spec.virtio_mmio:
+        return "virtio-blk-device"
+    return "virtio-blk-pci"
+
+
+def command(spec: BootSpec) -> list[str]:
+    """The full QEMU command line for `spec` (no shell quoting needed: one list item per argument)."""
+    if (spec.kernel is None) == (spec.esp is None):
+        raise ValueError("a boot needs exactly one of kernel or esp")
+    if spec.accel not in ("kvm", "tcg"):
+        raise ValueError(f"accelerator must be kvm or tcg, not {spec.accel!r}")
+    cmd = [
+        spec.qemu,
+        "-M", _machine_arg(spec),
+        "-accel", spec.accel,
+        "-m", spec.memory,
+        "-nographic", "-no-reboot", "-nodefaults",
+        "-serial", "stdio",
+    ]
+    if spec.esp is not None:
+        if spec.ovmf_code is None or spec.ovmf_vars is None:
+            raise ValueError("an EFI boot needs OVMF code and vars")
+        cmd += [
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={spec.ovmf_code}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={spec.ovmf_vars}",
+            "-drive", f"file={spec.esp},format=raw,if=none,id=esp,readonly=on",
+            "-device", "virtio-blk-pci,drive=esp,bootindex=0",
+        ]
+    else:
+        cmd += ["-kernel", str(spec.kernel)]
+        if spec.initrd is not None:
+            cmd += ["-initrd", str(spec.initrd)]
+        line = kernel_cmdline(spec)
+        if line:
+            cmd += ["-append", line]
+    if spec.disk is not None:
+        cmd += [
+            "-drive", f"file={spec.disk},format=raw,if=none,id=d0",
+            "-device", f"{_disk_device(spec)},drive=d0",
+        ]
+    cmd += list(spec.extra)
+    return cmd
+
+
+# ---------------------------------------------------------------- the host
+
+def tsc_khz(cpuinfo: str) -> int | None:
+    """The host's TSC rate in kHz, from /proc/cpuinfo's "cpu MHz" on a constant-TSC CPU.
+
+    TCG's guest TSC follows the host's, so this is the rate the guest should assume.
+    Without constant_tsc the reported MHz is the current clock, not the TSC's: None.
+    """
+    flags = re.search(r"^flags\s*:(.*)$", cpuinfo, re.M)
+    if not flags or "constant_tsc" not in flags.group(1).split():
+        return None
+    mhz = re.search(r"^cpu MHz\s*:\s*([0-9]+(?:\.[0-9]+)?)\s*$", cpuinfo, re.M)
+    if not mhz:
+        return None
+    khz = round(float(mhz.group(1)) * 1000)
+    return khz if khz > 0 else None
+
+
+@dataclass(frozen=True)
+class KvmProbe:
+    usable: bool
+    reason: str
+
+
+def kvm_verdict(*, saw_kernel: bool, timed_out: bool, returncode: int | None, output: str,
+                seconds: float) -> KvmProbe:
+    """Decide from a short KVM test boot whether KVM really runs guests.
+
+    /dev/kvm can exist and QEMU can start while guests never get going (nested
+    virtualization that hangs in the kernel's decompressor), so only a kernel
+    log line seen on the console counts as working.
+    """
+    if saw_kernel:
+        return KvmProbe(True, f"a KVM test boot reached the kernel in {seconds:.1f} s")
+    err = next((ln.strip() for ln in output.splitlines() if "kvm" in ln.lower() and "qemu" in ln.lower()), "")
+    if timed_out:
+        return KvmProbe(False, f"a KVM test boot printed no kernel line within {seconds:.1f} s "
+                               "(nested KVM that hangs guests)")
+    if err:
+        return KvmProbe(False, f"QEMU cannot use KVM: {err}")
+    return KvmProbe(False, f"a KVM test boot exited (status {returncode}) before the kernel printed anything")
+
+
+# ---------------------------------------------------------------- the console
+
+@dataclass
+class Console:
+    """What the serial console has shown so far, fed line by line with the time each arrived."""
+
+    marker: str
+    lines: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each line arrived, for tasks/boottime.py
+    marker_at: float | None = None
+    first_kernel_at: float | None = None
+    panic_at: float | None = None
+
+    def feed(self, line: str, at: float) -> None:
+        line = clean(line)
+        self.lines.append(line)
+        self.times.append(at)
+        if self.first_kernel_at is None and KERNEL_LINE_RE.search(line):
+            self.first_kernel_at = at
+        if self.marker_at is None and self.marker and self.marker in line:
+            self.marker_at = at
+        if self.panic_at is None and PANIC_RE.search(line):
+            self.panic_at = at
+
+    def tail(self, n: int = 25) -> list[str]:
+        return self.lines[-n:]
+
+
+ANSI_RE = re.compile(r"\x1b(?:\[[0-9;?=]*[A-Za-z]|c)")
+
+
+def clean(line: str) -> str:
+    """A console line without its CR and terminal escapes (SeaBIOS clears the screen)."""
+    return ANSI_RE.sub("", line).replace("\r", "")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str
+    hint: str = ""
+
+
+HINT_PANIC = ("the panic line above names the cause: \"Unable to mount root fs\" means no initramfs reached the "
+              "kernel, \"Attempted to kill init\" means the program returned instead of powering off")
+HINT_TIMEOUT = "raise [boot] timeout for a slow host, or force accel=tcg if KVM is suspect"
+HINT_MARKER = "make [init] marker match a line the program prints on its console (stdout to /dev/console)"
+
+
+def verdict(console: Console, *, timed_out: bool, returncode: int | None, timeout: float) -> Verdict:
+    """Did the program run and the VM power off on its own?"""
+    if console.panic_at is not None:
+        return Verdict(False, "the kernel panicked" + (
+            " after the program started (did it exit instead of powering off?)" if console.marker_at is not None
+            else ""), HINT_PANIC)
+    if timed_out:
+        if console.marker_at is not None:
+            return Verdict(False, f"the program started but the VM did not power off within {timeout:g} s",
+                           "the program must end with reboot(LINUX_REBOOT_CMD_POWER_OFF); the kernel needs ACPI")
+        return Verdict(False, f"no sign of the program within {timeout:g} s", HINT_TIMEOUT)
+    if console.marker_at is None:
+        return Verdict(False, f"QEMU exited (status {returncode}) without the program's marker "
+                              f"{console.marker!r} on the console", HINT_MARKER)
+    if returncode != 0:
+        return Verdict(False, f"QEMU exited with status {returncode}", "QEMU's own message is in the console tail")
+    return Verdict(True, "the program ran and the VM powered off")
+
+
+def summarize_times(start_to_marker: float | None, start_to_exit: float | None) -> str:
+    parts = []
+    if start_to_marker is not None:
+        parts.append(f"QEMU start to program: {start_to_marker:.2f} s")
+    if start_to_exit is not None:
+        parts.append(f"to VM exit: {start_to_exit:.2f} s")
+    return ", ".join(parts)
+
+
+def has_option(config_text: str, option: str) -> bool:
+    """Whether a kernel .config sets `option` to y."""
+    return re.search(rf"^{re.escape(option)}=y$", config_text, re.M) is not None
+
