@@ -13,7 +13,6 @@ profiles: a few minutes each on a fresh machine); `--no-build-missing` skips the
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -23,10 +22,12 @@ from bench import boot as bboot
 from bench import build as bbuild
 from bench import report
 from bench import size as bsize
+from bench.common import doit_cmd
 from tasks import PIPELINE
 from tinyuki.config.context import ROOT, Context, make_context
-from tinyuki.errors import TinyukiError
+from tinyuki.errors import TinyukiError, die
 from tinyuki.util import fs as fsutil
+from tinyuki.util import runner
 
 DEFAULT_PROFILES = ("debian", "fast-boot", "small")
 DEFAULT = "debian"
@@ -57,13 +58,13 @@ def ensure_built(ctx: Context, build_missing: bool) -> bool:
     if not build_missing:
         print(f"bench: {ctx.profile.name} is not built ({needed} missing): skipped", file=sys.stderr)
         return False
-    import subprocess
-
-    targets = BUILD_TARGETS.get(ctx.profile.name, [])
-    cmd = [str(ROOT / ".venv" / "bin" / "doit"), f"profile={ctx.profile.name}", *targets]
-    print(f"bench: building {ctx.profile.name} first: {shlex.join(cmd)} (a few minutes)", file=sys.stderr)
-    if subprocess.call(cmd, cwd=ROOT) != 0:
-        print(f"bench: building {ctx.profile.name} failed: skipped", file=sys.stderr)
+    log = ctx.paths.logs / "bench-build-missing.log"
+    print(f"bench: building {ctx.profile.name} first (a few minutes; its output goes to {log})", file=sys.stderr)
+    try:
+        runner.run(doit_cmd(f"profile={ctx.profile.name}", *BUILD_TARGETS.get(ctx.profile.name, [])), cwd=ROOT,
+                   log=log, what=f"building {ctx.profile.name}")
+    except TinyukiError as e:
+        print(f"{e}\nbench: {ctx.profile.name} skipped", file=sys.stderr)
         return False
     return True
 
@@ -80,7 +81,8 @@ def contexts(names: list[str], build_missing: bool) -> list[Context]:
 def run_boot(ctxs: list[Context], runs: int, only: str | None = None, hang_runs: int = 0) -> dict[str, Any]:
     plan = []
     for ctx in ctxs:
-        config = PIPELINE.path(ctx, "kernel.config").read_text(encoding="utf-8") if PIPELINE.path(ctx, "kernel.config").is_file() else ""
+        config_file = PIPELINE.path(ctx, "kernel.config")
+        config = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
         cases = bboot.cases_for(ctx, config, default_profile=ctx.profile.name == DEFAULT)
         if ctx.profile.name != DEFAULT and cases:
             d = make_context(DEFAULT).profile
@@ -162,6 +164,42 @@ def update_readme(readme: Path, md: str) -> None:
     print(f"bench: updated the tables in {readme}", file=sys.stderr)
 
 
+def load_results(path: Path) -> dict[str, Any]:
+    """A results document written by an earlier run (bench/results/*.json)."""
+    hint = f"give results files that python -m bench wrote, such as {RESULTS / 'latest.json'}"
+    try:
+        data = fsutil.read_json(path)
+    except FileNotFoundError:
+        raise die(f"{path}: no such file", hint) from None
+    except (OSError, ValueError) as e:
+        raise die(f"{path} is not a results file ({e})", hint) from None
+    if not isinstance(data, dict):
+        raise die(f"{path} is not a results file (not a JSON object)", hint)
+    return data
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """Run the benchmarks the command line asks for; the results document, with its goals."""
+    names = args.profile or list(DEFAULT_PROFILES)
+    command = shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
+    results: dict[str, Any] = {}
+    if args.what != "all" and args.out.is_file():
+        # one part rerun: the other parts of the last results stay, each with its own command
+        results = {k: v for k, v in load_results(args.out).items() if k in ("boot", "size", "build")}
+    results.update({**report.machine(ROOT), "command": command})
+    ctxs = contexts(names, not args.no_build_missing)
+    if args.what in ("all", "boot"):
+        results["boot"] = {**run_boot(ctxs, args.runs or 10, args.only, args.hang_runs), "command": command}
+    if args.what in ("all", "size"):
+        results["size"] = {**bsize.measure(ctxs, DEFAULT), "command": command}
+    if args.what == "build" or (args.what == "all" and args.build):
+        dctx = make_context(DEFAULT)
+        results["build"] = {**bbuild.measure(dctx, runs=args.runs or 1, cold_build=args.cold,
+                                             results_dir=RESULTS), "command": command}
+    results["goals"] = goals(results)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,37 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = ap.parse_args(argv)
 
-    if args.what == "compare":
-        if len(args.files) != 2:
-            ap.error("compare needs OLD.json NEW.json")
-        old, new = (json.loads(Path(f).read_text(encoding="utf-8")) for f in args.files)
-        worse, better, missing = report.compare(old, new, args.threshold)
-        print(report.compare_text(worse, better, missing, args.threshold))
-        return 1 if worse else 0
-
-    names = args.profile or list(DEFAULT_PROFILES)
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.what == "compare" and len(args.files) != 2:
+        ap.error("compare needs OLD.json NEW.json")
     try:
-        results: dict[str, Any] = {}
-        if args.what != "all" and args.out.is_file():
-            # one part rerun: the other parts of the last results stay, each with its own command
-            results = {k: v for k, v in json.loads(args.out.read_text(encoding="utf-8")).items()
-                       if k in ("boot", "size", "build")}
-        results.update({**report.machine(ROOT), "command": command.strip()})
-        ctxs = contexts(names, not args.no_build_missing)
-        if args.what in ("all", "boot"):
-            results["boot"] = {**run_boot(ctxs, args.runs or 10, args.only, args.hang_runs),
-                               "command": command.strip()}
-        if args.what in ("all", "size"):
-            results["size"] = {**bsize.measure(ctxs, DEFAULT), "command": command.strip()}
-        if args.what == "build" or (args.what == "all" and args.build):
-            dctx = make_context(DEFAULT)
-            results["build"] = {**bbuild.measure(dctx, runs=args.runs or 1, cold_build=args.cold,
-                                                 results_dir=RESULTS), "command": command.strip()}
+        if args.what == "compare":
+            old, new = (load_results(Path(f)) for f in args.files)
+            worse, better, missing = report.compare(old, new, args.threshold)
+            print(report.compare_text(worse, better, missing, args.threshold))
+            return 1 if worse else 0
+        results = measure(args, argv)
     except TinyukiError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(e, file=sys.stderr)  # renders as "error: ..." with its hint
         return 1
-    results["goals"] = goals(results)
     write(results, args.out)
     if args.readme:
         update_readme(ROOT / "README.md", report.markdown(results))

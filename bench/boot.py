@@ -5,7 +5,7 @@ command line); every case is booted `runs` times, round-robin, so a slow
 moment of the shared host hits all cases alike instead of one. A boot that
 times out, panics or never shows the marker is a hang: counted and reported
 with the timings, never silently dropped. Booting goes through the same code
-as `doit boot` (tasks/qemu.py, tasks/boot.py's stream and ESP builder).
+as `doit boot` (tinyuki/vm/qemu.py, cli/boot.py's stream, tinyuki/vm/esp.py's ESP builder).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from cli import boot as tboot
+from cli import boot as cliboot
 from tasks import PIPELINE
 from tinyuki.config.context import Context
 from tinyuki.vm import boottime, qemu
+from tinyuki.vm.esp import make_esp
 
 DIRECT_TIMEOUT = 20.0
 UKI_TIMEOUT = 60.0
@@ -36,12 +37,12 @@ class Case:
 
     profile: str
     name: str
-    image: str  # "bzImage", "vmlinux" or "uki"
+    image: str  # the pipeline output booted: "bzImage", "vmlinux" or "uki"
     machine: str
     initrd: bool = False
     add: tuple[str, ...] = ()  # kernel command line words added
     drop: tuple[str, ...] = ()  # words removed from the profile's command line
-    tsc_khz: bool = True  # let tasks/qemu.py add tsc_early_khz on microvm/TCG
+    tsc_khz: bool = True  # let tinyuki/vm/qemu.py add tsc_early_khz on microvm/TCG
     qemu_args: tuple[str, ...] = ()
     ovmf: str = "pflash"  # "pflash" (CODE + fresh VARS, as doit boot) or "bios" (-bios OVMF.fd)
     baseline: str | None = None  # name of the case (same profile) this one is a ratio of
@@ -91,10 +92,6 @@ def cases_for(ctx: Context, config: str, default_profile: bool) -> list[Case]:
     return out
 
 
-def _image(ctx: Context, image: str) -> Path:
-    return {"bzImage": PIPELINE.path(ctx, "bzImage"), "vmlinux": PIPELINE.path(ctx, "vmlinux"), "uki": PIPELINE.path(ctx, "uki")}[image]
-
-
 OVMF_BIOS = Path("/usr/share/ovmf/OVMF.fd")
 
 
@@ -103,7 +100,7 @@ def spec_for(ctx: Context, case: Case, config: str, tsc: int | None, esp: Path |
     b = ctx.profile.boot
     spec = qemu.BootSpec(
         machine=case.machine, memory=b.memory, accel="tcg", cmdline=cmdline(ctx.profile.kernel.cmdline, case),
-        kernel=_image(ctx, case.image) if case.image != "uki" else None,
+        kernel=PIPELINE.path(ctx, case.image) if case.image != "uki" else None,
         initrd=PIPELINE.path(ctx, "initrd") if case.initrd else None,
         virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"),
         tsc_khz=tsc if case.tsc_khz else None, extra=tuple(b.qemu_args) + case.qemu_args,
@@ -145,8 +142,8 @@ def boot_once(ctx: Context, case: Case, config: str, tsc: int | None, work: Path
     if case.image == "uki":
         esp = work / "esp.img"
         if not esp.exists():
-            with contextlib.redirect_stdout(io.StringIO()):
-                tboot.make_esp(PIPELINE.path(ctx, "uki"), work, work / "esp.log")
+            with contextlib.redirect_stderr(io.StringIO()):  # once per case, unechoed; a failure still raises
+                make_esp(PIPELINE.path(ctx, "uki"), work, work / "esp.log")
         vars_copy = work / "OVMF_VARS.fd"
         shutil.copyfile(b.ovmf_vars, vars_copy)  # fresh for every boot, as doit boot does
     spec = spec_for(ctx, case, config, tsc, esp, vars_copy)
@@ -155,7 +152,7 @@ def boot_once(ctx: Context, case: Case, config: str, tsc: int | None, work: Path
     console = qemu.Console(ctx.profile.init.marker)
     timeout = UKI_TIMEOUT if case.image == "uki" else DIRECT_TIMEOUT
     with contextlib.redirect_stderr(io.StringIO()):  # stream echoes the command: once per case is enough
-        cut, code, seconds = tboot.stream(cmd, timeout=timeout, console=console, echo_to=None, log=None)
+        cut, code, seconds = cliboot.stream(cmd, timeout=timeout, console=console, echo_to=None, log=None)
     v = qemu.verdict(console, timed_out=cut, returncode=code, timeout=timeout)
     if console.marker_at is not None:
         tally.to_program.append(console.marker_at)
@@ -178,7 +175,7 @@ def _median_split(splits: Sequence[boottime.Split]) -> dict[str, float | None]:
 
 def run_cases(contexts: Sequence[tuple[Context, str, list[Case]]], runs: int) -> list[dict[str, Any]]:
     """Boot every case `runs` times, round-robin; returns one result dict per case."""
-    tsc = tboot.host_tsc_khz()
+    tsc = cliboot.host_tsc_khz()
     tallies: list[tuple[Context, str, Tally]] = [(ctx, cfg, Tally(c)) for ctx, cfg, cases in contexts for c in cases]
     with tempfile.TemporaryDirectory(prefix="tinyuki-bench-") as tmp:
         works = []

@@ -11,10 +11,8 @@ repository's files are never modified; the build dir is put back afterwards.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -22,39 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from tasks import PIPELINE
-from tinyuki.cache import compile as compilecache
+from bench.common import doit_cmd, kbuild_make, timed
 from tinyuki.config.context import Context
+from tinyuki.errors import die
+from tinyuki.records import Tree
 from tinyuki.toolchain.kbuild import make_cmd, make_env, remove_initramfs_outputs
 from tinyuki.util.fs import read_json
 
 EXTERNAL = ("cache", "ccache")  # bench/cache.py and bench/ccache.py, owned by the cache engineers
 
 
-def _timed(cmd: Sequence[str | Path], *, cwd: Path, env: dict[str, str] | None = None, log: Path) -> float:
-    """Run a command (its output to `log`), fail loudly on error, return seconds."""
-    import subprocess
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print("+ " + " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
-    start = time.monotonic()
-    with open(log, "a", encoding="utf-8") as out:
-        code = subprocess.call([str(c) for c in cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    took = time.monotonic() - start
-    if code != 0:
-        raise RuntimeError(f"{' '.join(str(c) for c in cmd)} failed (exit {code}); see {log}")
-    return took
-
-
-def kbuild_make(ctx: Context, tree: Path, *targets: str) -> tuple[list[str], dict[str, str]]:
-    """The make command and environment the pipeline itself uses (same CC, so kbuild sees no change)."""
-    compiling = compilecache.for_context(ctx)
-    cmd = make_cmd(tree, ctx.paths.kbuild, *targets, jobs=compiling.jobs(ctx.jobs), make_vars=compiling.make_vars())
-    return cmd, compiling.environ(make_env(ctx.profile.kernel, tree, ctx.paths.kbuild))
+def _timed(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path, env: dict[str, str] | None = None,
+           log: Path) -> float:
+    """Run a command (its output appended to `log`); a failure raises; the seconds it took."""
+    return timed(cmd, cwd=cwd, env=env, log=log)[0]
 
 
 def _doit(ctx: Context, *args: str) -> list[str]:
-    return [str(ctx.root / ".venv" / "bin" / "doit"), *args]
+    return doit_cmd(*args, root=ctx.root)
 
 
 def _case(name: str, ours: Sequence[float], theirs: Sequence[float], what: str) -> dict[str, Any]:
@@ -66,7 +49,7 @@ def _case(name: str, ours: Sequence[float], theirs: Sequence[float], what: str) 
 
 def noop(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
     """A no-op `doit` against kbuild's no-op `make bzImage` in the same build dir."""
-    tree = Path(read_json(PIPELINE.path(ctx, "tree.json"))["tree"])
+    tree = Tree.load(ctx.paths.build).location()
     make, env = kbuild_make(ctx, tree, "bzImage")
     args = [f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"]
     _timed(_doit(ctx, *args), cwd=ctx.root, log=log)  # make sure both are built and up to date
@@ -82,14 +65,20 @@ def changed_profile(ctx: Context, tmp: Path, change: Callable[[str], str]) -> Pa
     """A copy of the profile whose program is a changed copy of its first source."""
     src = ctx.profile.init.sources[0]
     copy = tmp / src.name
-    text = change(src.read_text(encoding="utf-8"))
+    try:
+        text = change(src.read_text(encoding="utf-8"))
+    except RuntimeError as e:  # the change does not fit this program: the user's to fix, not a crash
+        raise die(f"{src}: {e}", "the build benchmark changes the line of the program that prints "
+                  "'powering off'; give it such a line") from None
     copy.write_text(text, encoding="utf-8")
     for header in src.parent.glob("*.h"):
         shutil.copy(header, tmp / header.name)
     raw = ctx.profile.path.read_text(encoding="utf-8")
     old = f'sources = ["{src.relative_to(ctx.root)}"]' if src.is_relative_to(ctx.root) else ""
     if not old or old not in raw:
-        raise RuntimeError(f"cannot find `{old}` in {ctx.profile.path} to point it at a changed copy")
+        raise die(f"cannot point a copy of {ctx.profile.path} at a changed copy of {src}: "
+                  f"it has no line `{old or 'sources = [...]'}` naming it inside {ctx.root}",
+                  "the build benchmark needs a profile whose [init] sources is one file of the project")
     prof = tmp / ctx.profile.path.name  # same file name: same profile name
     prof.write_text(raw.replace(old, f'sources = ["{copy}"]'), encoding="utf-8")
     return prof
@@ -107,7 +96,7 @@ def one_line_change(text: str) -> str:
 
 def rebuild(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
     """doit after a one-line change to the program, against kbuild's relink of a new initramfs."""
-    tree = Path(read_json(PIPELINE.path(ctx, "tree.json"))["tree"])
+    tree = Tree.load(ctx.paths.build).location()
     make, env = kbuild_make(ctx, tree, "bzImage", "vmlinux")
     real = [f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"]
     ours, theirs = [], []
@@ -129,7 +118,7 @@ def rebuild(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
 
 def cold(ctx: Context, runs: int, log: Path, scratch: Path) -> dict[str, Any]:
     """A full build in a fresh build dir (no ccache, no artifact cache) against the same makes by hand."""
-    tree = Path(read_json(PIPELINE.path(ctx, "tree.json"))["tree"])
+    tree = Tree.load(ctx.paths.build).location()
     env = {**os.environ, "TINYUKI_ARTIFACT_CACHE": "off", "TINYUKI_CCACHE": "0", "CCACHE_DISABLE": "1"}
     ours, theirs = [], []
     for i in range(runs):
@@ -170,8 +159,8 @@ def external(results_dir: Path) -> dict[str, Any]:
             path = results_dir / f"{name}.json"
             if path.is_file():
                 try:
-                    got = json.loads(path.read_text(encoding="utf-8"))
-                except ValueError as e:
+                    got = read_json(path)
+                except (OSError, ValueError) as e:
                     got = {"error": f"{path}: {e}"}
         if got is not None:
             out[name] = got

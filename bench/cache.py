@@ -16,40 +16,36 @@ benchmark itself). Prints a Markdown table and writes bench/results/cache.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import re
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from tasks import PIPELINE
+from bench.common import doit_cmd, kbuild_make, timed
+from tasks.uki import UKI
+from tinyuki.config.context import ROOT, make_context
+from tinyuki.errors import TinyukiError, die
+from tinyuki.records import Tree
+from tinyuki.util import fs as fsutil
+from tinyuki.util.fmt import markdown_table
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "cache.json"
 RESTORED_RE = re.compile(r"^(\w+): restored from artifact cache \(key (\w+)….*? in ([\d.]+)s; building it took "
                          r"([\d.]+)s", re.M)
 
 
-def doit(args: list[str], profile: str, build: Path, cache: Path, env: dict[str, str] | None = None,
-         timeout: int = 3600) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args, f"profile={profile}",
-           f"build_dir={build}", f"cache_dir={cache}"]
-    start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-    elapsed = time.monotonic() - start
-    out = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise SystemExit(f"bench.cache: {' '.join(cmd)} failed:\n{out[-3000:]}")
-    return elapsed, out
+def doit(args: list[str], profile: str, build: Path, cache: Path,
+         env: dict[str, str] | None = None) -> tuple[float, str]:
+    """`doit ARGS` for this profile, build dir and cache dir: (seconds, its output); a failure raises."""
+    cmd = doit_cmd(*args, f"profile={profile}", f"build_dir={build}", f"cache_dir={cache}")
+    return timed(cmd, env={**os.environ, **(env or {})}, what="bench.cache: doit")
 
 
 def ran(out: str) -> list[str]:
@@ -76,40 +72,24 @@ def noop_doit(profile: str, build: Path, cache: Path, runs: int) -> dict[str, An
     def once() -> float:
         elapsed, out = doit(["uki"], profile, build, cache)
         if ran(out):
-            raise SystemExit(f"bench.cache: {build} is not up to date, tasks ran: {ran(out)}; run `doit` first")
+            raise die(f"bench.cache: {build} is not up to date, tasks ran: {', '.join(ran(out))}",
+                      f"run `doit uki profile={profile} build_dir={build}` first")
         return elapsed
 
     return median_of(once, runs)
 
 
 def noop_make(profile: str, build: Path, cache: Path, runs: int) -> dict[str, Any]:
-    """kbuild's own no-op: the make the kernel task would run, in the same build dir."""
-    sys.path.insert(0, str(ROOT))
-    from tinyuki.config.context import make_context
-    from tinyuki.toolchain.kbuild import make_cmd, make_env, read_tree
-
+    """kbuild's own no-op: the make the kernel task would run (its compile cache's CC too), in the same build dir."""
     ctx = make_context(profile, str(build), str(cache))
-    tree = read_tree(PIPELINE.path(ctx, "tree.json"))
-    cmd = make_cmd(tree, ctx.paths.kbuild, "bzImage", jobs=ctx.jobs)
-    env = make_env(ctx.profile.kernel, tree, ctx.paths.kbuild)
-    try:  # the compile cache's CC, when the pipeline uses one: kbuild recompiles when CC changes
-        from tinyuki.cache import compile as compilecache
-
-        compiling = compilecache.for_context(ctx)
-        cmd = make_cmd(tree, ctx.paths.kbuild, "bzImage", jobs=ctx.jobs, make_vars=compiling.make_vars())
-        env = compiling.environ(env)
-    except ImportError:
-        pass
+    cmd, env = kbuild_make(ctx, Tree.load(ctx.paths.build).location(), "bzImage")
 
     def once() -> float:
-        start = time.monotonic()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        elapsed = time.monotonic() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"bench.cache: {' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        compiled = [x for x in proc.stdout.splitlines() if x.startswith(("  CC ", "  LD "))]
+        elapsed, out = timed(cmd, env=env, what="bench.cache: make bzImage")
+        compiled = [x for x in out.splitlines() if x.startswith(("  CC ", "  LD "))]
         if compiled:
-            raise SystemExit(f"bench.cache: make bzImage in {ctx.paths.kbuild} was not a no-op: {compiled[:5]}")
+            raise die(f"bench.cache: make bzImage in {ctx.paths.kbuild} was not a no-op: {compiled[:5]}",
+                      f"run `doit uki profile={profile} build_dir={build}` first")
         return elapsed
 
     return {**median_of(once, runs), "command": " ".join(cmd)}
@@ -124,64 +104,48 @@ def warm(profile: str, cache: Path, top: Path) -> dict[str, Any]:
     built = [t for t in ran(out) if t not in restored]
     return {"seconds": elapsed, "restored": restored, "ran_without_cache_hit": built,
             "kbuild_ran": "kernel build:" in out or "relink with the initramfs:" in out,
-            "uki_sha256": hashlib.sha256((build / "tinyuki.efi").read_bytes()).hexdigest(), "build_dir": str(build)}
+            "uki_sha256": fsutil.sha256_file(build / UKI.path), "build_dir": str(build)}
 
 
 def cold(profile: str, cache: Path, top: Path) -> dict[str, Any]:
     """A full build in a fresh build dir with the artifact cache off (ccache as configured)."""
     build = top / "cold"
     elapsed, out = doit(["uki"], profile, build, cache, env={"TINYUKI_ARTIFACT_CACHE": "off"})
-    return {"seconds": elapsed, "ran": ran(out),
-            "uki_sha256": hashlib.sha256((build / "tinyuki.efi").read_bytes()).hexdigest()}
+    return {"seconds": elapsed, "ran": ran(out), "uki_sha256": fsutil.sha256_file(build / UKI.path)}
 
 
 def fake_project(top: Path) -> tuple[str, Path]:
     """The tests' fake kernel as a tarball and a profile using it (musl: the fake tree has no nolibc)."""
-    import tarfile
-
     fake = ROOT / "tests" / "fakekernel"
     tar = top / "linux-9.9.tar"
     with tarfile.open(tar, "w") as t:
         t.add(fake, arcname="linux-9.9")
-    sha = hashlib.sha256(tar.read_bytes()).hexdigest()
     profile = top / "fake.toml"
     profile.write_text("\n".join([
-        "[source]", f'urls = ["{tar}"]', f'sha256 = "{sha}"', "",
+        "[source]", f'urls = ["{tar}"]', f'sha256 = "{fsutil.sha256_file(tar)}"', "",
         "[kernel]", 'fragments = ["base", "initramfs", "console", "block", "efi", "size"]', "",
         "[init]", f'sources = ["{ROOT / "init" / "init.c"}"]', 'libc = "musl"', "",
-    ]))
+    ]), encoding="utf-8")
     return str(profile), top / "cache"
 
 
 def table(r: dict[str, Any]) -> str:
-    rows = ["| measurement | seconds | note |", "|---|---:|---|"]
-    n = r["noop_doit"]
-    rows.append(f"| no-op `doit uki` (median of {n['runs']}) | {n['median']:.2f} | min {n['min']:.2f}, "
-                f"max {n['max']:.2f}, CPU {n['cpu_median']:.2f} s; no task ran |")
-    m = r["noop_make"]
-    rows.append(f"| kbuild's no-op `make bzImage`, same build dir (median of {m['runs']}) | {m['median']:.2f} | "
-                f"CPU {m['cpu_median']:.2f} s; what the kernel task avoids running |")
-    w = r["warm"]
+    n, m, w, c = r["noop_doit"], r["noop_make"], r["warm"], r["cold"]
     restored = ", ".join(f"{t} {v['restore_s']:.1f}s" for t, v in w["restored"].items())
-    rows.append(f"| fresh build dir, warm artifact cache, to the UKI | {w['seconds']:.1f} | restored: {restored}; "
-                f"kbuild ran: {'yes' if w['kbuild_ran'] else 'no'} |")
-    c = r["cold"]
-    rows.append(f"| cold build of the same steps | {c['seconds']:.1f} | {c['source']} |")
-    rows.append(f"| speed-up, warm cache vs cold | {c['seconds'] / max(w['seconds'], 1e-9):.0f}x | |")
-    return "\n".join(rows)
+    rows = [
+        [f"no-op `doit uki` (median of {n['runs']})", f"{n['median']:.2f}",
+         f"min {n['min']:.2f}, max {n['max']:.2f}, CPU {n['cpu_median']:.2f} s; no task ran"],
+        [f"kbuild's no-op `make bzImage`, same build dir (median of {m['runs']})", f"{m['median']:.2f}",
+         f"CPU {m['cpu_median']:.2f} s; what the kernel task avoids running"],
+        ["fresh build dir, warm artifact cache, to the UKI", f"{w['seconds']:.1f}",
+         f"restored: {restored}; kbuild ran: {'yes' if w['kbuild_ran'] else 'no'}"],
+        ["cold build of the same steps", f"{c['seconds']:.1f}", c["source"]],
+        ["speed-up, warm cache vs cold", f"{c['seconds'] / max(w['seconds'], 1e-9):.0f}x", ""],
+    ]
+    return markdown_table(["measurement", "seconds", "note"], rows, align_right=(1,))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.cache", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="debian")
-    ap.add_argument("--build-dir", type=Path, default=None, help="an up-to-date build dir (default build/<profile>)")
-    ap.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--real", action="store_true", help="also measure a cold real build (minutes)")
-    ap.add_argument("--fake", action="store_true", help="use the tests' fake kernel tree in a temporary dir")
-    ap.add_argument("--output", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
-
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tinyuki-bench-cache-") as tmp:
         top = Path(tmp)
         profile, cache = args.profile, args.cache_dir
@@ -204,8 +168,26 @@ def main(argv: list[str] | None = None) -> int:
         if result["warm"]["ran_without_cache_hit"]:
             print(f"note: ran without a cache hit: {result['warm']['ran_without_cache_hit']}", file=sys.stderr)
         shutil.rmtree(top / "warm", ignore_errors=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.cache", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="debian")
+    ap.add_argument("--build-dir", type=Path, default=None, help="an up-to-date build dir (default build/<profile>)")
+    ap.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--real", action="store_true", help="also measure a cold real build (minutes)")
+    ap.add_argument("--fake", action="store_true", help="use the tests' fake kernel tree in a temporary dir")
+    ap.add_argument("--output", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    try:
+        result = measure(args)
+    except TinyukiError as e:
+        print(e, file=sys.stderr)
+        return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    fsutil.atomic_write_json(args.output, result)
     print(table(result))
     print(f"\nload average during the no-op runs: {result['noop_doit']['load']:.1f} on {os.cpu_count()} CPUs")
     print(f"\n(results: {args.output})")

@@ -20,7 +20,6 @@ a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -31,7 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import doit_cmd, timed
+from tinyuki.cache import compile as compilecache
+from tinyuki.config.context import ROOT
+from tinyuki.config.profile import profile_path
+from tinyuki.errors import TinyukiError, die
+from tinyuki.records import KernelStamp
+from tinyuki.util import fs as fsutil
+from tinyuki.util.fmt import markdown_table
+
 RESULTS = ROOT / "bench" / "results" / "ccache.json"
 ONE_OPTION = "# CONFIG_PRINTK_TIME is not set\n"
 
@@ -49,6 +56,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, str | No
         return None, None
     port = free_port()
     (workdir / "redis").mkdir(parents=True, exist_ok=True)
+    # A server that runs beside the builds, stopped by main: the runner only runs commands to their end.
     proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
                              "--dir", str(workdir / "redis")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
@@ -59,86 +67,62 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, str | No
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise SystemExit("bench: redis-server did not start")
+    proc.wait()
+    raise die(f"redis-server did not answer on 127.0.0.1:{port} within 10 s",
+              f"run `{exe} --port {port}` by hand to see why it does not start")
 
 
 def doit(args: list[str], log: Path, env: dict[str, str]) -> float:
-    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args]
-    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
-    start = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: doit failed (exit {proc.returncode}), see {log}:\n"
-                         + "".join(log.read_text().splitlines(keepends=True)[-30:]))
-    return elapsed
+    """`doit ARGS` with its output in `log`; the seconds it took (a failure raises with the log's tail)."""
+    return timed(doit_cmd(*args), env=env, log=log, what="bench.ccache: doit")[0]
 
 
 def one_option_profile(profile: Path, fragment: Path, dest: Path) -> Path:
     """The profile with one more fragment (profile paths are taken from the project root, wherever it lives)."""
-    text = profile.read_text()
+    text = profile.read_text(encoding="utf-8")
     m = re.search(r"^fragments\s*=\s*\[(.*?)\]", text, flags=re.M | re.S)
     if not m:
-        raise SystemExit(f"bench: no [kernel] fragments list in {profile}")
+        raise die(f"no [kernel] fragments list in {profile}",
+                  'give a profile with a `fragments = [...]` line in its [kernel] table')
     text = text[:m.end(1)] + f', "{fragment}"' + text[m.end(1):]
-    dest.write_text(text)
+    dest.write_text(text, encoding="utf-8")
     return dest
 
 
-def profile_path(name: str) -> Path:
-    if "/" in name or name.endswith(".toml"):
-        return Path(name).resolve()
-    return ROOT / "configs" / "profiles" / f"{name}.toml"
-
-
 def build_record(name: str, build: Path, wall: float) -> dict[str, Any]:
-    report = json.loads((build / "logs" / "kernel-compilecache.json").read_text())
-    stamp = json.loads((build / "kernel.json").read_text())
+    """One build's figures: the kernel stage's compile cache report and the vmlinux it made."""
+    report = fsutil.read_json(build / "logs" / compilecache.REPORT)
     cacheable = report["hits"] + report["misses"]
     return {"build": name, "wall_s": round(wall, 1), "kernel_make_s": report["elapsed_s"],
             "hits": report["hits"], "misses": report["misses"], "remote_hits": report["remote_hits"],
             "hit_rate": round(report["hits"] / cacheable, 4) if cacheable else None,
-            "vmlinux_sha256": stamp["vmlinux_sha256"], "setup": report["setup"]}
+            "vmlinux_sha256": KernelStamp.load(build).vmlinux_sha256, "setup": report["setup"]}
 
 
 def table(rows: list[dict[str, Any]], cold: float) -> str:
-    lines = ["| build | doit kernel | kernel make | vs cold | ccache hits | remote hits |",
-             "|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
         rate = f"{100 * r['hit_rate']:.1f} %" if r["hit_rate"] is not None else "n/a"
-        lines.append(f"| {r['build']} | {r['wall_s']:.0f} s | {r['kernel_make_s']:.0f} s | "
-                     f"{r['kernel_make_s'] / cold:.2f}x | {r['hits']}/{r['hits'] + r['misses']} ({rate}) | "
-                     f"{r['remote_hits']} |")
-    return "\n".join(lines)
+        cells.append([r["build"], f"{r['wall_s']:.0f} s", f"{r['kernel_make_s']:.0f} s",
+                      f"{r['kernel_make_s'] / cold:.2f}x", f"{r['hits']}/{r['hits'] + r['misses']} ({rate})",
+                      str(r["remote_hits"])])
+    return markdown_table(["build", "doit kernel", "kernel make", "vs cold", "ccache hits", "remote hits"], cells,
+                          align_right=(1, 2, 3, 5))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-ccache")
-    parser.add_argument("--profile", default="debian")
-    parser.add_argument("--jobs", default=str(len(os.sched_getaffinity(0))))
-    opts = parser.parse_args()
-    if shutil.which("ccache") is None:
-        raise SystemExit("bench: ccache is not installed (scripts/setup.sh)")
-    top = opts.workdir.absolute()
-    if top.exists():
-        shutil.rmtree(top)
-    top.mkdir(parents=True)
+def builds(top: Path, profile: Path, jobs: str) -> list[dict[str, Any]]:
+    """The cold, ccache-warm and (with redis-server) remote-warm builds, in fresh build dirs under `top`."""
     cache = top / "cache"
-    profile = profile_path(opts.profile)
     fragment = top / "one-option.config"
-    fragment.write_text(ONE_OPTION)
+    fragment.write_text(ONE_OPTION, encoding="utf-8")
     changed = one_option_profile(profile, fragment, top / "one-option.toml")
-
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("TINYUKI_CCACHE", "TINYUKI_DISTCC", "CCACHE_", "DISTCC_"))}
     base_env.pop("TINYUKI_ARTIFACT_CACHE", None)
-    load_start = list(os.getloadavg())  # other work on the machine inflates every time below
     redis, remote = start_redis(top)
     rows = []
     try:
-        common = [f"cache_dir={cache}", f"jobs={opts.jobs}", "ccache=1"]
+        common = [f"cache_dir={cache}", f"jobs={jobs}", "ccache=1"]
         remote_var = [f"ccache_remote={remote}"] if remote else []
         wall = doit(["kernel", f"profile={profile}", f"build_dir={top / 'cold'}", *common, *remote_var],
                     top / "cold.log", base_env)
@@ -155,6 +139,28 @@ def main() -> None:
         if redis is not None:
             redis.terminate()
             redis.wait()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ccache", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-ccache")
+    parser.add_argument("--profile", default="debian")
+    parser.add_argument("--jobs", default=str(len(os.sched_getaffinity(0))))
+    opts = parser.parse_args(argv)
+    top = opts.workdir.absolute()
+    load_start = list(os.getloadavg())  # other work on the machine inflates every time below
+    try:
+        if shutil.which("ccache") is None:
+            raise die("ccache is not installed", "run scripts/setup.sh, or apt-get install ccache")
+        profile = profile_path(opts.profile, ROOT)
+        if top.exists():
+            shutil.rmtree(top)
+        top.mkdir(parents=True)
+        rows = builds(top, profile, opts.jobs)
+    except TinyukiError as e:
+        print(e, file=sys.stderr)
+        return 1
     cold = rows[0]["kernel_make_s"]
     same = len({r["vmlinux_sha256"] for r in rows if not r["build"].startswith("ccache-warm")}) == 1
     result = {"machine": {"cpus": len(os.sched_getaffinity(0)), "jobs": int(opts.jobs),
@@ -162,14 +168,14 @@ def main() -> None:
               "profile": str(profile), "one_option": ONE_OPTION.strip(), "builds": rows,
               "cold_and_remote_vmlinux_identical": same}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, RESULTS)
+    fsutil.atomic_write_json(RESULTS, result)
     print(table(rows, cold))
     print(f"\nvmlinux identical between the cold and the remote-warm build: {same}")
     if not same:
-        raise SystemExit("bench: ccache changed the bytes built")
+        print("bench: ccache changed the bytes built", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,13 +10,15 @@ import datetime
 import os
 import platform
 import re
-import shutil
 import statistics
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tinyuki.errors import TinyukiError
+from tinyuki.util import runner
+from tinyuki.util.fmt import human_size, markdown_table
 
 DEFAULT_THRESHOLD = 0.10
 
@@ -62,13 +64,10 @@ def fmt_ratio(r: float | None) -> str:
 
 
 def fmt_bytes(n: int | None) -> str:
+    """'1,468,006 B (1.4 MiB)': exact bytes, and the binary units tinyuki shows sizes in."""
     if n is None:
         return "n/a"
-    if n >= 1024 * 1024:
-        return f"{n:,} B ({n / 1048576:.2f} MiB)"
-    if n >= 1024:
-        return f"{n:,} B ({n / 1024:.0f} KiB)"
-    return f"{n:,} B"
+    return f"{n:,} B ({human_size(n)})" if n >= 1024 else f"{n:,} B"
 
 
 # ---------------------------------------------------------------- regressions
@@ -151,15 +150,18 @@ def compare_text(worse: Sequence[Change], better: Sequence[Change], missing: Seq
 
 # ---------------------------------------------------------------- the machine
 
-def _first_line(cmd: Sequence[str]) -> str | None:
-    if shutil.which(cmd[0]) is None:
-        return None
+def _version(cmd: Sequence[str]) -> str | None:
+    """The first line a tool prints about its version; None when it is not installed or says nothing."""
+    text = runner.tool_version(cmd)
+    return None if text in ("missing", "unknown") else text
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """git's answer in the project's checkout; None outside one, or without git."""
     try:
-        out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
+        return runner.output(["git", "-C", str(root), *args]).strip()
+    except TinyukiError:
         return None
-    text = (out.stdout or out.stderr).strip()
-    return text.splitlines()[0] if text else None
 
 
 def cpu_model(cpuinfo: str) -> str | None:
@@ -179,8 +181,8 @@ def machine(root: Path) -> dict[str, Any]:
             return Path(p).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
-    rev = _first_line(["git", "-C", str(root), "rev-parse", "HEAD"])
-    dirty = _first_line(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
+    rev = _git(root, "rev-parse", "HEAD")
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     return {
         "machine": {
             "cpu": cpu_model(read("/proc/cpuinfo")),
@@ -190,12 +192,12 @@ def machine(root: Path) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "tools": {
-            "qemu": _first_line(["qemu-system-x86_64", "--version"]),
-            "gcc": _first_line(["gcc", "--version"]),
-            "ld": _first_line(["ld", "--version"]),
-            "make": _first_line(["make", "--version"]),
-            "ovmf": _first_line(["dpkg-query", "-W", "-f=${Version}", "ovmf"]),
-            "linux_source": _first_line(["dpkg-query", "-W", "-f=${Version}", "linux-source-6.1"]),
+            "qemu": _version(["qemu-system-x86_64", "--version"]),
+            "gcc": _version(["gcc", "--version"]),
+            "ld": _version(["ld", "--version"]),
+            "make": _version(["make", "--version"]),
+            "ovmf": _version(["dpkg-query", "-W", "-f=${Version}", "ovmf"]),
+            "linux_source": _version(["dpkg-query", "-W", "-f=${Version}", "linux-source-6.1"]),
         },
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "revision": (rev or "unknown") + (" (with uncommitted changes)" if dirty else ""),
@@ -204,10 +206,73 @@ def machine(root: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- Markdown
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out
+def _heading(title: str, part: Mapping[str, Any]) -> list[str]:
+    """A section's heading, and the command that measured it when it has its own."""
+    lines = [f"### {title}", ""]
+    if part.get("command"):
+        lines += [f"`{part['command']}`", ""]
+    return lines
+
+
+def _boot(boot: Mapping[str, Any]) -> list[str]:
+    lines = _heading(f"Boot ({boot.get('accel', 'tcg')}; median (min–max) of the runs; "
+                     "ratio against the baseline named in the same run)", boot)
+    rows = []
+    for c in boot.get("cases", []):
+        sp = c.get("split") or {}
+        rows.append([
+            c["profile"], c["name"], fmt_seconds(c.get("to_program")), fmt_seconds(c.get("to_exit")),
+            fmt_seconds(c.get("exit_after_program")),
+            f"{c.get('hangs', 0)}/{c.get('runs', 0)}",
+            fmt_ratio(c.get("ratio")) + (f" vs {c['baseline']}" if c.get("baseline") else ""),
+            " / ".join("n/a" if sp.get(k) is None else f"{sp[k]:.3f}"
+                       for k in ("before_kernel", "kernel_init", "exec_init", "program")),
+        ])
+    lines.append(markdown_table(["profile", "boot", "to program", "to VM exit", "exit after program", "hangs",
+                                 "ratio (to program)",
+                                 "split: before kernel / kernel init / exec / program (s, medians)"], rows))
+    for note in boot.get("notes", []):
+        lines += ["", f"- {note}"]
+    return lines
+
+
+def _sizes(size: Mapping[str, Any]) -> list[str]:
+    lines = _heading("Sizes", size)
+    rows = []
+    for name, s in size.get("profiles", {}).items():
+        v = s.get("vmlinux") or {}
+        rows.append([name, fmt_bytes(s.get("bzImage")), fmt_bytes(s.get("uki")),
+                     f"{v.get('text', 0):,} / {v.get('data', 0):,} / {v.get('bss', 0):,}" if v else "n/a",
+                     fmt_bytes(s.get("init")), fmt_bytes(s.get("initramfs")), fmt_bytes(s.get("initrd")),
+                     fmt_ratio(s.get("bzImage_ratio"))])
+    vendor = size.get("vendor")
+    if vendor:
+        rows.append([f"Debian vendor kernel {vendor['release']}", fmt_bytes(vendor["size"]), "", "", "", "",
+                     fmt_bytes(vendor.get("initrd")), ""])
+    lines.append(markdown_table(["profile", "bzImage", "UKI", "vmlinux text / data / bss", "init",
+                                 "initramfs (cpio)", "initrd (gzip)", "bzImage vs debian"], rows))
+    if not vendor:
+        lines += ["", "- No Debian vendor kernel (/boot/vmlinuz-*) is installed on this machine: no row for it."]
+    for name, b in size.get("bloat", {}).items():
+        lines += ["", f"- bloat-o-meter debian → {name}: {b.get('total', 'n/a')}"]
+    return lines
+
+
+def _goals(goals: Sequence[Mapping[str, Any]]) -> list[str]:
+    rows = [[g["goal"], g["target"], g["measured"], "yes" if g["met"] else "**no**"] for g in goals]
+    return [*_heading("Goals", {}), markdown_table(["goal", "target", "measured", "met"], rows)]
+
+
+def _build(build: Mapping[str, Any]) -> list[str]:
+    lines = _heading("Build", build)
+    rows = [[b["name"], fmt_seconds(b.get("tinyuki")), fmt_seconds(b.get("baseline")), b.get("baseline_what", ""),
+             fmt_ratio(b.get("ratio"))] for b in build.get("cases", [])]
+    lines.append(markdown_table(["measurement", "tinyuki", "by hand", "baseline", "ratio"], rows))
+    for name, ext in build.get("external", {}).items():
+        figures = flatten(ext)
+        shown = ", ".join(f"{k} {v:g}" for k, v in list(figures.items())[:12])
+        lines += ["", f"- from bench/{name}.py (its own method and baselines): {shown or 'no figures'}"]
+    return lines
 
 
 def markdown(results: Mapping[str, Any]) -> str:
@@ -220,71 +285,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"`{results.get('command', 'python -m bench')}`.",
         "",
     ]
-    boot = results.get("boot")
-    if boot:
-        lines += [f"### Boot ({boot.get('accel', 'tcg')}; median (min–max) of the runs; "
-                  "ratio against the baseline named in the same run)", ""]
-        if boot.get("command"):
-            lines += [f"`{boot['command']}`", ""]
-        rows = []
-        for c in boot.get("cases", []):
-            sp = c.get("split") or {}
-            rows.append([
-                c["profile"], c["name"], fmt_seconds(c.get("to_program")), fmt_seconds(c.get("to_exit")),
-                fmt_seconds(c.get("exit_after_program")),
-                f"{c.get('hangs', 0)}/{c.get('runs', 0)}",
-                fmt_ratio(c.get("ratio")) + (f" vs {c['baseline']}" if c.get("baseline") else ""),
-                " / ".join("n/a" if sp.get(k) is None else f"{sp[k]:.3f}"
-                           for k in ("before_kernel", "kernel_init", "exec_init", "program")),
-            ])
-        lines += _table(["profile", "boot", "to program", "to VM exit", "exit after program",
-                         "hangs", "ratio (to program)",
-                         "split: before kernel / kernel init / exec / program (s, medians)"], rows)
-        for note in boot.get("notes", []):
-            lines += ["", f"- {note}"]
-        lines.append("")
-    size = results.get("size")
-    if size:
-        lines += ["### Sizes", ""]
-        if size.get("command"):
-            lines += [f"`{size['command']}`", ""]
-        rows = []
-        for name, s in size.get("profiles", {}).items():
-            v = s.get("vmlinux") or {}
-            rows.append([name, fmt_bytes(s.get("bzImage")), fmt_bytes(s.get("uki")),
-                         f"{v.get('text', 0):,} / {v.get('data', 0):,} / {v.get('bss', 0):,}" if v else "n/a",
-                         fmt_bytes(s.get("init")), fmt_bytes(s.get("initramfs")), fmt_bytes(s.get("initrd")),
-                         fmt_ratio(s.get("bzImage_ratio"))])
-        vendor = size.get("vendor")
-        if vendor:
-            rows.append([f"Debian vendor kernel {vendor['release']}", fmt_bytes(vendor["size"]), "", "", "", "",
-                         fmt_bytes(vendor.get("initrd")), ""])
-        lines += _table(["profile", "bzImage", "UKI", "vmlinux text / data / bss", "init", "initramfs (cpio)",
-                         "initrd (gzip)", "bzImage vs debian"], rows)
-        if not vendor:
-            lines += ["", "- No Debian vendor kernel (/boot/vmlinuz-*) is installed on this machine: no row for it."]
-        for name, b in size.get("bloat", {}).items():
-            lines += ["", f"- bloat-o-meter debian → {name}: {b.get('total', 'n/a')}"]
-        lines.append("")
-    goals = results.get("goals")
-    if goals:
-        lines += ["### Goals", ""]
-        lines += _table(["goal", "target", "measured", "met"],
-                        [[g["goal"], g["target"], g["measured"], "yes" if g["met"] else "**no**"] for g in goals])
-        lines.append("")
-    build = results.get("build")
-    if build:
-        lines += ["### Build", ""]
-        if build.get("command"):
-            lines += [f"`{build['command']}`", ""]
-        rows = []
-        for b in build.get("cases", []):
-            rows.append([b["name"], fmt_seconds(b.get("tinyuki")), fmt_seconds(b.get("baseline")),
-                         b.get("baseline_what", ""), fmt_ratio(b.get("ratio"))])
-        lines += _table(["measurement", "tinyuki", "by hand", "baseline", "ratio"], rows)
-        for name, ext in build.get("external", {}).items():
-            figures = flatten(ext)
-            shown = ", ".join(f"{k} {v:g}" for k, v in list(figures.items())[:12])
-            lines += ["", f"- from bench/{name}.py (its own method and baselines): {shown or 'no figures'}"]
-        lines.append("")
+    for key, section in (("boot", _boot), ("size", _sizes), ("goals", _goals), ("build", _build)):
+        if results.get(key):
+            lines += [*section(results[key]), ""]
     return "\n".join(lines)

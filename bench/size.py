@@ -19,8 +19,8 @@ from bench import report
 from tasks import PIPELINE
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError
+from tinyuki.records import Tree
 from tinyuki.util import runner
-from tinyuki.util.fs import read_json
 
 SIZE_RE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+[0-9a-f]+\s+", re.M)
 TOTAL_RE = re.compile(r"^Total: Before=(\d+), After=(\d+), chg ([-+]?[\d.]+%)", re.M)
@@ -48,25 +48,26 @@ def vmlinux_sections(vmlinux: Path) -> dict[str, int] | None:
     if not vmlinux.is_file():
         return None
     try:
-        proc = runner.run(["size", vmlinux], what="size vmlinux", hint="install binutils")
+        return parse_size(runner.output(["size", str(vmlinux)], what="size vmlinux", hint="install binutils"))
     except TinyukiError as e:
         print(f"bench size: {e}", file=sys.stderr)
         return None
-    return parse_size(proc.stdout.decode(errors="replace"))
 
 
 def profile_sizes(ctx: Context) -> dict[str, Any] | None:
-    p = ctx.paths
-    if not p.bzimage.is_file():
+    def size(name: str) -> int | None:
+        return _file_size(PIPELINE.path(ctx, name))
+
+    if not PIPELINE.path(ctx, "bzImage").is_file():
         return None
     return {
-        "bzImage": _file_size(p.bzimage),
-        "uki": _file_size(p.uki),
-        "vmlinux_file": _file_size(p.vmlinux),
-        "vmlinux": vmlinux_sections(p.vmlinux),
-        "init": _file_size(p.init_bin),
-        "initramfs": _file_size(p.cpio),
-        "initrd": _file_size(p.initrd),
+        "bzImage": size("bzImage"),
+        "uki": size("uki"),
+        "vmlinux_file": size("vmlinux"),
+        "vmlinux": vmlinux_sections(PIPELINE.path(ctx, "vmlinux")),
+        "init": size("init"),
+        "initramfs": size("initramfs.cpio"),
+        "initrd": size("initrd"),
         "image": ctx.profile.kernel.image,
     }
 
@@ -83,22 +84,20 @@ def vendor_kernel(boot: Path = Path("/boot")) -> dict[str, Any] | None:
 
 def bloat(old: Context, new: Context) -> dict[str, Any] | None:
     """scripts/bloat-o-meter old/vmlinux new/vmlinux from the new build's tree."""
-    try:
-        tree = Path(read_json(PIPELINE.path(new, "tree.json"))["tree"])
-    except (OSError, ValueError, KeyError, TypeError):
+    tree = Tree.peek(new.paths.build)
+    if tree is None:
         return None
-    script = tree / "scripts" / "bloat-o-meter"
-    if not (script.is_file() and PIPELINE.path(old, "vmlinux").is_file() and PIPELINE.path(new, "vmlinux").is_file()):
+    script = Path(tree.tree) / "scripts" / "bloat-o-meter"
+    before, after = PIPELINE.path(old, "vmlinux"), PIPELINE.path(new, "vmlinux")
+    if not (script.is_file() and before.is_file() and after.is_file()):
         return None
     try:
-        proc = runner.run([sys.executable, script, PIPELINE.path(old, "vmlinux"), PIPELINE.path(new, "vmlinux")],
-                          what="bloat-o-meter", hint="it needs nm from binutils")
+        text = runner.output([sys.executable, str(script), str(before), str(after)],
+                             what="bloat-o-meter", hint="it needs nm from binutils")
     except TinyukiError as e:
         print(f"bench size: {e}", file=sys.stderr)
         return None
-    text = proc.stdout.decode(errors="replace")
-    lines = text.splitlines()
-    return {"total": parse_bloat_total(text), "head": lines[:12]}
+    return {"total": parse_bloat_total(text), "head": text.splitlines()[:12]}
 
 
 def measure(contexts: Sequence[Context], default: str) -> dict[str, Any]:

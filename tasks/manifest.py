@@ -21,7 +21,7 @@ from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import pe
 from tinyuki.formats.series import read_series
-from tinyuki.records import Verified
+from tinyuki.records import Tree, Verified
 from tinyuki.stage import Output, Pipeline, Stage
 from tinyuki.util import fs as fsutil
 from tinyuki.util import runner
@@ -119,10 +119,11 @@ def summary(manifest: Mapping[str, Any]) -> str:
 
 
 def patch_inputs(ctx: Context) -> list[dict[str, Any]]:
-    """The patches of the profile's series, each with its sha256."""
+    """The patches applied to the tree (as the patch stage recorded them), each with its sha256."""
+    applied = Tree.load(ctx.paths.build).patches
     series = read_series(ctx.profile.kernel.patches)
-    return [{"path": name, "sha256": fsutil.sha256_file(p)} for name, p in zip(series.names, series.patches,
-                                                                               strict=True)]
+    hashes = {name: fsutil.sha256_file(p) for name, p in zip(series.names, series.patches, strict=True)}
+    return [{"path": name, "sha256": hashes.get(name)} for name in applied]
 
 
 def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def declare(pipeline: Pipeline) -> Stage:
         name="manifest",
         doc="Write manifest.json (every artifact's size and sha256, and the inputs) and print a summary.",
         build=lambda ctx: write_manifest(ctx, pipeline),
-        needs=("verify", *producers),
+        needs=("verify", "patch", *producers),
         outputs=(MANIFEST,),
         inputs=inputs,
     )

@@ -8,6 +8,7 @@ from typing import Any
 from cli.stages import task_dict
 from tasks import PIPELINE
 from tinyuki.config.context import Context
+from tinyuki.records import Tree
 
 
 def task(ctx: Context, name: str) -> dict[str, Any]:
@@ -23,3 +24,8 @@ def build(ctx: Context, name: str) -> None:
 def out(ctx: Context, name: str) -> Path:
     """An output by its manifest name or its path in the build dir (kernel.config, init, tree.json, ...)."""
     return PIPELINE.path(ctx, name)
+
+
+def write_tree_record(build: Path, tree: Path) -> None:
+    """tree.json as the patch stage writes it, naming `tree` (an unpatched tree)."""
+    Tree(tree=str(tree), source_sha256="0" * 64, patches_sha256=None, patches=[]).save(build)

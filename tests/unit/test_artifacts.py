@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tasks import PIPELINE
 from tests.helpers.profiles import context
 from tests.helpers.stages import out
 from tinyuki.cache import keys as taskkey
 from tinyuki.cache import store as artifacts
 from tinyuki.cache.store import CorruptEntry, Store
+from tinyuki.records import Tree
+from tinyuki.toolchain import tools
 
 KEY = "ab" * 32
 
@@ -203,14 +206,18 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     c = context(tmp_path, {"urls": ["/nonexistent.tar.xz"], "sha256": "0" * 64},
                 {"fragments": ["base"], "source_date_epoch": 1700000000})
     c.paths.build.mkdir(parents=True)
-    (c.paths.build / "tree.json").write_text(json.dumps({"tree": str(tmp_path / "trees" / f"src-{'1' * 64}")}))
+    tree_json(c, tmp_path / "trees" / f"src-{'1' * 64}")
     out(c, "kernel.config").write_text("CONFIG_64BIT=y\n")
     taskkey.record(c, "configure", "c" * 64, {})
     return c
 
 
+def tree_json(ctx, tree: Path) -> None:
+    Tree(tree=str(tree), source_sha256="1" * 64, patches_sha256=None, patches=[]).save(ctx.paths.build)
+
+
 def kernel_key(ctx) -> str:
-    return taskkey.compute(ctx, "kernel")[0]
+    return taskkey.compute(ctx, PIPELINE["kernel"], PIPELINE)[0]
 
 
 def test_key_is_stable_and_follows_every_input(ctx, monkeypatch, tmp_path):
@@ -242,13 +249,13 @@ def test_key_is_stable_and_follows_every_input(ctx, monkeypatch, tmp_path):
     taskkey.record(ctx, "configure", "d" * 64, {})  # an upstream key
     changes.append(kernel_key(ctx))
     taskkey.record(ctx, "configure", "c" * 64, {})
-    monkeypatch.setitem(taskkey.TOOLS, "gcc", ["echo", "gcc 99"])
-    taskkey.tool.cache_clear()
+    monkeypatch.setitem(tools.TOOLS, "gcc", tools.Tool("gcc", ("echo", "gcc 99")))
+    tools.version.cache_clear()
     try:
         changes.append(kernel_key(ctx))  # a tool version
     finally:
-        monkeypatch.setitem(taskkey.TOOLS, "gcc", ["gcc", "--version"])
-        taskkey.tool.cache_clear()
+        monkeypatch.setitem(tools.TOOLS, "gcc", tools.Tool("gcc", ("gcc", "--version")))
+        tools.version.cache_clear()
     assert len(set(changes)) == len(changes) and base not in changes
 
 
@@ -257,10 +264,10 @@ def test_key_follows_profile_settings_but_not_the_build_location(tmp_path):
         c = context(tmp_path, {"urls": ["/nonexistent.tar.xz"], "sha256": "0" * 64},
                     {"fragments": ["base"], "build_user": user}, build=build)
         c.paths.build.mkdir(parents=True, exist_ok=True)
-        (c.paths.build / "tree.json").write_text(json.dumps({"tree": f"/x/{build}/src-{'1' * 64}"}))
+        tree_json(c, Path(f"/x/{build}/src-{'1' * 64}"))
         out(c, "kernel.config").write_text("CONFIG_64BIT=y\n")
         taskkey.record(c, "configure", "c" * 64, {})
-        return taskkey.compute(c, "kernel")[0]
+        return taskkey.compute(c, PIPELINE["kernel"], PIPELINE)[0]
 
     assert key("one") == key("two/deeper")
     assert key("one", user="someone") != key("one")
@@ -270,7 +277,7 @@ def test_a_tree_not_named_by_its_hash_is_keyed_by_content(ctx, tmp_path):
     tree = tmp_path / "handmade"
     (tree / "init").mkdir(parents=True)
     (tree / "init" / "main.c").write_text("int x;\n")
-    (ctx.paths.build / "tree.json").write_text(json.dumps({"tree": str(tree)}))
+    tree_json(ctx, tree)
     k1 = kernel_key(ctx)
     (tree / "init" / "main.c").write_text("int y;\n")
     assert kernel_key(ctx) != k1

@@ -156,7 +156,7 @@ def test_one_line_change_changes_exactly_one_line() -> None:
 
 def test_markdown_has_a_row_per_case_and_profile() -> None:
     md = report.markdown(doc(0.8))
-    assert "| debian | microvm bzImage | 0.800 s (0.100–9.000)" in md
+    assert "| debian  | microvm bzImage | 0.800 s (0.100–9.000) |" in md  # columns aligned (tinyuki.util.fmt)
     assert "### Sizes" in md and "1,000 B" in md
 
 

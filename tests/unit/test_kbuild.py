@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import lzma
 from pathlib import Path
 
-import pytest
-
 from tinyuki.config.profile import Kernel
-from tinyuki.errors import TinyukiError
 from tinyuki.toolchain import kbuild
 
 
@@ -132,15 +128,3 @@ def test_remove_initramfs_outputs(tmp_path: Path) -> None:
     assert sorted(p.name for p in removed) == sorted(names[:4])
     assert sorted(p.name for p in usr.iterdir()) == [".initramfs_data.cpio.cmd", "gen_init_cpio"]
     assert kbuild.remove_initramfs_outputs(tmp_path / "nothing") == []
-
-
-def test_read_tree(tmp_path: Path) -> None:
-    (tmp_path / "t").mkdir()
-    (tmp_path / "t" / "Makefile").write_text("")
-    (tmp_path / "tree.json").write_text(json.dumps({"tree": str(tmp_path / "t"), "patches": []}))
-    assert kbuild.read_tree(tmp_path / "tree.json") == tmp_path / "t"
-    (tmp_path / "bad.json").write_text(json.dumps({"tree": str(tmp_path / "gone")}))
-    with pytest.raises(TinyukiError, match="missing or has no Makefile"):
-        kbuild.read_tree(tmp_path / "bad.json")
-    with pytest.raises(TinyukiError, match="doit patch"):
-        kbuild.read_tree(tmp_path / "absent.json")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks import manifest
-from tests.helpers.stages import out
+from tasks import PIPELINE, manifest
 from tinyuki.config.context import make_context
 from tinyuki.errors import TinyukiError
-from tinyuki.util.fs import atomic_write_json
+from tinyuki.formats.series import read_series
+from tinyuki.records import Tree
+from tinyuki.util.fs import sha256_file
 
 STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 SOURCE = {"sha256": "ab" * 32, "path": "/somewhere/cache/sha256/ab/abab", "filename": "linux-source-6.1.tar.xz",
@@ -86,14 +87,17 @@ def test_summary_table(inputs: dict) -> None:
     assert len(rows) == 3
 
 
-def test_patch_inputs_prefer_tree_json(tmp_path: Path, root: Path) -> None:
+def test_patch_inputs_are_what_the_patch_stage_applied(tmp_path: Path, root: Path) -> None:
     ctx = make_context("debian", str(tmp_path / "build"), str(tmp_path / "cache"), "1", root=root)
-    listed = [{"path": "0001-a.patch", "sha256": "ef" * 32}]
-    atomic_write_json(out(ctx, "tree.json"), {"patches": listed})
-    assert manifest.patch_inputs(ctx) == listed
+    series = read_series(ctx.profile.kernel.patches)
+    Tree(tree="/t", source_sha256="0" * 64, patches_sha256="1" * 64, patches=list(series.names)).save(ctx.paths.build)
+    assert manifest.patch_inputs(ctx) == [{"path": n, "sha256": sha256_file(p)}
+                                          for n, p in zip(series.names, series.patches, strict=True)]
+    with pytest.raises(TinyukiError, match="doit patch"):
+        manifest.patch_inputs(make_context("debian", str(tmp_path / "other"), str(tmp_path / "cache"), "1", root=root))
 
 
 def test_write_manifest_names_what_is_missing(tmp_path: Path, root: Path) -> None:
     ctx = make_context("debian", str(tmp_path / "build"), str(tmp_path / "cache"), "1", root=root)
     with pytest.raises(TinyukiError, match="bzImage"):
-        manifest.write_manifest(ctx)
+        manifest.write_manifest(ctx, PIPELINE)

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tasks import PIPELINE
 from tinyuki import reprocheck
 from tinyuki.errors import TinyukiError
 
+# the order the pipeline produces the artifacts in, from the stage declarations
+ORDER = tuple((name, stage.name) for name, stage, _out in PIPELINE.artifacts())
 PATHS = {
     "bzImage": "bzImage", "init": "init/init", "initramfs.cpio": "initramfs.cpio", "initrd": "initrd.img",
     "kernel.config": "kernel.config", "uki": "tinyuki.efi", "vmlinux": "vmlinux",
@@ -42,7 +45,7 @@ def load_pair(tmp_path: Path, a: object, b: object) -> tuple[reprocheck.Manifest
 
 def test_identical_builds_are_all_same_in_pipeline_order(tmp_path):
     a, b = load_pair(tmp_path, manifest_data(), manifest_data())
-    rows = reprocheck.compare(a, b)
+    rows = reprocheck.compare(a, b, ORDER)
     assert [r.artifact for r in rows] == ["kernel.config", "init", "initramfs.cpio", "initrd", "vmlinux",
                                           "bzImage", "uki"]
     assert [r.stage for r in rows] == ["configure", "init", "initramfs", "initramfs", "embed", "embed", "uki"]
@@ -59,7 +62,7 @@ def test_first_difference_is_the_earliest_stage_not_the_first_name(tmp_path):
     # the root cause is the init, though "bzImage" sorts first and "uki" is last.
     changed = {"init": "x", "initramfs.cpio": "x", "vmlinux": "x", "bzImage": "x", "uki": "x"}
     a, b = load_pair(tmp_path, manifest_data(), manifest_data(changed))
-    rows = reprocheck.compare(a, b)
+    rows = reprocheck.compare(a, b, ORDER)
     first = reprocheck.first_difference(rows)
     assert first is not None and (first.artifact, first.stage) == ("init", "init")
     assert first.a.sha256 == sha("init") and first.b.sha256 == sha("x")
@@ -74,7 +77,7 @@ def test_first_difference_is_the_earliest_stage_not_the_first_name(tmp_path):
 
 def test_a_late_difference_alone_is_named(tmp_path):
     a, b = load_pair(tmp_path, manifest_data(), manifest_data({"uki": "other stub"}))
-    first = reprocheck.first_difference(reprocheck.compare(a, b))
+    first = reprocheck.first_difference(reprocheck.compare(a, b, ORDER))
     assert first is not None and first.artifact == "uki"
     assert a.file("uki") == tmp_path / "a" / "tinyuki.efi"
     assert b.file("uki") == tmp_path / "b" / "tinyuki.efi"
@@ -82,7 +85,7 @@ def test_a_late_difference_alone_is_named(tmp_path):
 
 def test_missing_artifact_counts_as_a_difference_in_its_own_place(tmp_path):
     a, b = load_pair(tmp_path, manifest_data(drop=("initrd",)), manifest_data({"uki": "u"}))
-    rows = reprocheck.compare(a, b)
+    rows = reprocheck.compare(a, b, ORDER)
     assert {r.artifact: r.status for r in rows}["initrd"] == "missing in A"
     first = reprocheck.first_difference(rows)
     assert first is not None and first.artifact == "initrd" and first.a is None
@@ -90,7 +93,7 @@ def test_missing_artifact_counts_as_a_difference_in_its_own_place(tmp_path):
     assert initrd_line.split() == ["initramfs", "initrd", "-", sha("initrd"), "missing", "in", "A"]
 
     a, b = load_pair(tmp_path, manifest_data(), manifest_data(drop=("kernel.config",)))
-    first = reprocheck.first_difference(reprocheck.compare(a, b))
+    first = reprocheck.first_difference(reprocheck.compare(a, b, ORDER))
     assert first is not None and first.artifact == "kernel.config" and first.status == "missing in B"
 
 
@@ -100,7 +103,7 @@ def test_unknown_artifacts_are_compared_after_the_known_stages(tmp_path):
     other = json.loads(json.dumps(data))
     other["artifacts"]["a-new-output"]["sha256"] = sha("m")
     a, b = load_pair(tmp_path, data, other)
-    rows = reprocheck.compare(a, b)
+    rows = reprocheck.compare(a, b, ORDER)
     assert rows[-1].artifact == "a-new-output" and rows[-1].stage == "other"
     assert reprocheck.first_difference(rows) is rows[-1]
 

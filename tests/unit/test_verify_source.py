@@ -9,12 +9,14 @@ import hashlib
 
 import pytest
 
+from cli import pin
 from tasks import fetch, verify
 from tests.helpers import gpgkeys, tarballs
 from tests.helpers.httpserver import Route, serve
 from tests.helpers.profiles import context, store_files
 from tests.helpers.stages import out
 from tinyuki.errors import TinyukiError
+from tinyuki.source import trust
 from tinyuki.util.fs import read_json
 
 TAR = tarballs.tar_bytes()
@@ -213,7 +215,7 @@ def test_first_use_is_recorded_then_required(tmp_path, keys):
     src = run_stages(ctx)
     assert src["trust"] == [f"signature by {keys['trusted'].fingerprint}", "recorded on first use"]
     assert store_files(ctx) == [ctx.paths.stored(SHA)] and f.read_bytes() == TAR  # a local file is copied
-    assert read_json(verify.lock_path(ctx))["sha256"] == SHA
+    assert read_json(trust.lock_path(ctx.paths.locks, ctx.profile.source.urls[0]))["sha256"] == SHA
     changed = tarballs.tar_bytes(files={"README": b"updated\n"})
     f.write_bytes(changed)
     keys["trusted"].sign(tarballs.uncompressed(changed), sig)
@@ -221,11 +223,12 @@ def test_first_use_is_recorded_then_required(tmp_path, keys):
         run_stages(ctx)
     assert "changed since it was first used" in e.value.message and SHA in e.value.message
     assert "pin accept=1" in (e.value.hint or "")
-    verify._pin(ctx, accept=False)
-    assert read_json(verify.lock_path(ctx))["sha256"] == SHA  # showing is not accepting
-    verify._pin(ctx, accept=True)
+    pin.pin(ctx, accept=False)
+    # showing is not accepting
+    assert read_json(trust.lock_path(ctx.paths.locks, ctx.profile.source.urls[0]))["sha256"] == SHA
+    pin.pin(ctx, accept=True)
     new = hashlib.sha256(changed).hexdigest()
-    assert read_json(verify.lock_path(ctx))["sha256"] == new
+    assert read_json(trust.lock_path(ctx.paths.locks, ctx.profile.source.urls[0]))["sha256"] == new
     assert run_stages(ctx)["sha256"] == new
 
 
@@ -234,8 +237,8 @@ def test_pin_prints_the_profile_line(server, tmp_path, keys, capsys):
     ctx = context(tmp_path, source)
     fetch.fetch(ctx)
     capsys.readouterr()
-    verify._pin(ctx, accept=False)
+    pin.pin(ctx, accept=False)
     out = capsys.readouterr().out
     assert f'sha256 = "{SHA}"' in out and "f" * 64 in out
     with pytest.raises(TinyukiError):
-        verify._pin(ctx, accept=True)  # a hash pinned in the profile is changed by editing the profile
+        pin.pin(ctx, accept=True)  # a hash pinned in the profile is changed by editing the profile

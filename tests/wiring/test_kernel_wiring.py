@@ -8,6 +8,7 @@ nothing at all.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ from doit.doit_cmd import DoitMain
 
 from cli.checkers import Sha256Checker
 from tests.helpers import stages
+from tests.helpers.stages import write_tree_record
+from tinyuki.cache.compile import VARIABLES
 from tinyuki.config.context import make_context
 from tinyuki.util.fs import read_json
 
@@ -67,12 +70,16 @@ class Build:
         data = newc("init", program)
         path = self.build / "initramfs.cpio"
         path.write_bytes(data)
+        (self.build / "initrd.img").write_bytes(gzip.compress(data, mtime=0))  # the stage's other output
         if mtime is not None:
             os.utime(path, (mtime, mtime))
         return data
 
     def doit(self, *args: str, **profile: str) -> int:
-        ctx = make_context(str(self.profile), str(self.build), str(self.top / "cache"), "2", root=ROOT)
+        # name=value arguments are doit variables, which dodo.py hands to the context as it loads
+        variables = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+        ctx = make_context(str(self.profile), str(self.build), str(self.top / "cache"), "2", root=ROOT,
+                           variables={k: variables.get(k) for k in VARIABLES})
 
         def task_configure() -> dict:
             return stages.task(ctx, "configure")
@@ -123,7 +130,7 @@ def snapshot(tree: Path) -> dict[str, tuple[str, float]]:
 def make_build(top: Path, tree: Path, name: str = "build", fragments: list[str] | None = None) -> Build:
     build = top / name
     build.mkdir(parents=True)
-    (build / "tree.json").write_text(json.dumps({"tree": str(tree)}))
+    write_tree_record(build, tree)
     profile = top / f"{name}.toml"
     write_profile(profile, fragments or ["base", "initramfs", "console", "block", "efi", "size"])
     return Build(top, tree, build, profile)

@@ -30,6 +30,7 @@ from importlib import util as import_util
 from pathlib import Path
 from typing import Any
 
+from tinyuki.cache.store import relocate_out
 from tinyuki.config.context import Context
 from tinyuki.records import StageKey, Tree
 from tinyuki.stage import Pipeline, Stage
@@ -130,21 +131,31 @@ def tree_key(ctx: Context) -> str:
     return "content-" + tree_hash(tree)
 
 
-def outputs_digest(ctx: Context, stage: Stage) -> str:
-    """A stage's outputs by content: the key of a stage the cache does not hold, or of one built before keys."""
-    return "outputs-" + digest({o.path: sha256_file(o.at(ctx)) if o.at(ctx).is_file() else None
-                                for o in stage.files})
+def portable_hash(path: Path, locs: Mapping[str, Path]) -> str | None:
+    """A file's sha256 with this build's locations (tree, build dir) spelled as placeholders."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    moved = relocate_out(data, locs)
+    return hashlib.sha256(moved if moved is not None else data).hexdigest()
 
 
-def upstream_key(ctx: Context, stage: Stage) -> str:
-    """What a downstream key records of `stage`: its recorded key, its identity, or its outputs' hashes."""
+def upstream(ctx: Context, stage: Stage) -> dict[str, Any]:
+    """What a downstream key records of a stage it needs: the same files doit tracks, and the stage's key.
+
+    The files are hashed with this build's paths made placeholders, so a build
+    dir elsewhere computes the same key; the key is the recorded one of a
+    cached stage, or the identity a stage declares (the tree's content name).
+    """
+    locs = locations(ctx)
+    key: str | None = None
     if stage.cache:
         rec = recorded(ctx, stage.name)
-        if rec is not None:
-            return rec.key
+        key = rec.key if rec is not None else None
     elif stage.identity is not None:
-        return stage.identity(ctx)
-    return outputs_digest(ctx, stage)
+        key = stage.identity(ctx)
+    return {"key": key, "files": {o.path: portable_hash(o.at(ctx), locs) for o in stage.files}}
 
 
 def module_hash(name: str) -> str:
@@ -160,7 +171,7 @@ def material(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
     return {
         "schema": KEY_SCHEMA,
         "task": stage.name,
-        "upstream": {n: upstream_key(ctx, pipeline[n]) for n in stage.needs},
+        "upstream": {n: upstream(ctx, pipeline[n]) for n in stage.needs},
         "inputs": {str(portable(p, ctx)): sha256_file(p) for p in stage.input_files(ctx)},
         "settings": portable(stage.settings(ctx), ctx),
         "tools": {t: tools.version(t) for t in stage.tools},
