@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tinyuki.config.context import make_context
-from tinyuki.config.profile import FIELDS, load_profile, parse_profile
+from tinyuki.config.profile import FIELDS, load_profile, parse_profile, reference_table
 from tinyuki.errors import TinyukiError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,10 +205,15 @@ def test_settings_are_plain_data(tmp_path: Path) -> None:
     assert s["source_date_epoch"] == 1700000000
 
 
-def test_every_field_is_documented_in_readme() -> None:
+def test_readme_settings_table_is_the_generated_one() -> None:
+    """The README's table of settings is FIELDS, row for row, with the stages each setting reaches."""
     readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- settings:start")
+    start = readme.index("\n", start) + 1
+    table = readme[start:readme.index("<!-- settings:end -->")].strip()
+    assert table == reference_table(), "regenerate the README's settings table from tinyuki.config.profile"
     for f in FIELDS:
-        assert f"{f.key}" in readme, f"README does not document {f.section}.{f.key}"
+        assert f"| `{f.key}` |" in table
 
 
 def test_readme_example_profile_is_valid(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ class Field:
 # The whole profile format. Paths are relative to the project root (the
 # directory holding dodo.py) unless absolute.
 FIELDS: tuple[Field, ...] = (
-    Field("", "description", "str", "", "one line shown by `doit info`", reaches=()),
+    Field("", "description", "str", "", "one line saying what the profile is for (a comment that tools can read)"),
     # -- where the kernel comes from and why we trust it
     Field("source", "urls", "url_list", REQUIRED,
           "the kernel tarball: https://, http://, file:// urls or plain paths, tried in order (mirrors)",
@@ -524,3 +524,18 @@ def _check_trust(src: dict[str, Any], where: str) -> None:
         raise die(f"{where}: [source] has no anchor of trust",
                   "set sha256 (a pinned hash), signature + signers + keyrings, sha256sums,"
                   " or package (a Debian package)")
+
+
+# ---------------------------------------------------------------- the README's reference
+
+def reference_table() -> str:
+    """The README's table of every setting, made from FIELDS (a test requires the README to match it)."""
+    rows = []
+    for f in FIELDS:
+        default = "required" if f.default is REQUIRED else ("" if f.default is None else repr(f.default))
+        meaning = f.help + (f" ({' / '.join(f.choices)})" if f.choices else "")
+        if f.least is not None:
+            meaning += f"; at least {f.least}"
+        reaches = ", ".join(f.reaches) if f.reaches else "none (how, not what)"
+        rows.append(f"| {f.section or '(top)'} | `{f.key}` | {default} | {reaches} | {meaning} |")
+    return "\n".join(["| section | key | default | reaches the stages | meaning |", "|---|---|---|---|---|", *rows])
