@@ -119,24 +119,6 @@ def _store(path: Path, sha: str, stored: Path, downloaded: bool) -> None:
         raise die(f"{path} changed while it was being verified (now sha256 {copied})", "run `doit verify` again")
 
 
-def _store(path: Path, sha: str, stored: Path, downloaded: bool) -> None:
-    """Move (download) or copy (local file) into the store; a copy is re-hashed as it is written."""
-    if path == stored or stored.is_file():
-        if downloaded and path != stored:
-            download.discard(path)
-        return
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    if downloaded:
-        os.chmod(path, 0o444)
-        os.replace(path, stored)
-        fsync_dir(stored.parent)
-        return
-    copied = atomic_copy(path, stored, 0o444)
-    if copied != sha:
-        download.discard(stored)
-        raise die(f"{path} changed while it was being verified (now sha256 {copied})", "run `doit verify` again")
-
-
 def trusted_still(ctx: Context) -> bool:
     """The stored tarball is still there, and an unpinned source still has the same recorded hash."""
     rec = Verified.peek(ctx.paths.build)

@@ -19,8 +19,14 @@ from tinyuki.util.fs import atomic_write_json, read_json
 
 @dataclasses.dataclass(frozen=True)
 class Record:
+    """A record is one JSON file in the build dir (FILE), written by one stage (STAGE)."""
+
     FILE: ClassVar[str] = ""
     STAGE: ClassVar[str] = ""
+
+    def __init_subclass__(cls, file: str = "", stage: str = "", **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.FILE, cls.STAGE = file, stage
 
     @classmethod
     def where(cls, build: Path) -> Path:
@@ -84,11 +90,9 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class Fetched(Record):
+class Fetched(Record, file="fetched.json", stage="fetch"):
     """The downloaded (not yet trusted) tarball and its signature files."""
 
-    FILE = "fetched.json"
-    STAGE = "fetch"
     path: str
     sha256: str
     url: str
@@ -103,11 +107,9 @@ class Fetched(Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class Verified(Record):
+class Verified(Record, file="source.json", stage="verify"):
     """The trusted tarball in the content-addressed store, and how it was trusted."""
 
-    FILE = "source.json"
-    STAGE = "verify"
     sha256: str
     path: str
     filename: str
@@ -117,21 +119,17 @@ class Verified(Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class Extracted(Record):
+class Extracted(Record, file="extracted.json", stage="extract"):
     """The pristine tree, shared by every build of this tarball."""
 
-    FILE = "extracted.json"
-    STAGE = "extract"
     tree: str
     source_sha256: str
 
 
 @dataclasses.dataclass(frozen=True)
-class Tree(Record):
+class Tree(Record, file="tree.json", stage="patch"):
     """The tree to build: pristine, or patched by the profile's series."""
 
-    FILE = "tree.json"
-    STAGE = "patch"
     tree: str
     source_sha256: str
     patches_sha256: str | None
@@ -147,11 +145,9 @@ class Tree(Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class KernelStamp(Record):
+class KernelStamp(Record, file="kernel.json", stage="kernel"):
     """The full build of the tree without an initramfs is done."""
 
-    FILE = "kernel.json"
-    STAGE = "kernel"
     tree: str
     config_sha256: str
     vmlinux_sha256: str
@@ -161,11 +157,9 @@ class KernelStamp(Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class StageKey(Record):
+class StageKey(Record, file="", stage=""):
     """The key a cached stage last ran (or was restored) under; downstream keys read it."""
 
-    FILE = ""
-    STAGE = ""
     task: str
     key: str
     restored: bool
