@@ -9,22 +9,20 @@ commands live in cli/. This file only wires them to doit.
 
 from doit import get_var
 
-from cli import bench, boot, cache, pin, repro, stages, stats, summary
+from cli import bench, boot, cache, flash, keys, pin, repro, stages, stats, summary
 from cli.actions import exit_with
 from cli.checkers import Sha256Checker
 from tasks import PIPELINE
 from tinyuki.cache.compile import VARIABLES
-from tinyuki.config.context import make_context
+from tinyuki.config.context import make_context, prepare_dirs
 from tinyuki.errors import TinyukiError
 
 try:
     CTX = make_context(get_var("profile"), get_var("build_dir"), get_var("cache_dir"), get_var("jobs"),
                        variables={name: get_var(name) for name in VARIABLES})
-    CTX.paths.build.mkdir(parents=True, exist_ok=True)
+    prepare_dirs(CTX)
 except TinyukiError as err:
     exit_with(err)
-except OSError as err:
-    exit_with(TinyukiError(f"cannot create the build dir: {err}", "give a writable directory: doit build_dir=DIR"))
 
 DOIT_CONFIG = {
     "default_tasks": ["summary"],
@@ -47,7 +45,9 @@ def task_commands():
     """Commands that are not stages: booting, checking reproducibility, the caches, benchmarks."""
     yield summary.task(CTX)
     yield boot.task(CTX)
+    yield flash.task(CTX)
     yield pin.task(CTX)
+    yield keys.task(CTX)
     yield repro.task(CTX)
     yield stats.task(CTX)
     yield cache.list_task(CTX)

@@ -5,7 +5,7 @@ command line); every case is booted `runs` times, round-robin, so a slow
 moment of the shared host hits all cases alike instead of one. A boot that
 times out, panics or never shows the marker is a hang: counted and reported
 with the timings, never silently dropped. Booting goes through the same code
-as `doit boot` (tinyuki/vm/qemu.py, cli/boot.py's stream, tinyuki/vm/esp.py's ESP builder).
+as `doit boot` (tinyuki/vm/qemu.py, tinyuki/vm/run.py's stream, tinyuki/vm/esp.py's ESP builder).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from cli import boot as cliboot
 from tasks import PIPELINE
 from tinyuki.config.context import Context
 from tinyuki.vm import boottime, qemu
+from tinyuki.vm import run as vmrun
 from tinyuki.vm.esp import make_esp
 
 DIRECT_TIMEOUT = 20.0
@@ -151,9 +151,10 @@ def boot_once(ctx: Context, case: Case, config: str, tsc: int | None, work: Path
     tally.command = cmd
     console = qemu.Console(ctx.profile.init.marker)
     timeout = UKI_TIMEOUT if case.image == "uki" else DIRECT_TIMEOUT
-    with contextlib.redirect_stderr(io.StringIO()):  # stream echoes the command: once per case is enough
-        cut, code, seconds = cliboot.stream(cmd, timeout=timeout, console=console, echo_to=None, log=None)
-    v = qemu.verdict(console, timed_out=cut, returncode=code, timeout=timeout)
+    # unechoed: the command is in the results, once per case
+    ran = vmrun.stream(cmd, timeout=timeout, console=console, quiet=True)
+    seconds = ran.seconds
+    v = qemu.verdict(console, timed_out=ran.cut, returncode=ran.returncode, timeout=timeout)
     if console.marker_at is not None:
         tally.to_program.append(console.marker_at)
     if v.ok:
@@ -175,7 +176,7 @@ def _median_split(splits: Sequence[boottime.Split]) -> dict[str, float | None]:
 
 def run_cases(contexts: Sequence[tuple[Context, str, list[Case]]], runs: int) -> list[dict[str, Any]]:
     """Boot every case `runs` times, round-robin; returns one result dict per case."""
-    tsc = cliboot.host_tsc_khz()
+    tsc = vmrun.host_tsc_khz()
     tallies: list[tuple[Context, str, Tally]] = [(ctx, cfg, Tally(c)) for ctx, cfg, cases in contexts for c in cases]
     with tempfile.TemporaryDirectory(prefix="tinyuki-bench-") as tmp:
         works = []

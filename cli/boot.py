@@ -4,23 +4,18 @@ Success means two things seen from outside the VM: the program's marker line
 on the serial console, and QEMU exiting on its own (the program powered the VM
 off). Anything else (a panic, a timeout, a silent exit) fails with the end of
 the console. Variables: uki=1, disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FILE.
+Running QEMU and probing KVM live in tinyuki/vm/run.py, shared with the boot
+benchmark; this module only reads doit's variables and reports.
 """
 
 from __future__ import annotations
 
-import codecs
-import json
-import os
-import select
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any
 
 from doit import get_var
 
@@ -32,13 +27,10 @@ from tasks.uki import UKI
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.util import fs as fsutil
-from tinyuki.util import runner
 from tinyuki.util.flags import yes_no
 from tinyuki.vm import boottime, qemu
+from tinyuki.vm import run as vmrun
 from tinyuki.vm.esp import make_esp
-
-KVM_PROBE_SECONDS = 4.0
-_kvm_probes: dict[tuple[str, ...], qemu.KvmProbe] = {}
 
 
 def _var_path(name: str) -> Path | None:
@@ -60,135 +52,6 @@ def _want_uki() -> bool:
     return yes_no(get_var("uki"), "uki", hint="use uki=1 to boot the UKI through OVMF")
 
 
-def host_tsc_khz() -> int | None:
-    try:
-        return qemu.tsc_khz(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return None
-
-
-def stream(
-    cmd: list[str],
-    *,
-    timeout: float,
-    console: qemu.Console,
-    echo_to: TextIO | None,
-    log: BinaryIO | None,
-    stop: Callable[[qemu.Console], bool] | None = None,
-) -> tuple[bool, int | None, float]:
-    """Run QEMU, passing its console to `echo_to` and `log` as it arrives and feeding `console`.
-
-    Returns (timed out or stopped, exit status, seconds from start to exit). The
-    VM is killed at the deadline, or as soon as `stop(console)` holds.
-    """
-    runner.echo(cmd)
-    start = time.monotonic()
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    except FileNotFoundError as e:
-        raise die(f"{cmd[0]} is not installed", "install QEMU: apt-get install qemu-system-x86") from e
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    pending = b""
-    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    cut = False
-    try:
-        while True:
-            left = start + timeout - time.monotonic()
-            if left <= 0:
-                cut = True
-                break
-            ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            now = time.monotonic() - start
-            if not chunk:
-                break
-            if log is not None:
-                log.write(chunk)
-                log.flush()
-            if echo_to is not None:
-                echo_to.write(text.decode(chunk))
-                echo_to.flush()
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                console.feed(line.decode(errors="replace"), now)
-            if stop is not None and stop(console):
-                cut = True
-                break
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    if cut:
-        proc.kill()
-    returncode = proc.wait()
-    if pending:
-        console.feed(pending.decode(errors="replace"), time.monotonic() - start)
-    return cut, (None if cut else returncode), time.monotonic() - start
-
-
-def probe_kvm(spec: qemu.BootSpec, marker: str) -> qemu.KvmProbe:
-    """Is KVM usable for this boot? Once per run: /dev/kvm, then a short test boot of the same kernel.
-
-    Only a kernel log line proves the guest runs: on nested hosts QEMU starts
-    fine and the guest hangs silently in the kernel's decompressor.
-    """
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return qemu.KvmProbe(False, "/dev/kvm is missing or not accessible")
-    if spec.kernel is None:
-        return qemu.KvmProbe(False, "no bzImage beside the UKI to test KVM with")
-    test = replace(spec, accel="kvm", cmdline=f"{spec.cmdline} ignore_loglevel", disk=None)
-    cmd = qemu.command(test)
-    key = tuple(cmd)
-    if key not in _kvm_probes:
-        console = qemu.Console(marker)
-        cut, code, seconds = stream(
-            cmd, timeout=KVM_PROBE_SECONDS, console=console, echo_to=None, log=None,
-            stop=lambda c: c.first_kernel_at is not None or c.marker_at is not None,
-        )
-        saw = console.first_kernel_at is not None or console.marker_at is not None
-        _kvm_probes[key] = qemu.kvm_verdict(
-            saw_kernel=saw, timed_out=cut and not saw, returncode=code,
-            output="\n".join(console.lines), seconds=console.first_kernel_at or seconds,
-        )
-    return _kvm_probes[key]
-
-
-def _host_identity(spec: qemu.BootSpec) -> str:
-    """What a KVM verdict depends on: this host's boot, the QEMU binary and the machine type."""
-    try:
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""  # no boot id: never reuse a verdict
-    exe = shutil.which("qemu-system-x86_64") or ""
-    stamp = os.stat(exe).st_mtime_ns if exe else 0
-    return f"{boot_id}:{exe}:{stamp}:{spec.machine}"
-
-
-def remembered_probe(store: Path, spec: qemu.BootSpec, probe: Callable[[], qemu.KvmProbe]) -> qemu.KvmProbe:
-    """Probe KVM once per host boot and remember the verdict in the cache.
-
-    The probe is a test boot that costs up to a few seconds when KVM hangs; the
-    answer only changes when the host reboots or QEMU changes, so every later
-    `doit boot` on this host reuses it (and says so).
-    """
-    ident = _host_identity(spec)
-    if ident:
-        try:
-            saved = json.loads(store.read_text())
-            if saved.get("host") == ident:
-                return qemu.KvmProbe(bool(saved["usable"]), f"{saved['reason']} (remembered for this host boot)")
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass
-    verdict = probe()
-    if ident:
-        fsutil.atomic_write_json(store, {"host": ident, "usable": verdict.usable, "reason": verdict.reason})
-    return verdict
-
-
 def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
     """The accelerator and why: accel= on the command line, the profile, or a KVM probe."""
     requested = get_var("accel") or ctx.profile.boot.accel
@@ -197,8 +60,8 @@ def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
     if requested != "auto":
         source = "accel= on the command line" if get_var("accel") else f"[boot] accel in {ctx.profile.path.name}"
         return requested, f"set by {source}"
-    probe = remembered_probe(ctx.paths.cache / "kvm-probe.json", spec,
-                             lambda: probe_kvm(replace(spec, accel="kvm"), ctx.profile.init.marker))
+    probe = vmrun.remembered_probe(ctx.paths.cache / "kvm-probe.json", spec,
+                                   lambda: vmrun.probe_kvm(replace(spec, accel="kvm"), ctx.profile.init.marker))
     if probe.usable:
         return "kvm", probe.reason
     return "tcg", f"KVM not usable: {probe.reason}"
@@ -215,7 +78,7 @@ def boot(ctx: Context) -> None:
         machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline,
         kernel=kernel if kernel.is_file() or not use_uki else None, initrd=initrd, disk=disk,
         virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"),
-        tsc_khz=host_tsc_khz(), extra=tuple(b.qemu_args),
+        tsc_khz=vmrun.host_tsc_khz(), extra=tuple(b.qemu_args),
     )
     needed = [UKI.at(ctx), b.ovmf_code, b.ovmf_vars] if use_uki else [kernel]
     for path in needed:
@@ -239,10 +102,10 @@ def boot(ctx: Context) -> None:
         print(f"boot: {what} on {spec.machine} with {accel} ({why})", flush=True)
         console = qemu.Console(ctx.profile.init.marker)
         with fsutil.atomic_open(log_path) as log:
-            cut, code, seconds = stream(qemu.command(spec), timeout=b.timeout, console=console,
-                                        echo_to=sys.stdout, log=log)
-    result = qemu.verdict(console, timed_out=cut, returncode=code, timeout=b.timeout)
-    times = qemu.summarize_times(console.marker_at, None if cut else seconds)
+            ran = vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, echo_to=sys.stdout, log=log)
+    seconds = ran.seconds
+    result = qemu.verdict(console, timed_out=ran.cut, returncode=ran.returncode, timeout=b.timeout)
+    times = qemu.summarize_times(console.marker_at, None if ran.cut else seconds)
     if not result.ok:
         tail = "\n    ".join(console.tail())
         raise die(f"boot failed: {result.reason}" + (f" ({times})" if times else "")

@@ -26,6 +26,8 @@ def pin(ctx: Context, accept: bool) -> None:
     got = Fetched.load(ctx.paths.build)
     sha = got.sha256
     name = download.basename(got.url)
+    size = Path(got.path).stat().st_size if Path(got.path).is_file() else None
+    size_line = f"\nsize = {size}" if size is not None else ""  # a pinned size also caps the download
     print(f"{name}: sha256 {sha} (from {got.url})")
     if src.sha256:
         if src.sha256 == sha:
@@ -33,7 +35,7 @@ def pin(ctx: Context, accept: bool) -> None:
             return
         print(f"pin: {ctx.profile.path} pins {src.sha256}\n"
               f"pin: to trust the fetched file instead, put this line under [source] in that file:\n"
-              f'sha256 = "{sha}"')
+              f'sha256 = "{sha}"{size_line}')
         if accept:
             raise die("this profile pins its hash in the profile itself; accept=1 does not edit profiles",
                       f"edit {ctx.profile.path} as shown above (and review why the hash changed)")
@@ -48,7 +50,7 @@ def pin(ctx: Context, accept: bool) -> None:
           + (f" ({lock.get('package_version') or ''}, {lock.get('recorded')})" if lock else "")
           + f"\npin: now      {sha}\n"
           f"pin: or pin it in the profile, under [source]:\n"
-          f'sha256 = "{sha}"')
+          f'sha256 = "{sha}"{size_line}')
     if not accept:
         print(f"pin: nothing recorded; to accept the new hash run `doit profile={ctx.profile.path} pin accept=1`")
         return

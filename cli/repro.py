@@ -19,7 +19,6 @@ import pwd
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,16 +30,17 @@ from cli.actions import action
 from tasks import PIPELINE
 from tinyuki import reprocheck
 from tinyuki.config.context import Context
-from tinyuki.errors import die
+from tinyuki.errors import TinyukiError, die
 from tinyuki.reprocheck import Manifest, Row, Surroundings
+from tinyuki.util import runner
 from tinyuki.util.fs import remove_tree
-from tinyuki.util.runner import echo
 
 # (artifact, stage) in pipeline order: the first difference is the stage worth reading.
 ARTIFACT_ORDER = tuple((name, stage.name) for name, stage, _out in PIPELINE.artifacts())
 MIN_GAP = 3.0  # seconds between the end of build A and the start of build B: another wall-clock second
 REPORT_LINES = 25
 DIFFOSCOPE_TIMEOUT = 900
+PROBE_TIMEOUT = 20  # seconds for `locale -a` and the unshare test
 
 
 def _current_user() -> str:
@@ -51,11 +51,12 @@ def _current_user() -> str:
 
 
 def _locales() -> list[str]:
+    """The locales this host has (build B runs under another one than A); none when `locale` is missing."""
     try:
-        proc = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
+        proc = runner.run(["locale", "-a"], quiet=True, ok_codes=None, merge_stderr=False, timeout=PROBE_TIMEOUT)
+    except TinyukiError:
         return []
-    return proc.stdout.split()
+    return proc.stdout.decode(errors="replace").split()
 
 
 def uts_namespace_works() -> bool:
@@ -63,11 +64,11 @@ def uts_namespace_works() -> bool:
     if not shutil.which("unshare"):
         return False
     try:
-        proc = subprocess.run(["unshare", "--uts", "sh", "-c", "hostname tinyuki-probe && hostname"],
-                              capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        proc = runner.run(["unshare", "--uts", "sh", "-c", "hostname tinyuki-probe && hostname"], quiet=True,
+                          ok_codes=None, merge_stderr=False, timeout=PROBE_TIMEOUT)
+    except (OSError, TinyukiError):
         return False
-    return proc.returncode == 0 and proc.stdout.strip() == "tinyuki-probe"
+    return proc.returncode == 0 and proc.stdout.decode(errors="replace").strip() == "tinyuki-probe"
 
 
 def build_command(ctx: Context, s: Surroundings, *, uts: bool) -> list[str]:
@@ -98,29 +99,21 @@ def build_command(ctx: Context, s: Surroundings, *, uts: bool) -> list[str]:
 
 
 def run_build(ctx: Context, s: Surroundings, log: Path, *, uts: bool) -> None:
-    """Run one build, its output shown as it comes and kept in `log`."""
+    """Run one build, its output shown line by line as it comes and kept in `log`."""
     print(f"repro: build {s.label} in {s.build_dir}\n"
           f"       cwd {s.cwd}, umask {s.umask:03o}, TZ={s.tz}, LC_ALL={s.locale}, jobs={s.jobs}, "
           f"user {s.user}, host {s.host}" + (" (own UTS namespace)" if uts else " (HOSTNAME only)"), flush=True)
     cmd = build_command(ctx, s, uts=uts)
-    echo(cmd, s.cwd)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8", errors="replace") as out:
-        proc = subprocess.Popen(cmd, cwd=s.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", bufsize=1)
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                out.write(line)
-                sys.stdout.write(line)
-            code = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    sys.stdout.flush()
-    if code != 0:
-        raise die(f"repro: build {s.label} failed (exit {code}) in {s.build_dir}; its output is in {log}",
+    log.unlink(missing_ok=True)  # the runner appends: this log is of this build only
+
+    def show(line: str, _at: float) -> None:
+        # text, not bytes: under doit, sys.stdout is doit's writer, which has no binary side
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    result = runner.stream(cmd, cwd=s.cwd, log=log, on_line=show, what=f"repro build {s.label}")
+    if result.returncode != 0:
+        raise die(f"repro: build {s.label} failed (exit {result.returncode}) in {s.build_dir}; its output is in {log}",
                   "the error is shown above; a plain `doit` must succeed before `doit repro` can compare builds")
 
 
@@ -137,22 +130,22 @@ def diffoscope_report(a: Path, b: Path, report: Path) -> None:
         return
     # Written beside the report and renamed when complete, so a report on disk is always a whole one.
     tmp = report.with_name(f".{report.name}.tmp")
-    cmd = [tool, "--text", str(tmp), "--no-progress", str(a), str(b)]
-    echo(cmd)
-    # diffoscope exits 1 when it found differences (the expected outcome here) and 2 on an error,
-    # so it is run here rather than through runner.run, which takes any non-zero exit as a failure.
+    by_hand = f"diffoscope {shlex.quote(str(a))} {shlex.quote(str(b))}"
+    # diffoscope exits 1 when it found differences (the expected outcome here) and 2 on an error.
+    # Its failure is reported, not raised: the verdict (not reproducible) stands without the explanation.
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=DIFFOSCOPE_TIMEOUT,
-                              check=False)
-    except subprocess.TimeoutExpired:
+        runner.run([tool, "--text", str(tmp), "--no-progress", str(a), str(b)], what="diffoscope",
+                   timeout=DIFFOSCOPE_TIMEOUT, ok_codes=(0, 1))
+    except runner.TimedOut:
         tmp.unlink(missing_ok=True)
-        print(f"repro: diffoscope gave no answer within {DIFFOSCOPE_TIMEOUT}s; run it by hand: "
-              f"diffoscope {shlex.quote(str(a))} {shlex.quote(str(b))}")
+        print(f"repro: diffoscope gave no answer within {DIFFOSCOPE_TIMEOUT}s; run it by hand: {by_hand}")
         return
-    if proc.returncode not in (0, 1) or not tmp.is_file():
+    except TinyukiError as e:
         tmp.unlink(missing_ok=True)
-        tail = "\n       ".join((proc.stderr or proc.stdout).strip().splitlines()[-10:])
-        print(f"repro: diffoscope failed (exit {proc.returncode}):\n       {tail}")
+        print(f"repro: {e.message}\n       run it by hand: {by_hand}")
+        return
+    if not tmp.is_file():
+        print(f"repro: diffoscope wrote no report; run it by hand: {by_hand}")
         return
     os.replace(tmp, report)
     lines = report.read_text(encoding="utf-8", errors="replace").splitlines()

@@ -21,9 +21,15 @@ from tinyuki.stage import Check, Pipeline, Stage
 
 
 def file_dep(ctx: Context, stage: Stage, pipeline: Pipeline) -> list[str]:
-    """The stage's input files and the output files of the stages it needs (never their trees)."""
+    """The stage's input files and the output files of the stages it needs (never their trees).
+
+    A stage that is off for this profile depends on nothing, and nothing depends
+    on the files a stage that is off would write.
+    """
+    if not stage.active(ctx):
+        return []
     deps = [str(p) for p in stage.input_files(ctx)]
-    deps += [str(o.at(ctx)) for name in stage.needs for o in pipeline[name].files]
+    deps += [str(o.at(ctx)) for name in stage.needs if pipeline[name].active(ctx) for o in pipeline[name].files]
     return sorted(set(deps))
 
 
@@ -35,9 +41,27 @@ def _check(check: Check, ctx: Context) -> Callable[[], bool]:
     return fresh
 
 
+def off(ctx: Context, stage: Stage) -> None:
+    """A stage this profile does not ask for: say so, and remove what it wrote for an earlier profile.
+
+    Left in place, an old output (a UKI signed before [sign] was removed) would
+    look current to a user and to `doit boot`, though nothing keeps it so.
+    """
+    for o in stage.files:
+        path = o.at(ctx)
+        if path.is_file():
+            path.unlink()
+            print(f"{stage.name}: removed {path}, left from a build that had it on")
+    print(f"{stage.name}: off for profile {ctx.profile.name} ({stage.doc})")
+
+
 def task_dict(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
-    """One stage as a doit task."""
-    if stage.cache:
+    """One stage as a doit task; a stage that is off for this profile only says so (no targets)."""
+    active = stage.active(ctx)
+    if not active:
+        def run() -> None:
+            off(ctx, stage)
+    elif stage.cache:
         def run() -> None:
             restore_or_build(ctx, stage, pipeline)
     else:
@@ -49,9 +73,10 @@ def task_dict(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
         "doc": stage.doc,
         "actions": [action(run)],
         "file_dep": file_dep(ctx, stage, pipeline),
-        "targets": [str(o.at(ctx)) for o in stage.files],
+        "targets": [str(o.at(ctx)) for o in stage.files] if active else [],
         # one config_changed per task: doit keeps a single saved value for it
-        "uptodate": [config_changed(keys.staleness(ctx, stage)), *(_check(c, ctx) for c in stage.checks)],
+        "uptodate": [config_changed(keys.staleness(ctx, stage)),
+                     *(_check(c, ctx) for c in stage.checks if active)],
         "clean": True,
         "verbosity": 2,
     }

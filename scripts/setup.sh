@@ -15,6 +15,8 @@ APT_PACKAGES=(
   gnupg dpkg
   # UKI and boot
   systemd-boot-efi ovmf qemu-system-x86 mtools dosfstools
+  # Secure Boot: signing, checking signatures, test keys, expected PCR 11 (systemd-measure is in systemd)
+  sbsigntool osslsigncode openssl faketime systemd
   # python
   python3 python3-venv
   # reproducibility reports, shared compile cache, distributed compiles

@@ -8,7 +8,7 @@ and add one line here.
 
 from __future__ import annotations
 
-from tasks import configure, embed, extract, fetch, init, initramfs, kernel, manifest, patch, uki, verify
+from tasks import configure, disk, embed, extract, fetch, init, initramfs, kernel, manifest, patch, sign, uki, verify
 from tinyuki.stage import Pipeline
 
 STAGES = (
@@ -22,6 +22,8 @@ STAGES = (
     initramfs.STAGE,
     embed.STAGE,
     uki.STAGE,
+    sign.STAGE,
+    disk.STAGE,
 )
 
 PIPELINE = Pipeline((*STAGES, manifest.declare(Pipeline(STAGES))))

@@ -18,6 +18,10 @@ from tinyuki.source import download, trust
 from tinyuki.stage import Output, Predicate, Stage
 
 BACKOFF = 1.0
+MIB = 1 << 20
+# The files beside the tarball are small; a mirror sending more is broken or hostile.
+SIGNATURE_MAX = 1 * MIB
+SHA256SUMS_MAX = 16 * MIB
 
 
 def known_sha256(ctx: Context) -> str | None:
@@ -35,22 +39,26 @@ def local_files(ctx: Context) -> list[Path]:
 
 def fetch(ctx: Context) -> None:
     src = ctx.profile.source
-    kw: dict[str, Any] = {"retries": src.retries, "timeout": src.timeout, "backoff": BACKOFF}
+    kw: dict[str, Any] = {"retries": src.retries, "timeout": src.timeout, "backoff": BACKOFF,
+                          "deadline": src.deadline}
+    cap = src.max_size * MIB
     sha = known_sha256(ctx)
     all_remote = not any(download.is_local(u) for u in src.urls)
     if sha and all_remote and ctx.paths.stored(sha).is_file():
         print(f"fetch: {src.filename} ({sha[:16]}...) is already in the verified store; not downloading")
         got = {"path": str(ctx.paths.stored(sha)), "sha256": sha, "url": src.urls[0]}
     else:
-        d = download.fetch(src.urls, ctx.paths.incoming, what=f"kernel tarball {src.filename}", **kw)
+        d = download.fetch(src.urls, ctx.paths.incoming, what=f"kernel tarball {src.filename}", max_size=cap,
+                           expect_size=src.size, **kw)
         print(f"fetch: {d.url} -> {d.path} ({d.size} bytes, sha256 {d.sha256})")
         got = {"path": str(d.path), "sha256": d.sha256, "url": d.url}
     extra: dict[str, str | None] = {}
-    for key, url in (("signature", src.signature), ("sha256sums", src.sha256sums)):
+    for key, url, most in (("signature", src.signature, SIGNATURE_MAX), ("sha256sums", src.sha256sums, SHA256SUMS_MAX)):
         if url is None:
             extra[key] = None
             continue
-        extra[key] = str(download.fetch([url], ctx.paths.incoming, what=f"{key} file", **kw).path)
+        extra[key] = str(download.fetch([url], ctx.paths.incoming, what=f"{key} file", max_size=min(cap, most),
+                                        **kw).path)
     Fetched(**got, **extra).save(ctx.paths.build)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pefile
 
+from tinyuki import secureboot
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import pe
@@ -39,8 +40,9 @@ TOOLS = {
 
 
 def artifacts(ctx: Context, pipeline: Pipeline) -> dict[str, Path]:
-    """The files a build hands out, by the name the manifest and the summary use: every stage's named outputs."""
-    return {name: out.at(ctx) for name, _stage, out in pipeline.artifacts()}
+    """The files a build hands out, by the name the manifest and the summary use: the named outputs of every
+    stage that is on for this profile (no signed UKI without [sign])."""
+    return {name: out.at(ctx) for name, _stage, out in pipeline.artifacts_of(ctx)}
 
 
 def file_entry(path: Path, base: Path) -> dict[str, Any]:
@@ -76,8 +78,14 @@ def build_manifest(
     tools: Mapping[str, str],
     stub: Path,
     source_date_epoch: int,
+    measured_boot: Mapping[str, Any] | None = None,
+    signing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest as plain data; every file is named relative to the build dir or the project."""
+    """The manifest as plain data; every file is named relative to the build dir or the project.
+
+    `measured_boot` is the UKI's expected PCR 11 (tinyuki/secureboot.py's
+    expected_pcr11), `signing` the certificate that signed it (when it is).
+    """
 
     def rel(path: Path) -> str:
         try:
@@ -89,7 +97,13 @@ def build_manifest(
         return [{"path": rel(p), "sha256": fsutil.sha256_file(p)} for p in paths]
 
     stub_bytes = stub.read_bytes()
+    extra: dict[str, Any] = {}
+    if measured_boot is not None:
+        extra["measured_boot"] = dict(measured_boot)
+    if signing is not None:
+        extra["signing"] = dict(signing)
     return {
+        **extra,
         "format": 1,
         "source_date_epoch": source_date_epoch,
         "artifacts": {name: file_entry(path, build_dir) for name, path in artifacts.items()},
@@ -126,6 +140,15 @@ def patch_inputs(ctx: Context) -> list[dict[str, Any]]:
     return [{"path": name, "sha256": hashes.get(name)} for name in applied]
 
 
+def signing_entry(ctx: Context, signed: Path | None) -> dict[str, Any] | None:
+    """Who signed the signed UKI and how: the certificate a verifier must trust, the tool, the signing time."""
+    sign = ctx.profile.sign
+    if signed is None or sign.cert is None:
+        return None
+    return {"certificate": secureboot.cert_identity(sign.cert), "tool": runner.tool_version(["sbsign", "--version"]),
+            "key": "pkcs11" if sign.pkcs11 else "file", "signing_time": ctx.profile.kernel.source_date_epoch}
+
+
 def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
     files = artifacts(ctx, pipeline)
     missing = [str(p) for p in files.values() if not p.is_file()]
@@ -144,6 +167,8 @@ def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
         tools={name: runner.tool_version(cmd) for name, cmd in TOOLS.items()},
         stub=ctx.profile.uki.stub,
         source_date_epoch=ctx.profile.kernel.source_date_epoch,
+        measured_boot=secureboot.expected_pcr11(files["uki"].read_bytes()) if "uki" in files else None,
+        signing=signing_entry(ctx, files.get("uki-signed")),
     )
     fsutil.atomic_write(MANIFEST.at(ctx), render(manifest))
     return manifest

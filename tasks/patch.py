@@ -43,11 +43,48 @@ def break_links(tree: Path, rel_paths: set[str]) -> None:
         os.replace(tmp, f)
 
 
+def _escapes(name: str, patch_file: Path, header: str, why: str, series: quilt.Series) -> TinyukiError:
+    return die(f"patch {name} ({patch_file}): the path {header!r} escapes the tree ({why})",
+               f"a patch may only change files inside the kernel tree; fix the patch or remove it from {series.file}")
+
+
+def check_names(series: quilt.Series) -> None:
+    """Refuse a series in which any header names a path outside the tree, before anything is copied."""
+    for name, patch_file in zip(series.names, series.patches, strict=True):
+        for header, p1 in quilt.header_names(patch_file.read_bytes()):
+            why = quilt.escaping_path(header, p1)
+            if why:
+                raise _escapes(name, patch_file, header, why, series)
+
+
+def check_links(tree: Path, name: str, patch_file: Path, data: bytes, series: quilt.Series) -> None:
+    """Refuse a path that leaves `tree` through a symlink (one an earlier patch of the series may have made).
+
+    Every component is looked at with lstat: a symlink among them must
+    resolve inside the tree, or break_links would copy and replace the file it
+    leads to, outside, before patch itself refused the patch.
+    """
+    root = os.path.realpath(tree)
+    for header, p1 in quilt.header_names(data):
+        rel = (quilt.strip1(header) if p1 else header) or header
+        here = tree
+        for part in rel.split("/"):
+            here = here / part
+            if not here.is_symlink():
+                continue
+            target = os.path.realpath(here)
+            if os.path.commonpath([root, target]) != root:
+                raise _escapes(name, patch_file, header,
+                               f"through the symlink {here.relative_to(tree)} -> {os.readlink(here)}", series)
+
+
 def apply_series(pristine: Path, dest: Path, series: quilt.Series, log: Path) -> None:
     """Build `dest` as pristine + every patch of the series, or raise naming the patch that failed."""
+    check_names(series)
     run(["cp", "-al", str(pristine), str(dest)], what="hard-linking the pristine tree")
     for name, patch_file in zip(series.names, series.patches, strict=True):
         data = patch_file.read_bytes()
+        check_links(dest, name, patch_file, data, series)
         break_links(dest, quilt.touched_files(data))
         log.unlink(missing_ok=True)
         try:

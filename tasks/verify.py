@@ -10,6 +10,7 @@ download is deleted so the next fetch starts afresh.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -102,21 +103,42 @@ def verify(ctx: Context) -> None:
 
 
 def _store(path: Path, sha: str, stored: Path, downloaded: bool) -> None:
-    """Move (download) or copy (local file) into the store; a copy is re-hashed as it is written."""
-    if path == stored or stored.is_file():
-        if downloaded and path != stored:
-            download.discard(path)
-        return
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    if downloaded:
-        os.chmod(path, 0o444)
-        os.replace(path, stored)
-        fsync_dir(stored.parent)
-        return
-    copied = atomic_copy(path, stored, 0o444)
+    """Move (download) or copy (local file) into the store; a copy is re-hashed as it is written.
+
+    A copy already in the store is re-hashed too, unless it is the very file
+    just verified: the store's names are only as good as their bytes, and
+    whoever can write the cache could have put anything under that name.
+    """
+    try:
+        if path == stored:
+            return
+        if stored.is_file():
+            if sha256_file(stored) == sha:
+                if downloaded:
+                    download.discard(path)
+                return
+            print(f"verify: {stored} does not hold the bytes its name promises; replacing it with the verified file")
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        if downloaded:
+            os.chmod(path, 0o444)
+            os.replace(path, stored)
+            fsync_dir(stored.parent)
+            return
+        copied = atomic_copy(path, stored, 0o444)
+    except OSError as e:
+        raise _store_failure(e, stored) from e
     if copied != sha:
         download.discard(stored)
         raise die(f"{path} changed while it was being verified (now sha256 {copied})", "run `doit verify` again")
+
+
+def _store_failure(e: OSError, stored: Path) -> TinyukiError:
+    """Storing the verified tarball failed on this machine: say so, not as a traceback."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return die(f"no space left on the device while storing the verified tarball as {stored}",
+                   f"free some space under {stored.parent.parent} (or use another cache_dir=), then run `doit verify`")
+    return die(f"cannot store the verified tarball as {stored}: {e.strerror or e}",
+               "the cache dir must be writable: fix its permissions or give another one (doit cache_dir=DIR)")
 
 
 def trusted_still(ctx: Context) -> bool:

@@ -130,6 +130,15 @@ class Stage:
     checks: tuple[Check, ...] = ()
     # What downstream keys record of a stage without an artifact key (default: its outputs' hashes).
     identity: Callable[[Context], str] | None = None
+    # Whether the profile asks for this stage (None: always). A stage that is off writes nothing and
+    # needs nothing: its doit task has no targets and no file_dep and only says so, the manifest does
+    # not list its outputs, and stages that need it do not depend on its files. Signing is off for a
+    # profile without [sign], so such a profile never needs a key.
+    when: Callable[[Context], bool] | None = None
+
+    def active(self, ctx: Context) -> bool:
+        """Whether this stage runs (and its outputs exist) for ctx's profile."""
+        return self.when is None or bool(self.when(ctx))
 
     def settings(self, ctx: Context) -> dict[str, Any]:
         """The profile settings that reach this stage, and the stage's derived values."""
@@ -191,6 +200,10 @@ class Pipeline:
     def artifacts(self) -> tuple[tuple[str, Stage, Output], ...]:
         """(manifest name, stage, output) of every artifact, in pipeline order."""
         return tuple((o.manifest, s, o) for s in self.stages for o in s.outputs if o.manifest)
+
+    def artifacts_of(self, ctx: Context) -> tuple[tuple[str, Stage, Output], ...]:
+        """The artifacts this profile's build hands out: those of the stages that are on for it."""
+        return tuple(a for a in self.artifacts() if a[1].active(ctx))
 
     def path(self, ctx: Context, name: str) -> Path:
         """Where an output lands in this build, by its manifest name or its path (uki, kernel.config, tree.json)."""

@@ -11,14 +11,13 @@ import functools
 import http.server
 import lzma
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.doit import dodo_ok, output, run_dodo, variables
 from tinyuki.util.fs import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,10 +88,8 @@ def build(mirror: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def doit(paths: dict[str, Path], args: list[str], check: bool = True, timeout: int = 1800) -> str:
-    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args,
-           f"profile={paths['profile']}", f"build_dir={paths['build']}", f"cache_dir={paths['cache']}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
+    """dodo.py on the build `paths` names (profile, build dir, cache dir); with `check`, it must succeed."""
+    words = (*args, *variables(profile=paths["profile"], build_dir=paths["build"], cache_dir=paths["cache"]))
     if check:
-        assert proc.returncode == 0, out[-6000:]
-    return out
+        return dodo_ok(*words, tail=6000, timeout=timeout)
+    return output(run_dodo(*words, timeout=timeout))

@@ -9,19 +9,17 @@ linked over, without the compile cache: a compile would show.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import ROOT, TARBALL
+from tests.helpers.doit import dodo_ok, environ, variables
 from tinyuki.util.fs import read_json, sha256_file
 
-ROOT = Path(__file__).resolve().parents[2]
-TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 CACHED = ["configure", "kernel", "init", "initramfs", "embed", "uki"]
 
 pytestmark = pytest.mark.skipif(not TARBALL.exists(), reason=f"{TARBALL} missing: scripts/setup.sh installs it")
@@ -29,13 +27,9 @@ pytestmark = pytest.mark.skipif(not TARBALL.exists(), reason=f"{TARBALL} missing
 
 def doit(root: Path, profile: Path, args: list[str]) -> str:
     """`doit` of the clone, with its default build dir and cache (both inside the clone)."""
-    cmd = [sys.executable, "-m", "doit", "-f", str(root / "dodo.py"), *args, f"profile={profile}"]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TINYUKI_PROFILE", "TINYUKI_CACHE_DIR", "TINYUKI_ARTIFACT_CACHE", "PYTHONPATH")}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=3600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
-    return out
+    env = environ("TINYUKI_PROFILE", "TINYUKI_CACHE_DIR", "TINYUKI_ARTIFACT_CACHE", "PYTHONPATH")
+    return dodo_ok(*args, *variables(profile=profile), dodo=root / "dodo.py", cwd=root, env=env, timeout=3600,
+                   tail=6000)
 
 
 def working_tree_files(root: Path) -> list[str]:

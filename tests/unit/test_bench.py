@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import struct
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bench import boot as bboot
 from bench import report
 from bench import size as bsize
+from bench.__main__ import main
 from bench.build import one_line_change
 from tinyuki.formats import elf
-from tinyuki.vm import boottime
+from tinyuki.util import runner
+from tinyuki.vm import boottime, qemu
 
 CONSOLE = [
     "[    0.000000] Linux version 6.1.192 (tinyuki@tinyuki)",
@@ -107,10 +114,6 @@ def test_compare_any_new_hang_is_a_regression() -> None:
 
 
 def test_compare_cli_exit_status(tmp_path: Path) -> None:
-    import json
-
-    from bench.__main__ import main
-
     old, new = tmp_path / "old.json", tmp_path / "new.json"
     old.write_text(json.dumps(doc(0.8)))
     new.write_text(json.dumps(doc(1.2)))
@@ -162,8 +165,6 @@ def test_markdown_has_a_row_per_case_and_profile() -> None:
 
 def elf_with_notes(notes: bytes) -> bytes:
     """A minimal 64-bit ELF: header, one PT_NOTE program header, the notes."""
-    import struct
-
     phoff, notes_at = 64, 64 + 56
     header = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
     header += struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, phoff, 0, 0, 64, 56, 1, 0, 0, 0)
@@ -172,8 +173,6 @@ def elf_with_notes(notes: bytes) -> bytes:
 
 
 def note(name: bytes, ntype: int, desc: bytes) -> bytes:
-    import struct
-
     def pad(b: bytes) -> bytes:
         return b + bytes(-len(b) % 4)
 
@@ -181,8 +180,57 @@ def note(name: bytes, ntype: int, desc: bytes) -> bytes:
 
 
 def test_pvh_entry_note() -> None:
-
     gnu = note(b"GNU\0", 3, bytes(20))
     assert elf.has_pvh_entry(elf_with_notes(gnu + note(b"Xen\0", 18, b"\x00\x10\x00\x01")))
     assert not elf.has_pvh_entry(elf_with_notes(gnu + note(b"Xen\0", 17, bytes(8))))
     assert not elf.has_pvh_entry(b"MZ" + bytes(100))
+
+
+# ---------------------------------------------------------------- booting, through tinyuki/vm/run.py
+
+def test_boot_benchmark_needs_no_doit() -> None:
+    """The benchmark boots through the library, not through `doit boot`'s module."""
+    code = ("import sys, bench.boot\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('doit', 'cli')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
+MARKER = "tinyuki: init started"
+
+
+def fake_boot(monkeypatch: pytest.MonkeyPatch, lines: list[str], result: runner.Streamed) -> list[dict]:
+    """Replace the VM with `lines` on its console; returns the calls the benchmark made."""
+    calls: list[dict] = []
+
+    def stream(cmd: list[str], **kw: object) -> runner.Streamed:
+        calls.append({"cmd": cmd, **kw})
+        console = kw["console"]
+        assert isinstance(console, qemu.Console)
+        for i, line in enumerate(lines):
+            console.feed(line, 0.1 * (i + 1))
+        return result
+
+    monkeypatch.setattr(bboot.vmrun, "stream", stream)
+    monkeypatch.setattr(bboot, "spec_for", lambda *a: qemu.BootSpec(machine="microvm", memory="128M", accel="tcg",
+                                                                     cmdline="console=ttyS0",
+                                                                     kernel=Path("/b/bzImage")))
+    return calls
+
+
+def test_boot_once_times_a_good_boot_and_counts_a_hang(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ctx = SimpleNamespace(profile=SimpleNamespace(boot=SimpleNamespace(), init=SimpleNamespace(marker=MARKER)))
+    case = bboot.Case("p", "microvm bzImage", "bzImage", "microvm")
+    tally = bboot.Tally(case)
+    good = ["[    0.000000] Linux version 6.1", "[    0.200000] Run /init as init process", MARKER,
+            "[    0.300000] reboot: Power down"]
+    calls = fake_boot(monkeypatch, good, runner.Streamed(returncode=0, timed_out=False, stopped=False, seconds=0.5))
+    bboot.boot_once(ctx, case, "", None, tmp_path, tally)  # type: ignore[arg-type]
+    assert calls[0]["quiet"] is True and calls[0]["timeout"] == bboot.DIRECT_TIMEOUT
+    assert calls[0]["cmd"][0] == "qemu-system-x86_64" and tally.command == calls[0]["cmd"]
+    assert tally.to_program == [pytest.approx(0.3)] and tally.to_exit == [0.5] and tally.hangs == 0
+
+    fake_boot(monkeypatch, good[:2], runner.Streamed(returncode=None, timed_out=True, stopped=False, seconds=20.0))
+    bboot.boot_once(ctx, case, "", None, tmp_path, tally)  # type: ignore[arg-type]
+    assert tally.hangs == 1 and len(tally.to_exit) == 1 and "no sign of the program" in tally.failures[0]

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tasks.init import compile_and_link
 from tinyuki.cache import compile as cc
 from tinyuki.errors import TinyukiError
 from tinyuki.toolchain.kbuild import make_cmd
+from tinyuki.util import flags, runner
 from tinyuki.util.fmt import human_size
 from tinyuki.util.fmt import markdown_table as render_table
 
@@ -32,14 +34,37 @@ def resolve(req: cc.Request, which=which_all) -> cc.CompileSetup:  # type: ignor
 # ---------------------------------------------------------------- what the user asked
 
 @pytest.mark.parametrize(("value", "want"), [("1", "on"), ("yes", "on"), ("0", "off"), ("Off", "off"),
-                                             ("auto", "auto"), ("", "auto")])
+                                             ("auto", "auto"), (" AUTO ", "auto"), ("", "auto")])
 def test_switch_values(value: str, want: str) -> None:
     assert cc.parse_switch(value, "ccache") == want
 
 
+@pytest.mark.parametrize("value", [*flags.YES, *flags.NO])
+def test_switch_takes_every_word_the_other_switches_take(value: str) -> None:
+    """One parser: whatever uki= or accept= accepts, ccache= accepts with the same meaning."""
+    assert cc.parse_switch(value, "ccache") == ("on" if flags.yes_no(value, "uki") else "off")
+
+
 def test_bad_switch_names_the_variable() -> None:
-    with pytest.raises(TinyukiError, match=r"TINYUKI_CCACHE='maybe' is not a switch"):
+    with pytest.raises(TinyukiError, match=r"TINYUKI_CCACHE='maybe' is not a yes/no/auto value") as e:
         cc.request_from({}, {"TINYUKI_CCACHE": "maybe"})
+    assert "TINYUKI_CCACHE=1 to force ccache" in (e.value.hint or "")
+
+
+def test_ccache_queries_have_a_timeout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`ccache --print-stats` goes through the runner with a timeout; a hung or failing one means no counters."""
+    calls: list[dict[str, object]] = []
+
+    def fake_output(cmd: list[str], **kw: object) -> str:
+        calls.append({"cmd": cmd, **kw})
+        raise runner.TimedOut("ccache did not finish")
+
+    monkeypatch.setattr(cc, "output", fake_output)
+    setup = cc.CompileSetup(directory=tmp_path, ccache="/usr/bin/ccache")
+    assert cc.read_counters(setup, environ={}) is None
+    assert calls[0]["cmd"] == ["/usr/bin/ccache", "--print-stats"]
+    assert calls[0]["timeout"] == cc.CCACHE_QUERY_TIMEOUT
+    assert cc.read_counters(cc.CompileSetup(directory=tmp_path), environ={}) is None and len(calls) == 1
 
 
 def test_doit_variables_win_over_the_environment() -> None:
@@ -182,8 +207,6 @@ def test_stats_table_is_aligned_markdown() -> None:
 
 
 def test_init_compile_is_split_so_ccache_can_cache_it() -> None:
-    from tasks.init import compile_and_link
-
     cmd = ["gcc", "-static", "-Os", "-Wl,--gc-sections", "-DM=\"x\"", "-o", "/b/init", "init/a.c", "init/b.c", "-lgcc"]
     compiles, link = compile_and_link(cmd, ["init/a.c", "init/b.c"], Path("/tmp/o"), ["ccache"])
     assert compiles == [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from tests.helpers import tarballs
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import safetar
+from tinyuki.util.fs import publish_dir
 
 TOP = "linux-9.9"
 
@@ -84,6 +87,27 @@ def test_truncated_archive_is_an_error(tmp_path):
     assert "damaged" in (e.value.hint or "") and "t.tar.xz" in e.value.message
 
 
+needs_xz = pytest.mark.skipif(shutil.which("xz") is None, reason="xz is not installed")
+
+
+@needs_xz
+def test_external_xz_is_echoed_and_its_error_is_the_one_shown(tmp_path, capsys):
+    """A corrupt stream reads as a truncated tar; xz's own message says what is wrong."""
+    data = tarballs.tar_bytes()
+    with pytest.raises(TinyukiError) as e:
+        extract(tmp_path, data[: len(data) // 2])
+    assert e.value.message.startswith("xz failed (exit 1): xz -dc ")
+    assert "xz:" in e.value.message  # xz's stderr
+    assert capsys.readouterr().err.startswith("+ xz -dc ")
+
+
+def test_without_the_external_tool_python_decompresses(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(safetar.shutil, "which", lambda name: None)
+    dest = extract(tmp_path, tarballs.tar_bytes())
+    assert (dest / "Makefile").read_bytes() == tarballs.FILES["Makefile"]
+    assert "+ " not in capsys.readouterr().err  # nothing was run
+
+
 def test_check_member_accepts_internal_links():
     ti = tarfile.TarInfo(f"{TOP}/arch/x86/boot/dts")
     ti.type, ti.linkname = tarfile.SYMTYPE, "../../../scripts/dtc"
@@ -92,8 +116,6 @@ def test_check_member_accepts_internal_links():
 
 def _raw_tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
     """(kind, name, link-or-content) entries, written in this order, under linux-9.9/."""
-    import io
-
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
         top = tarfile.TarInfo("linux-9.9")
         top.type = tarfile.DIRTYPE
@@ -154,8 +176,6 @@ def test_internal_symlinks_still_work(tmp_path):
 
 
 def test_publish_dir_never_replaces_a_tree_in_use(tmp_path):
-    from tinyuki.util.fs import publish_dir
-
     final = tmp_path / "trees" / "src-abc"
     first, second = tmp_path / "t1", tmp_path / "t2"
     for d, text in ((first, "one"), (second, "two")):

@@ -13,6 +13,7 @@ import pytest
 
 from tasks import init
 from tests.helpers import stages
+from tests.helpers.doit import run_stages
 from tests.helpers.stages import out, write_tree_record
 from tinyuki.config.context import Context, make_context
 from tinyuki.errors import TinyukiError
@@ -224,18 +225,7 @@ def test_task_wiring(tmp_path: Path) -> None:
 
 def run_doit(ctx: Context, *tasks: str) -> None:
     """Run the real init and initramfs tasks through doit, with the project's sha256 checker."""
-    from doit.cmd_base import ModuleTaskLoader
-    from doit.doit_cmd import DoitMain
-
-    from cli.checkers import Sha256Checker
-
-    namespace = {
-        "DOIT_CONFIG": {"check_file_uptodate": Sha256Checker, "dep_file": str(ctx.paths.db),
-                        "backend": "sqlite3", "verbosity": 0},
-        "task_init": lambda: stages.task(ctx, "init"),
-        "task_initramfs": lambda: stages.task(ctx, "initramfs"),
-    }
-    assert DoitMain(ModuleTaskLoader(namespace)).run(list(tasks)) == 0
+    assert run_stages(ctx, ("init", "initramfs"), tasks, verbosity=0)[0] == 0
 
 
 def test_staleness_by_content(tmp_path: Path, tree: Path) -> None:

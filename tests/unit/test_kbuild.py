@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import json
 import lzma
+import os
+import shlex
+import sys
 from pathlib import Path
 
+import pytest
+
 from tinyuki.config.profile import Kernel
+from tinyuki.errors import TinyukiError
 from tinyuki.toolchain import kbuild
 
 
@@ -113,6 +121,9 @@ def test_embedded_payload_undoes_compression() -> None:
     assert kbuild.embedded_payload(cpio) == cpio
     assert kbuild.embedded_payload(gzip.compress(cpio)) == cpio
     assert kbuild.embedded_payload(lzma.compress(cpio, format=lzma.FORMAT_XZ)) == cpio
+    assert kbuild.embedded_payload(lzma.compress(cpio, format=lzma.FORMAT_ALONE)) == cpio
+    assert kbuild.embedded_payload(bz2.compress(cpio)) == cpio
+    assert kbuild.embedded_payload(b"BZhnot bzip2") is None
     assert kbuild.embedded_payload(b"\x04\x22\x4d\x18lz4") is None  # lz4: not readable here
     assert kbuild.embedded_payload(b"\x1f\x8bnot gzip") is None
 
@@ -128,3 +139,73 @@ def test_remove_initramfs_outputs(tmp_path: Path) -> None:
     assert sorted(p.name for p in removed) == sorted(names[:4])
     assert sorted(p.name for p in usr.iterdir()) == [".initramfs_data.cpio.cmd", "gen_init_cpio"]
     assert kbuild.remove_initramfs_outputs(tmp_path / "nothing") == []
+
+
+# ---------------------------------------------------------------- stream_make, with a stand-in for make
+
+def fake_make(body: str) -> list[str]:
+    return [sys.executable, "-c", "import json, os, sys\n" + body]
+
+
+def quiet_reporter(out: io.StringIO):  # type: ignore[no-untyped-def]
+    return lambda progress: kbuild.Reporter(progress, out, every=0.0, tty=False)
+
+
+def test_stream_make_logs_everything_and_counts_steps(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "kernel.log"
+    out = io.StringIO()
+    cmd = fake_make("print('  CC      init/main.o')\nprint('make[1]: Leaving directory')\n"
+                    "print('  LD      vmlinux')\nprint('  CC      kernel/fork.o', end='')")
+    progress = kbuild.stream_make(cmd, env={**os.environ}, log=log, what="kernel build", hint="h",
+                                  reporter_factory=quiet_reporter(out))
+    assert (progress.steps, progress.compiled, progress.current) == (3, 2, "CC kernel/fork.o")
+    assert log.read_text() == (f"$ {shlex.join(cmd)}\n  CC      init/main.o\nmake[1]: Leaving directory\n"
+                               "  LD      vmlinux\n  CC      kernel/fork.o")
+    shown = out.getvalue().splitlines()
+    assert len(shown) == 4 and shown[-1].startswith("kernel build: 3 steps (2 compiled), 0s, CC kernel/fork.o")
+
+
+def test_stream_make_passes_command_and_environment_unchanged(tmp_path: Path) -> None:
+    """The make command line and its environment decide the kernel's bytes: nothing may be added or dropped."""
+    seen = tmp_path / "seen.json"
+    env = kbuild.make_env(_kernel(), tmp_path / "tree", tmp_path / "kb", {"PATH": os.environ.get("PATH", "/bin")})
+    cmd = [*fake_make(f"json.dump({{'argv': sys.argv, 'env': dict(os.environ)}}, open({str(seen)!r}, 'w'))"),
+           "O=/x y", "CC=ccache gcc", "bzImage"]
+    kbuild.stream_make(cmd, env=env, log=tmp_path / "k.log", what="kernel build", hint="h",
+                       reporter_factory=quiet_reporter(io.StringIO()))
+    got = json.loads(seen.read_text())
+    assert got["argv"][1:] == cmd[3:]
+    assert got["env"] == env
+
+
+def test_stream_make_failure_shows_the_compiler_error_and_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "kernel.log"
+    cmd = fake_make(f"sys.stdout.write({GCC_LOG!r})\nsys.stdout.flush()\n"
+                    "print('make: *** [Makefile:1] Error 2', file=sys.stderr)\nsys.exit(2)")
+    with pytest.raises(TinyukiError) as e:
+        kbuild.stream_make(cmd, env={**os.environ}, log=log, what="kernel build", hint="fix it",
+                           reporter_factory=quiet_reporter(io.StringIO()))
+    head = f"kernel build failed (make exit 2): {shlex.join(cmd)}\n"
+    assert e.value.message.startswith(head)
+    body = e.value.message[len(head):]
+    assert "error: 'oops' undeclared" in body and "In function 'start_kernel'" in body
+    assert "make: *** [Makefile:1] Error 2" in body  # stderr is in the excerpt too
+    assert "CC      mm/slab.o" not in body  # progress lines are not errors
+    assert body.endswith(f"full log: {log}") and e.value.hint == "fix it"
+
+
+def test_stream_make_without_errors_in_the_log_shows_its_end(tmp_path: Path) -> None:
+    cmd = fake_make("for i in range(30): print(f'noise {i}')\nsys.exit(1)")
+    with pytest.raises(TinyukiError) as e:
+        kbuild.stream_make(cmd, env={**os.environ}, log=tmp_path / "k.log", what="relink", hint="h",
+                           reporter_factory=quiet_reporter(io.StringIO()))
+    body = e.value.message.split(shlex.join(cmd), 1)[1]
+    assert "noise 29" in body and "noise 15" in body and "noise 14" not in body
+
+
+def test_stream_make_without_make_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(TinyukiError) as e:
+        kbuild.stream_make(["tinyuki-no-make", "-j2"], env={}, log=tmp_path / "k.log", what="kernel build",
+                           hint="h", reporter_factory=quiet_reporter(io.StringIO()))
+    assert e.value.message == "kernel build needs tinyuki-no-make, which is not installed"
+    assert "scripts/setup.sh" in (e.value.hint or "") and "flex bison" in (e.value.hint or "")

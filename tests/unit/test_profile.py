@@ -22,6 +22,16 @@ fragments = ["base"]
 """
 
 
+def with_source(*lines: str) -> str:
+    """GOOD with more [source] settings, one a line."""
+    return GOOD.replace("[kernel]", "".join(line + "\n" for line in lines) + "\n[kernel]")
+
+
+def signed(signers: str, keyring: str, signature: str = "https://example.org/x.tar.sign") -> str:
+    """GOOD with a detached signature to check: by `signers`, with the public keys in `keyring`."""
+    return with_source(f'signature = "{signature}"', f'signers = ["{signers}"]', f'keyrings = ["{keyring}"]')
+
+
 def parse(text: str, tmp_path: Path) -> object:
     path = tmp_path / "p.toml"
     path.write_text(text)
@@ -113,12 +123,8 @@ def test_missing_fragment_file(tmp_path: Path) -> None:
 
 
 def test_missing_keyring_file(tmp_path: Path) -> None:
-    text = GOOD.replace(
-        "[kernel]",
-        'signature = "https://example.org/linux-6.1.183.tar.sign"\n'
-        'signers = ["647F28654894E3BD457199BE38DBBDC86092693E"]\n'
-        'keyrings = ["configs/keys/nobody.asc"]\n\n[kernel]',
-    )
+    text = signed("647F28654894E3BD457199BE38DBBDC86092693E", "configs/keys/nobody.asc",
+                  signature="https://example.org/linux-6.1.183.tar.sign")
     e = error(text, tmp_path)
     assert "[source] keyrings[0]" in e.message and "nobody.asc does not exist" in e.message
 
@@ -141,28 +147,18 @@ def test_short_sha256(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fpr", ["38DBBDC86092693E", "647F28654894E3BD457199BE38DBBDC86092693X", "0x6092693E"])
 def test_malformed_fingerprint(tmp_path: Path, fpr: str) -> None:
-    text = GOOD.replace(
-        "[kernel]",
-        'signature = "https://example.org/x.tar.sign"\n'
-        f'signers = ["{fpr}"]\nkeyrings = ["configs/keys/gregkh.asc"]\n\n[kernel]',
-    )
-    e = error(text, tmp_path)
+    e = error(signed(fpr, "configs/keys/gregkh.asc"), tmp_path)
     assert "[source] signers[0]" in e.message and "is not an OpenPGP fingerprint" in e.message
     assert "long key ids are not accepted" in (e.hint or "")
 
 
 def test_fingerprint_with_spaces_is_normalised(tmp_path: Path) -> None:
-    text = GOOD.replace(
-        "[kernel]",
-        'signature = "https://example.org/x.tar.sign"\n'
-        'signers = ["647f 2865 4894 e3bd 4571  99be 38db bdc8 6092 693e"]\n'
-        'keyrings = ["configs/keys/gregkh.asc"]\n\n[kernel]',
-    )
+    text = signed("647f 2865 4894 e3bd 4571  99be 38db bdc8 6092 693e", "configs/keys/gregkh.asc")
     assert parse(text, tmp_path).source.signers == ("647F28654894E3BD457199BE38DBBDC86092693E",)
 
 
 def test_signature_needs_signers(tmp_path: Path) -> None:
-    text = GOOD.replace("[kernel]", 'signature = "https://example.org/x.tar.sign"\n\n[kernel]')
+    text = with_source('signature = "https://example.org/x.tar.sign"')
     e = error(text, tmp_path)
     assert "signature is set but signers is empty" in e.message
 
@@ -237,7 +233,7 @@ def test_context_defaults_and_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["timeout", "retries"])
 def test_zero_timeout_or_retries_is_refused(tmp_path: Path, key: str) -> None:
-    e = error(GOOD.replace("[kernel]", f"{key} = 0\n\n[kernel]"), tmp_path)
+    e = error(with_source(f"{key} = 0"), tmp_path)
     assert f"[source] {key} must be at least 1" in e.message
 
 

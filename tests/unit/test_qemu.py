@@ -1,4 +1,4 @@
-"""QEMU command lines, the KVM verdict, console parsing, and streaming a (fake) VM's console."""
+"""QEMU command lines, the KVM verdict, console parsing, and streaming a (fake) VM's console (tinyuki/vm/run.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cli import boot
+from tinyuki.errors import TinyukiError
 from tinyuki.vm import qemu
+from tinyuki.vm import run as vmrun
 
 K = Path("/b/bzImage")
 MARKER = "tinyuki: init started"
@@ -163,38 +164,56 @@ def fake_vm(body: str) -> list[str]:
 def test_stream_passes_console_through_and_times_the_marker() -> None:
     out, log = io.StringIO(), io.BytesIO()
     console = qemu.Console(MARKER)
-    cut, code, seconds = boot.stream(
-        fake_vm(f"print('[ 0.0] Linux version 6', flush=True); time.sleep(0.3); print({MARKER!r}, end='')"),
+    ran = vmrun.stream(
+        fake_vm(f"print('[ 0.0] Linux version 6\\r', flush=True); time.sleep(0.3); print({MARKER!r}, end='')"),
         timeout=10, console=console, echo_to=out, log=log)
-    assert not cut and code == 0
-    assert log.getvalue() == f"[ 0.0] Linux version 6\n{MARKER}".encode()
+    assert not ran.cut and ran.returncode == 0
+    assert log.getvalue() == f"[ 0.0] Linux version 6\r\n{MARKER}".encode()
     assert out.getvalue() == log.getvalue().decode()
-    assert console.marker_at is not None and 0.25 < console.marker_at <= seconds
+    assert console.lines == ["[ 0.0] Linux version 6", MARKER]
+    assert console.marker_at is not None and 0.25 < console.marker_at <= ran.seconds
     assert console.first_kernel_at is not None and console.first_kernel_at < console.marker_at
+
+
+def test_stream_echoes_utf8_split_across_chunks() -> None:
+    out = io.StringIO()
+    vmrun.stream(fake_vm("sys.stdout.buffer.write(b'caf\\xc3'); sys.stdout.flush(); time.sleep(0.2);"
+                         " sys.stdout.buffer.write(b'\\xa9\\n')"),
+                 timeout=10, console=qemu.Console(MARKER), echo_to=out, quiet=True)
+    assert out.getvalue() == "café\n"
 
 
 def test_stream_kills_at_the_deadline() -> None:
     console = qemu.Console(MARKER)
     start = time.monotonic()
-    cut, code, _ = boot.stream(fake_vm("print('hang', flush=True); time.sleep(30)"), timeout=0.5,
-                               console=console, echo_to=None, log=None)
-    assert cut and code is None
+    ran = vmrun.stream(fake_vm("print('hang', flush=True); time.sleep(30)"), timeout=0.5, console=console)
+    assert ran.cut and ran.timed_out and ran.returncode is None
     assert time.monotonic() - start < 5
     assert console.lines == ["hang"]
 
 
 def test_stream_stops_early_when_asked() -> None:
     console = qemu.Console(MARKER)
-    cut, _, seconds = boot.stream(fake_vm("print('[ 0.0] x', flush=True); time.sleep(30)"), timeout=20,
-                                  console=console, echo_to=None, log=None,
-                                  stop=lambda c: c.first_kernel_at is not None)
-    assert cut and seconds < 5
+    ran = vmrun.stream(fake_vm("print('[ 0.0] x', flush=True); time.sleep(30)"), timeout=20, console=console,
+                       stop=lambda c: c.first_kernel_at is not None)
+    assert ran.stopped and ran.cut and ran.seconds < 5
+
+
+def test_stream_without_qemu_says_how_to_install_it() -> None:
+    with pytest.raises(TinyukiError) as e:
+        vmrun.stream(["tinyuki-no-qemu-system"], timeout=5, console=qemu.Console(MARKER), quiet=True)
+    assert "tinyuki-no-qemu-system, which is not installed" in e.value.message
+    assert e.value.hint == vmrun.QEMU_HINT
+
+
+def test_qemu_reads_no_terminal() -> None:
+    """QEMU with -serial stdio would read the user's keystrokes: its stdin is /dev/null."""
+    console = qemu.Console(MARKER)
+    vmrun.stream(fake_vm("print(repr(sys.stdin.read()))"), timeout=10, console=console, quiet=True)
+    assert console.lines == ["''"]
 
 
 def test_kvm_verdict_is_remembered_per_host_boot(tmp_path) -> None:
-    from cli import boot
-    from tinyuki.vm import qemu
-
     calls = []
 
     def probe() -> qemu.KvmProbe:
@@ -205,8 +224,8 @@ def test_kvm_verdict_is_remembered_per_host_boot(tmp_path) -> None:
         machine = "microvm"
 
     store = tmp_path / "kvm-probe.json"
-    first = boot.remembered_probe(store, Spec(), probe)
-    second = boot.remembered_probe(store, Spec(), probe)
+    first = vmrun.remembered_probe(store, Spec(), probe)
+    second = vmrun.remembered_probe(store, Spec(), probe)
     assert calls == [1]
     assert not first.usable and not second.usable
     assert "remembered for this host boot" in second.reason
@@ -215,9 +234,9 @@ def test_kvm_verdict_is_remembered_per_host_boot(tmp_path) -> None:
     class Other:
         machine = "q35"
 
-    boot.remembered_probe(store, Other(), probe)
+    vmrun.remembered_probe(store, Other(), probe)
     assert calls == [1, 1]
     # a damaged record is ignored, not trusted
     store.write_text("{not json")
-    boot.remembered_probe(store, Spec(), probe)
+    vmrun.remembered_probe(store, Spec(), probe)
     assert calls == [1, 1, 1]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cli.stages import off as stage_off
 from cli.stages import task_dict
 from tasks import PIPELINE, STAGES, manifest
 from tinyuki.cache import artifacts, keys
@@ -57,7 +58,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     """Two of each kind of file a setting may name, with different contents."""
     out = {}
     for name in ("key-a.asc", "key-b.asc", "a.c", "b.c", "stub-a", "stub-b", "extra-a", "extra-b",
-                 "ovmf-a", "ovmf-b"):
+                 "ovmf-a", "ovmf-b", "db-a.key", "db-b.key", "db-a.crt", "db-b.crt"):
         (tmp_path / name).write_text(f"{name}\n")
         out[name] = tmp_path / name
     for name in ("one", "two"):
@@ -66,6 +67,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
         (d / f"{name}.patch").write_text(f"--- a/{name}\n+++ b/{name}\n")
         (d / "series").write_text(f"{name}.patch\n")
         out[f"series-{name}"] = d / "series"
+        data = tmp_path / f"data-{name}"
+        (data / "sub").mkdir(parents=True)
+        (data / "sub" / f"{name}.txt").write_text(f"{name}\n")
+        out[f"data-{name}"] = data
     return out
 
 
@@ -79,7 +84,7 @@ def base_profile(files: dict[str, Path]) -> dict[str, Any]:
             "signers": [FPR_A], "keyrings": [str(files["key-a.asc"])],
             "sha256sums": "https://example.org/sha256sums.asc", "sha256sums_signers": [FPR_A],
             "sha256sums_keyrings": [str(files["key-a.asc"])], "package": "linux-source-6.1",
-            "retries": 4, "timeout": 30,
+            "retries": 4, "timeout": 30, "size": 1000, "deadline": 3600, "max_size": 2048,
         },
         "kernel": {
             "fragments": ["base"], "patches": str(files["series-one"]), "cmdline": "console=ttyS0",
@@ -91,6 +96,9 @@ def base_profile(files: dict[str, Path]) -> dict[str, Any]:
         "uki": {"stub": str(files["stub-a"]), "os_release": {"ID": "x"}},
         "boot": {"machine": "microvm", "memory": "128M", "accel": "auto", "timeout": 60, "qemu_args": [],
                  "ovmf_code": str(files["ovmf-a"]), "ovmf_vars": str(files["ovmf-a"])},
+        "disk": {"table": "gpt", "esp_size": "8M", "files": {"/EFI/tinyuki/a.txt": str(files["extra-a"])},
+                 "data": str(files["data-one"]), "data_size": "4M"},
+        "sign": {"key": str(files["db-a.key"]), "cert": str(files["db-a.crt"]), "passphrase": "env:TINYUKI_PASS"},
     }
 
 
@@ -125,6 +133,16 @@ def changed(f: Field, value: Any, files: dict[str, Path]) -> Any:
         return {"/etc/b": str(files["extra-b"])}
     if kind == "str_map":
         return {**value, "VERSION_ID": "2"}
+    if kind == "size":
+        return f"{int(value.rstrip('M')) + 1}M"
+    if kind == "esp_file_map":
+        return {"/EFI/tinyuki/b.txt": str(files["extra-b"])}
+    if kind == "dir":
+        return str(files["data-two"])
+    if kind == "key":
+        return str(files["db-b.key"])
+    if kind == "secret_source":
+        return "file:" + str(files["extra-b"])
     raise AssertionError(f"no changed value for kind {kind}")
 
 
@@ -219,7 +237,7 @@ def test_the_cache_stores_what_a_stage_declares(tmp_path: Path, files: dict[str,
     ctx = context(tmp_path, base_profile(files), "p")
     store = Store(tmp_path / "store")
     cached = [s for s in PIPELINE if s.cache]
-    assert {s.name for s in cached} == {"configure", "kernel", "init", "initramfs", "embed", "uki"}
+    assert {s.name for s in cached} == {"configure", "kernel", "init", "initramfs", "embed", "uki", "disk"}
     for stage in cached:
         for o in stage.outputs:
             path = o.at(ctx)
@@ -262,7 +280,7 @@ def test_adding_a_stage_is_one_declaration_and_one_line(tmp_path: Path, files: d
     # a doit task, in pipeline order, depending on what it needs
     t = task_dict(ctx, pipeline["checksums"], pipeline)
     assert t["targets"] == [str(CHECKSUMS.at(ctx))] and str(PIPELINE.path(ctx, "uki")) in t["file_dep"]
-    assert pipeline.names.index("checksums") == pipeline.names.index("uki") + 1
+    assert pipeline.names.index("checksums") == len(STAGES)
     # a cache key of its own, covering the stage it needs
     keys.record(ctx, "uki", "1" * 64, {})
     first = keys.compute(ctx, EXAMPLE, pipeline)[0]
@@ -272,10 +290,71 @@ def test_adding_a_stage_is_one_declaration_and_one_line(tmp_path: Path, files: d
     assert ("sha256sums", EXAMPLE, CHECKSUMS) in pipeline.artifacts()
     assert "checksums" in pipeline["manifest"].needs
     order = [name for name, _s, _o in pipeline.artifacts()]
-    assert order[-2:] == ["uki", "sha256sums"]
+    assert order[-1] == "sha256sums" and order.index("uki") < order.index("sha256sums")
     # and the artifact cache stores it
     PIPELINE.path(ctx, "uki").write_bytes(b"uki")
     write_checksums(ctx)
     entry = artifacts.save(ctx, EXAMPLE, "e" * 64, Store(tmp_path / "store"), 0.1)
     assert entry is not None and set(entry["files"]) == {"SHA256SUMS"}
     os.unlink(CHECKSUMS.at(ctx))
+
+
+# ---------------------------------------------------------------- a stage that is off for a profile
+
+
+def without_sign(files: dict[str, Path]) -> dict[str, Any]:
+    data = base_profile(files)
+    del data["sign"]
+    return data
+
+
+def test_signing_is_off_without_sign_and_nothing_depends_on_it(tmp_path: Path, files: dict[str, Path]) -> None:
+    """A profile without [sign] needs no key: the sign task has no targets, no deps, and the manifest skips it."""
+    ctx = context(tmp_path, without_sign(files), "p")
+    sign = PIPELINE["sign"]
+    assert not sign.active(ctx) and not ctx.profile.sign.enabled
+    t = task_dict(ctx, sign, PIPELINE)
+    assert t["targets"] == [] and t["file_dep"] == [] and len(t["uptodate"]) == 1
+    signed = str(sign.output("uki-signed").at(ctx))
+    assert signed not in task_dict(ctx, PIPELINE["manifest"], PIPELINE)["file_dep"]
+    assert "uki-signed" not in {name for name, _s, _o in PIPELINE.artifacts_of(ctx)}
+    assert "uki" in {name for name, _s, _o in PIPELINE.artifacts_of(ctx)}
+    # every other stage is on, and the declarations still list the signed UKI for profiles that sign
+    assert [s.name for s in PIPELINE if not s.active(ctx)] == ["sign"]
+    assert "uki-signed" in {name for name, _s, _o in PIPELINE.artifacts()}
+    # with [sign], the manifest waits for the signed UKI
+    on = context(tmp_path, base_profile(files), "q")
+    assert sign.active(on)
+    assert str(sign.output("uki-signed").at(on)) in task_dict(on, PIPELINE["manifest"], PIPELINE)["file_dep"]
+    assert task_dict(on, sign, PIPELINE)["file_dep"] == sorted(
+        {str(files["db-a.key"]), str(files["db-a.crt"]), str(PIPELINE.path(on, "uki"))})
+
+
+def test_turning_signing_off_reruns_the_task_and_removes_the_old_signed_uki(
+        tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    on = context(tmp_path, base_profile(files), "p")
+    off = context(tmp_path, without_sign(files), "p")
+    sign = PIPELINE["sign"]
+    assert keys.staleness(on, sign) != keys.staleness(off, sign)  # doit reruns the task when [sign] goes away
+    signed = sign.output("uki-signed").at(off)
+    signed.parent.mkdir(parents=True, exist_ok=True)
+    signed.write_bytes(b"signed by a profile that had [sign]")
+    stage_off(off, sign)
+    assert not signed.exists()
+    assert "sign: off for profile p" in capsys.readouterr().out
+
+
+def test_the_signing_key_reaches_the_sign_stage_by_its_content(tmp_path: Path, files: dict[str, Path]) -> None:
+    ctx = context(tmp_path, base_profile(files), "p")
+    before = {s.name: keys.compute(ctx, s, PIPELINE)[0] for s in PIPELINE}
+    files["db-a.key"].write_text("another key\n")
+    after = {s.name: keys.compute(ctx, s, PIPELINE)[0] for s in PIPELINE}
+    assert {n for n in before if before[n] != after[n]} == {"sign"}
+
+
+def test_a_pkcs11_key_names_no_file(tmp_path: Path, files: dict[str, Path]) -> None:
+    data = base_profile(files)
+    data["sign"]["key"] = "pkcs11:token=tinyuki;object=db;type=private"
+    ctx = context(tmp_path, data, "p")
+    assert ctx.profile.sign.pkcs11 and ctx.profile.sign.enabled
+    assert PIPELINE["sign"].input_files(ctx) == [files["db-a.crt"]]

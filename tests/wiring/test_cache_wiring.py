@@ -13,17 +13,15 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.helpers import tarballs
+from tests.helpers import fakekernel
+from tests.helpers.doit import environ, outcomes, output, run_dodo, start_dodo, variables
 
-FAKE = ROOT / "tests" / "fakekernel"
 CACHED = ["configure", "kernel", "init", "initramfs", "embed", "uki"]
 ARTIFACTS = ["kernel.config", "kernel.requested.json", "init/init", "initramfs.cpio", "initrd.img", "bzImage",
              "vmlinux", "tinyuki.efi"]
@@ -34,10 +32,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("mu
 
 @pytest.fixture(scope="module")
 def tarball(tmp_path_factory) -> tuple[Path, str]:
-    base = tmp_path_factory.mktemp("src")
-    files = {str(p.relative_to(FAKE)): p.read_bytes() for p in sorted(FAKE.rglob("*")) if p.is_file()}
-    tar = tarballs.write(base / "linux-9.9.tar.xz", tarballs.tar_bytes("linux-9.9", files))
-    return tar, hashlib.sha256(tar.read_bytes()).hexdigest()
+    return fakekernel.tarball(tmp_path_factory.mktemp("src"))
 
 
 @pytest.fixture
@@ -59,15 +54,12 @@ def project(tmp_path, tarball) -> Path:
 
 
 def doit(profile: Path, build: Path, *args: str, check: bool = True, start: bool = False):
-    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args, f"profile={profile}",
-           f"build_dir={build}", f"cache_dir={profile.parent / 'cache'}", "jobs=2"]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TINYUKI_PROFILE", "TINYUKI_CACHE_DIR", "TINYUKI_ARTIFACT_CACHE")}
+    args = (*args, *variables(profile=profile, build_dir=build, cache_dir=profile.parent / "cache", jobs=2))
+    env = environ("TINYUKI_PROFILE", "TINYUKI_CACHE_DIR", "TINYUKI_ARTIFACT_CACHE")
     if start:
-        return subprocess.Popen(cmd, cwd=profile.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    proc = subprocess.run(cmd, cwd=profile.parent, env=env, capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
+        return start_dodo(*args, cwd=profile.parent, env=env)
+    proc = run_dodo(*args, cwd=profile.parent, env=env, timeout=300)
+    out = output(proc)
     if check:
         assert proc.returncode == 0, out
     return out
@@ -75,12 +67,7 @@ def doit(profile: Path, build: Path, *args: str, check: bool = True, start: bool
 
 def outcome(out: str) -> dict[str, str]:
     """task -> ran / up to date / restored / built (ran and stored), from doit's and the tasks' lines."""
-    result = {}
-    for line in out.splitlines():
-        if line.startswith(".  "):
-            result[line[3:].strip()] = "ran"
-        elif line.startswith("-- "):
-            result[line[3:].strip()] = "up to date"
+    result = outcomes(out)
     for task in CACHED:
         if f"{task}: restored from artifact cache" in out:
             result[task] = "restored"

@@ -12,12 +12,14 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
+from tests.helpers.daemons import free_port, running
+from tests.helpers.doit import environ, run_dodo, variables
 from tests.wiring.test_kernel_wiring import Build, make_build, unpack_fake_tree
 from tinyuki.cache import compile as compilecache
 from tinyuki.cache.compile import REPORT as COMPILE_CACHE_REPORT
@@ -29,12 +31,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed"),
     pytest.mark.skipif(shutil.which("ccache") is None, reason="ccache is not installed (scripts/setup.sh)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_command(port: int, *words: str) -> bytes:
@@ -54,32 +50,10 @@ def redis(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     workdir = tmp_path / "redis"
     workdir.mkdir()
-    log = open(workdir / "redis.log", "wb")  # noqa: SIM115 - open for the server's lifetime
-    proc = subprocess.Popen(
-        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--daemonize", "no", "--protected-mode", "yes"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if redis_command(port, "PING") == b"+PONG":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start: {(workdir / 'redis.log').read_text()[-2000:]}")
-            time.sleep(0.05)
+    cmd = [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+           "--dir", str(workdir), "--daemonize", "no", "--protected-mode", "yes"]
+    with running(cmd, workdir / "redis.log", lambda: redis_command(port, "PING") == b"+PONG"):
         yield f"redis://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def report(b: Build) -> dict:
@@ -176,37 +150,30 @@ def test_init_through_ccache_is_the_same_program_and_hits_the_second_time(tmp_pa
     from tasks.init import compile_and_link, compile_command
 
     cmd = compile_command(libc="nolibc", sources=["init/init.c"], output=str(tmp_path / "one"),
-                          marker="tinyuki: init started", tree=ref_tree, root=compilecache_root())
+                          marker="tinyuki: init started", tree=ref_tree, root=ROOT)
     env = {**os.environ, **compilecache.ccache_environ(tmp_path / "ccache", os.environ), "LC_ALL": "C"}
-    subprocess.run(cmd, cwd=compilecache_root(), env=env, check=True)
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
     for n in (1, 2):
         objdir = tmp_path / f"objs{n}"
         objdir.mkdir()
         split = [x if x != str(tmp_path / "one") else str(tmp_path / f"split{n}") for x in cmd]
         compiles, link = compile_and_link(split, ["init/init.c"], objdir, ["ccache"])
         for step in [*compiles, link]:
-            subprocess.run(step, cwd=compilecache_root(), env=env, check=True)
+            subprocess.run(step, cwd=ROOT, env=env, check=True)
         assert (tmp_path / f"split{n}").read_bytes() == (tmp_path / "one").read_bytes()
     out = subprocess.run(["ccache", "--print-stats"], env=env, check=True, capture_output=True, text=True).stdout
     s = compilecache.summarize(compilecache.parse_print_stats(out))
     assert (s.hits, s.misses) == (1, 1)
 
 
-def compilecache_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def test_doit_stats_shows_both_caches(tmp_path: Path) -> None:
-    import sys
-
     b = make_build(tmp_path, unpack_fake_tree(tmp_path / "src"))
     b.write_cpio(b"program")
     assert b.doit() == 0
-    root = compilecache_root()
-    cmd = [sys.executable, "-m", "doit", "-f", str(root / "dodo.py"), "stats", f"profile={b.profile}",
-           f"build_dir={b.build}", f"cache_dir={b.top / 'cache'}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINYUKI_", "CCACHE_"))}
-    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=True).stdout
+    proc = run_dodo("stats", *variables(profile=b.profile, build_dir=b.build, cache_dir=b.top / "cache"),
+                    env=environ("TINYUKI_*", "CCACHE_*"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in out.splitlines() if line.startswith("| ")}
     assert rows["compile (ccache)"][3:5] == ["0 (local 0, remote 0)", str(SOURCES)], out

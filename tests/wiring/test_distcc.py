@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.daemons import can_connect, free_port, running
 from tests.wiring.test_kernel_wiring import make_build, unpack_fake_tree
 from tinyuki.cache import compile as compilecache
 from tinyuki.cache.compile import REPORT as COMPILE_CACHE_REPORT
@@ -44,12 +42,6 @@ class Distccd:
         return re.findall(r"COMPILE_OK .* (\S+\.c)$", self.log.read_text(), flags=re.M)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def distccd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Distccd]:
     """A distccd on 127.0.0.1 logging every job; as root it must drop to another user (nobody)."""
@@ -62,34 +54,15 @@ def distccd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Distccd
            "--jobs", str(SLOTS), "--log-stderr", "--log-level", "info"]
     if os.geteuid() == 0:
         cmd += ["--user", "nobody"]
-    out = open(log, "wb")  # noqa: SIM115 - open for the server's lifetime
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    # the client's own state (locks, host backoff) must not leak between tests
-    state = tmp_path / "distcc-client"
-    state.mkdir()
-    monkeypatch.setenv("DISTCC_DIR", str(state))
-    for var in (compilecache.ENV_SWITCH, compilecache.ENV_REMOTE, compilecache.ENV_HOSTS, "CCACHE_PREFIX",
-                "DISTCC_HOSTS", "CCACHE_DISABLE"):
-        monkeypatch.delenv(var, raising=False)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"distccd did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.05)
+    with running(cmd, log, lambda: can_connect(port)):
+        # the client's own state (locks, host backoff) must not leak between tests
+        state = tmp_path / "distcc-client"
+        state.mkdir()
+        monkeypatch.setenv("DISTCC_DIR", str(state))
+        for var in (compilecache.ENV_SWITCH, compilecache.ENV_REMOTE, compilecache.ENV_HOSTS, "CCACHE_PREFIX",
+                    "DISTCC_HOSTS", "CCACHE_DISABLE"):
+            monkeypatch.delenv(var, raising=False)
         yield Distccd(port, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
 
 
 def test_kernel_compiles_go_through_distccd(tmp_path: Path, distccd: Distccd,

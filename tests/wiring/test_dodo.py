@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.doit import run_dodo
+
 PIPELINE = ["fetch", "verify", "extract", "patch", "configure", "kernel", "init", "initramfs", "embed", "uki",
             "manifest", "boot", "pin", "repro"]
 
 
-def doit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
 def test_list_shows_every_task_with_a_doc(tmp_path: Path) -> None:
-    proc = doit("list", f"build_dir={tmp_path}/b", f"cache_dir={tmp_path}/c")
+    proc = run_dodo("list", f"build_dir={tmp_path}/b", f"cache_dir={tmp_path}/c")
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
     for name in PIPELINE:
@@ -26,7 +20,7 @@ def test_list_shows_every_task_with_a_doc(tmp_path: Path) -> None:
 
 
 def test_help_explains_task_variables(tmp_path: Path) -> None:
-    proc = doit("help", "boot", f"build_dir={tmp_path}/b", f"cache_dir={tmp_path}/c")
+    proc = run_dodo("help", "boot", f"build_dir={tmp_path}/b", f"cache_dir={tmp_path}/c")
     assert proc.returncode == 0
     for var in ("--uki", "--disk", "--accel"):
         assert var in proc.stdout
@@ -36,7 +30,7 @@ def test_help_explains_task_variables(tmp_path: Path) -> None:
 def test_bad_profile_is_one_clean_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[source]\nurls = ["/x.tar.xz"]\nsha256 = "abc"\n[kernel]\nfragments = ["base"]\n')
-    proc = doit("list", f"profile={bad}", f"build_dir={tmp_path}/b")
+    proc = run_dodo("list", f"profile={bad}", f"build_dir={tmp_path}/b")
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "[source] sha256 'abc' is not a sha256" in proc.stderr
@@ -44,7 +38,7 @@ def test_bad_profile_is_one_clean_error(tmp_path: Path) -> None:
 
 
 def test_unknown_profile_name(tmp_path: Path) -> None:
-    proc = doit("list", "profile=nosuch", f"build_dir={tmp_path}/b")
+    proc = run_dodo("list", "profile=nosuch", f"build_dir={tmp_path}/b")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no profile named 'nosuch'" in proc.stderr and "debian" in proc.stderr
 
@@ -57,7 +51,7 @@ def test_failing_action_is_one_clean_error(tmp_path: Path) -> None:
         'sha256 = "362d07fe4938c415ce651aefee063a5c4151109b39c97be039bbaa8312ffc0e2"\n'
         '[kernel]\nfragments = ["base"]\n'
     )
-    proc = doit("fetch", f"profile={profile}", f"build_dir={tmp_path}/b", f"cache_dir={tmp_path}/c")
+    proc = run_dodo("fetch", f"profile={profile}", f"build_dir={tmp_path}/b", f"cache_dir={tmp_path}/c")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "Traceback" not in out
@@ -66,6 +60,6 @@ def test_failing_action_is_one_clean_error(tmp_path: Path) -> None:
 
 
 def test_build_and_cache_dirs_are_honoured(tmp_path: Path) -> None:
-    proc = doit("list", f"build_dir={tmp_path}/elsewhere", f"cache_dir={tmp_path}/c")
+    proc = run_dodo("list", f"build_dir={tmp_path}/elsewhere", f"cache_dir={tmp_path}/c")
     assert proc.returncode == 0
     assert (tmp_path / "elsewhere" / ".doit.db").exists() or (tmp_path / "elsewhere").is_dir()

@@ -20,18 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from doit.cmd_base import ModuleTaskLoader
-from doit.doit_cmd import DoitMain
 
-from cli.checkers import Sha256Checker
-from tests.helpers import stages
+from tests.helpers.doit import run_stages
+from tests.helpers.fakekernel import FAKE
 from tests.helpers.stages import write_tree_record
 from tinyuki.cache.compile import VARIABLES
 from tinyuki.config.context import make_context
 from tinyuki.util.fs import read_json
 
 ROOT = Path(__file__).resolve().parents[2]
-FAKE = ROOT / "tests" / "fakekernel"
 EPOCH = 1700000000
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -75,29 +72,14 @@ class Build:
             os.utime(path, (mtime, mtime))
         return data
 
-    def doit(self, *args: str, **profile: str) -> int:
+    def doit(self, *args: str) -> int:
+        """Run the configure, kernel and embed tasks (embed unless told), keeping doit's report in `.report`."""
         # name=value arguments are doit variables, which dodo.py hands to the context as it loads
         variables = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
         ctx = make_context(str(self.profile), str(self.build), str(self.top / "cache"), "2", root=ROOT,
                            variables={k: variables.get(k) for k in VARIABLES})
-
-        def task_configure() -> dict:
-            return stages.task(ctx, "configure")
-
-        def task_kernel() -> dict:
-            return stages.task(ctx, "kernel")
-
-        def task_embed() -> dict:
-            return stages.task(ctx, "embed")
-
-        namespace = {
-            "DOIT_CONFIG": {"check_file_uptodate": Sha256Checker, "dep_file": str(ctx.paths.db),
-                            "backend": "sqlite3", "verbosity": 2, "default_tasks": ["embed"]},
-            "task_configure": task_configure, "task_kernel": task_kernel, "task_embed": task_embed,
-        }
-        report = self.top / "doit-report.txt"
-        code = DoitMain(ModuleTaskLoader(namespace)).run(["run", "-o", str(report), *(args or ["embed"])])
-        self.report = report.read_text()
+        code, self.report = run_stages(ctx, ("configure", "kernel", "embed"), args or ("embed",), default=("embed",),
+                                       report=self.top / "doit-report.txt")
         return code
 
 

@@ -7,28 +7,23 @@ prove that a change reruns exactly the stages downstream of it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.helpers import tarballs
+from tests.helpers import fakekernel
+from tests.helpers.doit import dodo_ok, environ, ran, variables
 
-FAKE = ROOT / "tests" / "fakekernel"
 BUILD_TASKS = ["fetch", "verify", "extract", "patch", "configure", "kernel", "init", "initramfs", "embed", "uki",
                "manifest"]
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> dict[str, Path]:
-    files = {str(p.relative_to(FAKE)): p.read_bytes() for p in sorted(FAKE.rglob("*")) if p.is_file()}
-    tar = tarballs.write(tmp_path / "linux-9.9.tar.xz", tarballs.tar_bytes("linux-9.9", files))
-    sha = hashlib.sha256(tar.read_bytes()).hexdigest()
+    tar, sha = fakekernel.tarball(tmp_path)
     frags = tmp_path / "fragments"
     frags.mkdir()
     for f in (ROOT / "configs" / "fragments").glob("*.config"):
@@ -47,21 +42,9 @@ def project(tmp_path: Path) -> dict[str, Path]:
 
 
 def doit(project: dict[str, Path], *args: str, **extra_env: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TINYUKI_") and k != "KCFLAGS"}
-    env["TINYUKI_CCACHE"] = "0"
-    env.update(extra_env)
-    proc = subprocess.run(
-        [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args, f"profile={project['profile']}",
-         f"build_dir={project['build']}", f"cache_dir={project['cache']}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    return out
-
-
-def ran(out: str) -> list[str]:
-    return [line[3:].strip() for line in out.splitlines() if line.startswith(".  ")]
+    env = environ("TINYUKI_*", "KCFLAGS", TINYUKI_CCACHE="0", **extra_env)
+    return dodo_ok(*args, *variables(profile=project["profile"], build_dir=project["build"],
+                                     cache_dir=project["cache"]), env=env, timeout=300)
 
 
 def compiles(project: dict[str, Path]) -> int:

@@ -10,19 +10,16 @@ traced to the embed stage's vmlinux.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.helpers import tarballs
+from tests.helpers.doit import environ, run_dodo
+from tests.helpers.fakekernel import FAKE, tarball
 
-FAKE = ROOT / "tests" / "fakekernel"
 STAGES = ["kernel.config", "init", "initramfs.cpio", "initrd", "vmlinux", "bzImage", "uki"]
 
 # The project's dodo.py, loaded from another file so the project root is on sys.path.
@@ -43,9 +40,7 @@ def leak_patch() -> bytes:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("repro")
-    files = {str(p.relative_to(FAKE)): p.read_bytes() for p in sorted(FAKE.rglob("*")) if p.is_file()}
-    tar = tarballs.write(base / "linux-9.9.tar.xz", tarballs.tar_bytes("linux-9.9", files))
-    sha = hashlib.sha256(tar.read_bytes()).hexdigest()
+    tar, sha = tarball(base)
     leaky = base / "patches-leaky"
     leaky.mkdir()
     (leaky / "record-build-dir.patch").write_bytes(leak_patch())
@@ -65,9 +60,8 @@ def project(tmp_path_factory) -> dict[str, Path]:
 
 
 def doit(project: dict[str, Path], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "doit", "-f", str(project["shim"]), "repro", *args]
-    env = {k: v for k, v in os.environ.items() if k not in ("TINYUKI_PROFILE", "TINYUKI_CACHE_DIR")}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return run_dodo("repro", *args, dodo=project["shim"], cwd=cwd, env=environ("TINYUKI_PROFILE", "TINYUKI_CACHE_DIR"),
+                    timeout=300)
 
 
 def verdicts(out: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.helpers import gpgkeys, tarballs
+from tests.helpers.doit import environ, outcomes, output, run_dodo, variables
 from tests.helpers.httpserver import Route, serve
 from tests.helpers.profiles import write_profile
 
@@ -41,20 +41,17 @@ def key(tmp_path_factory):
     gpgkeys.stop_agents(base)
 
 
+def run(tmp: Path, profile: Path, *tasks: str) -> subprocess.CompletedProcess[str]:
+    """dodo.py run from `tmp` (the project on PYTHONPATH), on a build and cache dir in `tmp`."""
+    return run_dodo(*tasks, *variables(profile=profile, build_dir=tmp / "build", cache_dir=tmp / "cache"), cwd=tmp,
+                    env=environ(PYTHONPATH=str(ROOT)))
+
+
 def doit(tmp: Path, profile: Path) -> tuple[dict[str, str], str]:
-    cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *STAGES, f"profile={profile}",
-           f"build_dir={tmp / 'build'}", f"cache_dir={tmp / 'cache'}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
+    proc = run(tmp, profile, *STAGES)
+    out = output(proc)
     assert proc.returncode == 0, out
-    ran = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith(".  "):
-            ran[line[3:].strip()] = "ran"
-        elif line.startswith("-- "):
-            ran[line[3:].strip()] = "up to date"
-    return ran, out
+    return outcomes(proc.stdout), out
 
 
 def test_pipeline_reruns_only_what_changed(tmp_path, key):
@@ -104,11 +101,8 @@ def test_failed_verification_fails_the_run_readably(tmp_path, key):
     with serve() as server:
         url = server.add("/linux-9.9.tar.xz", Route(TAR))
         profile = write_profile(tmp_path / "bad.toml", {"urls": [url], "sha256": "a" * 64, "retries": 1})
-        cmd = [sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "patch", f"profile={profile}",
-               f"build_dir={tmp_path / 'build'}", f"cache_dir={tmp_path / 'cache'}"]
-        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-        out = proc.stdout + proc.stderr
+        proc = run(tmp_path, profile, "patch")
+        out = output(proc)
         assert proc.returncode != 0
         assert "error: sha256 mismatch" in out and "Traceback" not in out
         store = tmp_path / "cache" / "sha256"

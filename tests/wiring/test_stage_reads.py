@@ -20,14 +20,15 @@ import pytest
 from tasks import PIPELINE
 from tests.conftest import ROOT
 from tests.helpers import tarballs
+from tinyuki import secureboot
 from tinyuki.config.context import make_context
 from tinyuki.config.profile import FIELDS, SECTIONS, Profile
 
 FAKE = ROOT / "tests" / "fakekernel"
 # Settings a stage reads that change how it works, never the bytes it writes (their rows reach no stage).
-HOW_NOT_WHAT = {"fetch": {"[source] retries", "[source] timeout"}}
+HOW_NOT_WHAT = {"fetch": {"[source] retries", "[source] timeout"}, "sign": {"[sign] passphrase"}}
 # Properties computed from a setting count as reading that setting.
-DERIVED = {"[source] filename": "[source] urls"}
+DERIVED = {"[source] filename": "[source] urls", "[sign] enabled": "[sign] key", "[sign] pkcs11": "[sign] key"}
 
 
 class Section:
@@ -67,11 +68,14 @@ def profile(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "init" / "init.c", init)
     extra = tmp_path / "motd"
     extra.write_text("hello\n")
+    key, cert = secureboot.key_paths(tmp_path / "keys", "db")
+    secureboot.make_keys(tmp_path / "keys")
     path = tmp_path / "reads.toml"
     path.write_text("\n".join([
         "[source]", f'urls = ["{tar}"]', f'sha256 = "{hashlib.sha256(tar.read_bytes()).hexdigest()}"', "",
         "[kernel]", 'fragments = ["base", "initramfs", "console", "block", "efi", "size"]', "",
         "[init]", f'sources = ["{init}"]', 'libc = "musl"', f'files = {{ "/etc/motd" = "{extra}" }}', "",
+        "[sign]", f'key = "{key}"', f'cert = "{cert}"', "",
     ]))
     return path
 

@@ -21,11 +21,9 @@ from typing import Any
 from tinyuki.cache import keys
 from tinyuki.cache.store import SCHEMA, CorruptEntry, Store, relocate_out
 from tinyuki.config.context import Context
-from tinyuki.errors import die
 from tinyuki.stage import Pipeline, Stage
+from tinyuki.util.flags import yes_no
 from tinyuki.util.fmt import human_size
-
-MODES = ("on", "off", "write")
 
 
 def store_for(ctx: Context) -> Store:
@@ -33,11 +31,12 @@ def store_for(ctx: Context) -> Store:
 
 
 def mode() -> str:
-    value = os.environ.get("TINYUKI_ARTIFACT_CACHE", "on").strip().lower() or "on"
-    if value not in MODES:
-        raise die(f"TINYUKI_ARTIFACT_CACHE={value!r} is not one of {', '.join(MODES)}",
-                  "unset it, or set it to off (no cache) or write (build and store, never restore)")
-    return value
+    """TINYUKI_ARTIFACT_CACHE: on (restore and store), off (neither: any no-value), or write (store only)."""
+    value = os.environ.get("TINYUKI_ARTIFACT_CACHE", "on").strip().lower()
+    if value == "write":
+        return value
+    hint = "unset it, or set it to off (no cache) or write (build and store, never restore)"
+    return "on" if yes_no(value, "TINYUKI_ARTIFACT_CACHE", default=True, hint=hint) else "off"
 
 
 def warn(text: str) -> None:

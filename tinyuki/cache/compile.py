@@ -36,6 +36,7 @@ from pathlib import Path
 
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
+from tinyuki.util.flags import yes_no_auto
 from tinyuki.util.fs import atomic_write_json
 from tinyuki.util.runner import output
 
@@ -48,9 +49,8 @@ VAR_SWITCH, VAR_REMOTE, VAR_HOSTS = "ccache", "ccache_remote", "distcc_hosts"
 # compressed), small enough for CI's cache of the whole cache/ dir.
 DEFAULT_MAX_SIZE = "1G"
 
-ON = ("1", "yes", "true", "on")
-OFF = ("0", "no", "false", "off")
-AUTO = ("", "auto")
+# `ccache --version` and `--print-stats` answer at once; one that does not must not hang a build.
+CCACHE_QUERY_TIMEOUT = 60.0
 
 # distcc's own defaults: four jobs per host, two for localhost (distcc(1), "/LIMIT").
 DISTCC_DEFAULT_SLOTS = 4
@@ -72,14 +72,9 @@ class Request:
 
 
 def parse_switch(value: str, where: str) -> str:
-    v = value.strip().lower()
-    if v in ON:
-        return "on"
-    if v in OFF:
-        return "off"
-    if v in AUTO:
-        return "auto"
-    raise die(f"{where}={value!r} is not a switch", f"use {where}=1 to force ccache, 0 to turn it off, or auto")
+    """The ccache switch as "on", "off" or "auto", read as every other yes/no switch is (tinyuki/util/flags.py)."""
+    got = yes_no_auto(value, where, hint=f"use {where}=1 to force ccache, 0 to turn it off, or auto")
+    return "auto" if got is None else "on" if got else "off"
 
 
 def request_from(variables: Mapping[str, str | None], environ: Mapping[str, str]) -> Request:
@@ -266,7 +261,7 @@ def setup_for(cache_dir: Path, environ: Mapping[str, str] | None = None,
               variables: Mapping[str, str | None] | None = None) -> CompileSetup:
     """The setup for this run: the command line's variables, then the environment, then what is installed."""
     request = request_from(variables or {}, os.environ if environ is None else environ)
-    return resolve(request, cache_dir, version=lambda exe: output([exe, "--version"]))
+    return resolve(request, cache_dir, version=lambda exe: output([exe, "--version"], timeout=CCACHE_QUERY_TIMEOUT))
 
 
 def for_context(ctx: Context) -> CompileSetup:
@@ -349,7 +344,7 @@ def read_counters(setup: CompileSetup, environ: Mapping[str, str] | None = None)
     base = os.environ if environ is None else environ
     env = {**base, **ccache_environ(setup.directory, base)}
     try:
-        text = output([setup.ccache, "--print-stats"], env=env)
+        text = output([setup.ccache, "--print-stats"], env=env, timeout=CCACHE_QUERY_TIMEOUT)
     except TinyukiError:
         return None
     return parse_print_stats(text)

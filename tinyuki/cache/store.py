@@ -500,38 +500,3 @@ def _extract_tree(blob: Path, dest: Path, locations: Mapping[str, Path | str]) -
     except (tarfile.TarError, EOFError, ValueError) as e:
         raise CorruptEntry(f"{blob}: cannot unpack ({e})") from e
 
-
-def stats(ctx: Any) -> dict[str, Any]:
-    """For `doit stats`: the shared cache's entries and size; hits and misses of this build dir's last runs."""
-    store = Store(ctx.paths.cache / "artifacts")
-    hits = misses = 0
-    keys = ctx.paths.build / "keys"
-    for f in sorted(keys.glob("*.json")) if keys.is_dir() else []:
-        try:
-            restored = json.loads(f.read_text(encoding="utf-8")).get("restored")
-        except (OSError, ValueError, AttributeError):
-            continue
-        hits += restored is True
-        misses += restored is False
-    entries = len(list(store.entries.glob("*.json"))) if store.entries.is_dir() else 0
-    return {"where": str(store.root), "entries": entries, "size": store.disk_usage(), "hits": hits,
-            "misses": misses, "note": "hits/misses: the last run of each task in this build dir"}
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def age(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"

@@ -8,7 +8,9 @@ to the build dir (tinyuki/stage.py), so a build can live anywhere
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,3 +125,33 @@ def make_context(
         jobs=_jobs(jobs),
         variables=dict(variables or {}),
     )
+
+
+def _usable_dir(path: Path, variable: str, what: str) -> None:
+    """Create `path` if needed and prove it can be written, or raise naming the variable that chose it."""
+    hint = f"give a writable directory: doit {variable}=DIR"
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "" if p == path else f" ({p} is a file)"
+                raise die(f"{variable} {path} is not a directory{where}; it cannot hold the {what}", hint)
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".tinyuki-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        why = "no space left on the device" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+        raise die(f"{variable} {path} cannot be written ({why}); it must hold the {what}", hint) from e
+
+
+def prepare_dirs(ctx: Context) -> None:
+    """Make the build dir and the cache dir, or say which one is unusable and why, before any stage runs.
+
+    Without this, a build_dir that is a file or a read-only cache_dir shows up
+    much later as a confusing failure inside some stage (a trust record that
+    "cannot be read", a traceback from a download).
+    """
+    _usable_dir(ctx.paths.build, "build_dir", "build's outputs")
+    _usable_dir(ctx.paths.cache, "cache_dir", "shared cache (tarballs, trees, artifacts)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class Field:
     reaches: tuple[str, ...] = ()
     # The smallest value an int setting may take.
     least: int | None = None
+    # The largest: beyond it a number is a typo, and would only fail later, deep in a library.
+    most: int | None = None
 
     @property
     def label(self) -> str:
@@ -53,6 +56,9 @@ FIELDS: tuple[Field, ...] = (
     Field("source", "sha256", "sha256", None,
           "pinned sha256 of the tarball; without it the hash is recorded on first use (cache/locks/)",
           reaches=("fetch", "verify")),
+    Field("source", "size", "int", None,
+          "pinned size of the tarball in bytes (`doit pin` prints it): no download may bring more",
+          reaches=("fetch",), least=1),
     Field("source", "signature", "url", None,
           "url of the detached OpenPGP signature; kernel.org's .tar.sign signs the uncompressed tar",
           reaches=("fetch", "verify")),
@@ -73,8 +79,14 @@ FIELDS: tuple[Field, ...] = (
     Field("source", "package", "str", None,
           "Debian package that owns the tarball: checked with dpkg -S and dpkg --verify", reaches=("verify",)),
     Field("source", "retries", "int", 4, "attempts per mirror on connection errors and 5xx answers",
-          reaches=(), least=1),
-    Field("source", "timeout", "int", 30, "connect and read timeout in seconds", reaches=(), least=1),
+          reaches=(), least=1, most=100),
+    Field("source", "timeout", "int", 30, "connect and read timeout in seconds", reaches=(), least=1, most=3600),
+    Field("source", "deadline", "int", 3600,
+          "seconds a whole download may take, every mirror, attempt and wait included (a partial file is resumed"
+          " next time)", reaches=(), least=1, most=7 * 86400),
+    Field("source", "max_size", "int", 2048,
+          "largest file a download may bring, in MiB, when its size is not recorded with its hash; a mirror's"
+          " announced size caps it further", reaches=(), least=1, most=1 << 20),
     # -- the kernel
     Field("kernel", "fragments", "fragment_list", REQUIRED,
           "config fragments merged over `make tinyconfig`, in order: names in configs/fragments/ or paths",
@@ -85,8 +97,8 @@ FIELDS: tuple[Field, ...] = (
     Field("kernel", "cmdline", "str", "console=ttyS0 panic=-1",
           "kernel command line, used for QEMU's -append and the UKI's .cmdline", reaches=("uki",)),
     Field("kernel", "source_date_epoch", "int", 1700000000,
-          "the one timestamp every artifact carries (KBUILD_BUILD_TIMESTAMP, cpio mtimes, PE header)",
-          reaches=("configure", "kernel", "init", "initramfs", "embed", "uki"), least=0),
+          "the one timestamp every artifact carries (KBUILD_BUILD_TIMESTAMP, cpio mtimes, PE header, signing time)",
+          reaches=("configure", "kernel", "init", "initramfs", "embed", "uki", "disk", "sign"), least=0),
     Field("kernel", "build_user", "str", "tinyuki", "KBUILD_BUILD_USER", reaches=("configure", "kernel", "embed")),
     Field("kernel", "build_host", "str", "tinyuki", "KBUILD_BUILD_HOST", reaches=("configure", "kernel", "embed")),
     Field("kernel", "build_version", "str", "1", "KBUILD_BUILD_VERSION (the #N in uname -v)",
@@ -114,20 +126,50 @@ FIELDS: tuple[Field, ...] = (
     Field("boot", "memory", "str", "128M", "guest memory (QEMU -m)", reaches=()),
     Field("boot", "accel", "choice", "auto",
           "auto probes KVM and falls back to TCG; kvm or tcg force one", ("auto", "kvm", "tcg"), reaches=()),
-    Field("boot", "timeout", "int", 60, "seconds before a boot that has not powered off is a failure", reaches=()),
+    Field("boot", "timeout", "int", 60, "seconds before a boot that has not powered off is a failure", reaches=(),
+          least=1, most=86400),
     Field("boot", "qemu_args", "str_list", [], "extra QEMU arguments", reaches=()),
     Field("boot", "ovmf_code", "path", "/usr/share/OVMF/OVMF_CODE_4M.fd", "OVMF firmware for UKI boots", reaches=()),
     Field("boot", "ovmf_vars", "path", "/usr/share/OVMF/OVMF_VARS_4M.fd",
           "OVMF variable store template; every boot gets a fresh copy"),
+    # -- the bootable disk image, tinyuki.img (tasks/disk.py)
+    Field("disk", "table", "choice", "gpt",
+          "partition table of tinyuki.img: GPT, or a DOS label whose EFI system partition has type 0xEF",
+          ("gpt", "mbr"), reaches=("disk",)),
+    Field("disk", "esp_size", "size", "auto",
+          "size of the EFI system partition, like \"64M\" or \"1G\" (whole MiB); auto is the smallest that holds"
+          " the UKI and the files with room to spare; FAT32 from 34M up, FAT16 or FAT12 below",
+          reaches=("disk",)),
+    Field("disk", "files", "esp_file_map", {},
+          "extra files on the EFI system partition: { \"/EFI/tinyuki/notes.txt\" = \"path/in/project\" }",
+          reaches=("disk",)),
+    Field("disk", "data", "dir", None,
+          "a folder copied, in sorted order, onto a second partition (FAT) that the program can read",
+          reaches=("disk",)),
+    Field("disk", "data_size", "size", "auto",
+          "size of the second partition; auto fits the data folder with room to spare (no partition without"
+          " data); a size without data gives an empty, unformatted partition",
+          reaches=("disk",)),
+    # -- signing the UKI for Secure Boot (tasks/sign.py): on when key and cert are set
+    Field("sign", "key", "key", None,
+          "private key that signs the UKI with sbsign: a PEM file, or a PKCS#11 URI (pkcs11:...) of a token's key;"
+          " `doit keys` makes test keys",
+          reaches=("sign",)),
+    Field("sign", "cert", "path", None,
+          "the key's X.509 certificate (PEM): the one enrolled in the firmware's db", reaches=("sign",)),
+    Field("sign", "passphrase", "secret_source", None,
+          "where an encrypted key's passphrase comes from: env:VARIABLE or file:PATH (never the passphrase itself)",
+          reaches=()),
 )
 
-SECTIONS = ("source", "kernel", "init", "uki", "boot")
+SECTIONS = ("source", "kernel", "init", "uki", "boot", "disk", "sign")
 
 
 @dataclass(frozen=True)
 class Source:
     urls: tuple[str, ...]
     sha256: str | None
+    size: int | None  # bytes, pinned
     signature: str | None
     signature_over: str
     signers: tuple[str, ...]
@@ -138,6 +180,8 @@ class Source:
     package: str | None
     retries: int
     timeout: int
+    deadline: int
+    max_size: int  # MiB
 
     @property
     def filename(self) -> str:
@@ -184,6 +228,31 @@ class Boot:
 
 
 @dataclass(frozen=True)
+class Disk:
+    table: str
+    esp_size: int | None  # MiB; None: fit the contents
+    files: tuple[tuple[str, Path], ...]
+    data: Path | None
+    data_size: int | None  # MiB; None: fit the data folder, or no second partition
+
+
+@dataclass(frozen=True)
+class Sign:
+    key: Path | str | None  # a PEM file, or a pkcs11: URI
+    cert: Path | None
+    passphrase: str | None  # env:NAME or file:/absolute/path
+
+    @property
+    def enabled(self) -> bool:
+        """Signing is on when a key and its certificate are given (parse_profile requires both or neither)."""
+        return self.key is not None and self.cert is not None
+
+    @property
+    def pkcs11(self) -> bool:
+        return isinstance(self.key, str)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     path: Path
@@ -193,6 +262,8 @@ class Profile:
     init: Init
     uki: Uki
     boot: Boot
+    disk: Disk = Disk(table="gpt", esp_size=None, files=(), data=None, data_size=None)
+    sign: Sign = Sign(key=None, cert=None, passphrase=None)
     raw: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
     def value(self, f: Field) -> Any:
@@ -223,11 +294,11 @@ class Profile:
 
 
 # Kinds whose values name files; the stages they reach read those files.
-PATH_KINDS = ("path", "path_list", "fragment_list", "series", "file_map")
+PATH_KINDS = ("path", "path_list", "fragment_list", "series", "file_map", "esp_file_map", "key")
 
 
 def _paths_of(value: Any) -> list[Path]:
-    if value is None:
+    if value is None or isinstance(value, str):  # a str among paths is a URI (a PKCS#11 key), not a file
         return []
     if isinstance(value, Path):
         return [value]
@@ -266,6 +337,10 @@ def load_profile(name_or_path: str, root: Path) -> Profile:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise die(f"cannot read profile {path}: {e.strerror}", "check the path given as profile=") from e
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise die(f"{path}: not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start} (line {line})",
+                  "TOML files are UTF-8: re-save the profile as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -300,11 +375,18 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
 
     src = values["source"]
     _check_trust(src, where)
+    sign = values["sign"]
+    if (sign["key"] is None) != (sign["cert"] is None):
+        missing = "cert" if sign["cert"] is None else "key"
+        raise die(f"{where}: [sign] needs both key and cert; {missing} is missing",
+                  "give the private key and its certificate (doit keys makes secureboot/db.key and db.crt),"
+                  " or remove [sign] to build an unsigned UKI only")
     name = path.stem
     return Profile(
         name=name, path=path, description=values[""]["description"],
         source=Source(**src), kernel=Kernel(**values["kernel"]), init=Init(**values["init"]),
-        uki=Uki(**values["uki"]), boot=Boot(**values["boot"]), raw=data,
+        uki=Uki(**values["uki"]), boot=Boot(**values["boot"]), disk=Disk(**values["disk"]),
+        sign=Sign(**values["sign"]), raw=data,
     )
 
 
@@ -362,6 +444,8 @@ def _int(f: Field, raw: Any, where: str, label: str, root: Path) -> int:
         raise _want(where, label, "an integer", raw, f"write a bare number: {f.key} = 42")
     if f.least is not None and raw < f.least:
         raise die(f"{where}: {label} must be at least {f.least} (got {raw})", f"use {f.least} or a larger number")
+    if f.most is not None and raw > f.most:
+        raise die(f"{where}: {label} must be at most {f.most} (got {raw})", f"use {f.most} or a smaller number")
     return raw
 
 
@@ -392,7 +476,33 @@ def _url(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
                   "use https://, http://, file:// or a plain path")
     if not scheme and not s.startswith("/"):
         s = str(root / s)
+    problem = url_name_problem(s)
+    if problem:
+        raise die(f"{where}: {label} {s!r}: {problem}",
+                  "a url must end in the file's own name (like linux-6.1.183.tar.xz): no %2F, %00 or control"
+                  " characters in it, and not a directory")
     return s
+
+
+def url_name_problem(url: str) -> str | None:
+    """Why the file name at the end of `url` cannot name a file here, or None.
+
+    The name becomes a file in the cache (downloads are stored as
+    <sha256>-<name>) and the key into sha256sums.asc, so once decoded it must
+    be one plain file name: an encoded slash would make it a path, a NUL byte
+    cannot be in a path at all.
+    """
+    path = urllib.parse.urlsplit(url).path if "://" in url else url
+    decoded = urllib.parse.unquote(path)
+    if any(ord(c) < 32 or ord(c) == 127 for c in decoded):
+        return "a NUL byte or another control character in the file name or path"
+    raw_name = path.rsplit("/", 1)[-1]
+    name = urllib.parse.unquote(raw_name)
+    if not name or name in (".", ".."):
+        return "no file name at its end"
+    if "/" in name:
+        return "an encoded slash (%2F) in the file name"
+    return None
 
 
 def _url_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[str, ...]:
@@ -500,11 +610,93 @@ def _str_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[tu
     return tuple(out)
 
 
+SIZE_RE = re.compile(r"^([1-9][0-9]*)\s*(M|MiB|G|GiB)$")
+# The path firmware looks for on removable media; the disk stage puts the UKI there.
+ESP_LOADER = "/EFI/BOOT/BOOTX64.EFI"
+FAT_FORBIDDEN = set('"*:<>?\\|') | {chr(c) for c in range(32)}
+
+
+def _size(f: Field, raw: Any, where: str, label: str, root: Path) -> int | None:
+    """A partition size in whole MiB (partitions are MiB-aligned), or None for `auto`."""
+    s = _str(f, raw, where, label, root).strip() if isinstance(raw, str) else raw
+    if s == "auto":
+        return None
+    m = SIZE_RE.match(s) if isinstance(s, str) else None
+    if m is None:
+        raise die(f"{where}: {label} is {raw!r}, which is not a size in whole MiB or GiB",
+                  f'write {f.key} = "64M", "2G" or "auto"')
+    return int(m.group(1)) * (1024 if m.group(2).startswith("G") else 1)
+
+
+def _esp_file_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[tuple[str, Path], ...]:
+    """Extra files for the FAT EFI system partition: valid FAT long names, no clash with the loader or each other."""
+    if not isinstance(raw, dict):
+        raise _want(where, label, "a table", raw, f'write {f.key} = {{ "/EFI/tinyuki/notes.txt" = "notes.txt" }}')
+    out = []
+    # FAT compares names without case: a file may share its name with no other file and no folder
+    files = {ESP_LOADER.upper()}
+    folders = {"/EFI", "/EFI/BOOT"}
+    for dest, src in sorted(raw.items()):
+        parts = dest.split("/")[1:]
+        bad = (not dest.startswith("/") or not all(parts)
+               or any(p in (".", "..") or p[-1] in ". " or len(p) > 255 or set(p) & FAT_FORBIDDEN for p in parts))
+        if bad:
+            raise die(f"{where}: {label}: {dest!r} is not a file path a FAT file system can hold",
+                      'write an absolute path like "/EFI/tinyuki/notes.txt": no empty, "." or ".." parts,'
+                      ' none of " * : < > ? \\ |, no part ending in a dot or a space')
+        ancestors = {"/" + "/".join(parts[:i]).upper() for i in range(1, len(parts))}
+        if dest.upper() in files | folders or ancestors & files:
+            what = "the UKI's place" if dest.upper() == ESP_LOADER.upper() else "another file or folder"
+            raise die(f"{where}: {label}: {dest!r} clashes with {what} (FAT names ignore case)",
+                      f"give every extra file a path of its own; the UKI is always {ESP_LOADER}")
+        files.add(dest.upper())
+        folders |= ancestors
+        p = _path(f, src, where, f"{label}.{dest!r}", root)
+        if not p.is_file():
+            raise die(f"{where}: {label}.{dest!r}: {p} is not a file",
+                      "name one file per entry; a folder goes onto the second partition with [disk] data")
+        out.append((dest, p))
+    return tuple(out)
+
+
+def _dir(f: Field, raw: Any, where: str, label: str, root: Path) -> Path:
+    p = _resolve(root, _str(f, raw, where, label, root))
+    if not p.is_dir():
+        raise die(f"{where}: {label}: {p} is not a folder",
+                  "give an existing folder (relative paths are taken from the project root) or remove the key")
+    return p
+
+
+def _key(f: Field, raw: Any, where: str, label: str, root: Path) -> Path | str:
+    s = _str(f, raw, where, label, root).strip()
+    if s.startswith("pkcs11:"):
+        return s  # a token's key: sbsign reaches it through OpenSSL's pkcs11 engine
+    p = _resolve(root, s)
+    if not p.is_file():
+        raise die(f"{where}: {label}: key file {p} does not exist",
+                  "run `doit keys` to make test Secure Boot keys (secureboot/db.key, db.crt), or point key at"
+                  " your db signing key (relative paths are taken from the project root)")
+    return p
+
+
+def _secret_source(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
+    s = _str(f, raw, where, label, root).strip()
+    kind, _, rest = s.partition(":")
+    if kind == "env" and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", rest):
+        return s
+    if kind == "file" and rest:
+        return f"file:{_resolve(root, rest)}"
+    raise die(f"{where}: {label} must be env:VARIABLE or file:PATH, not {s!r}",
+              'name where the passphrase is, e.g. passphrase = "env:TINYUKI_SIGN_PASS"; never write it in the profile')
+
+
 _CONVERTERS: dict[str, Callable[..., Any]] = {
     "str": _str, "int": _int, "choice": _choice, "str_list": _str_list, "url": _url,
     "url_list": _url_list, "sha256": _sha256, "fingerprint_list": _fingerprint_list,
     "path": _path, "path_list": _path_list, "fragment_list": _fragment_list,
     "series": _series, "file_map": _file_map, "str_map": _str_map,
+    "size": _size, "esp_file_map": _esp_file_map, "dir": _dir,
+    "key": _key, "secret_source": _secret_source,
 }
 
 
@@ -536,6 +728,8 @@ def reference_table() -> str:
         meaning = f.help + (f" ({' / '.join(f.choices)})" if f.choices else "")
         if f.least is not None:
             meaning += f"; at least {f.least}"
+        if f.most is not None:
+            meaning += f"; at most {f.most}"
         reaches = ", ".join(f.reaches) if f.reaches else "none (how, not what)"
         rows.append(f"| {f.section or '(top)'} | `{f.key}` | {default} | {reaches} | {meaning} |")
     return "\n".join(["| section | key | default | reaches the stages | meaning |", "|---|---|---|---|---|", *rows])

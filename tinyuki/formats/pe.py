@@ -5,12 +5,22 @@ section addresses; here the new sections are placed right after the stub's
 last section (aligned to its SectionAlignment), the header fields that describe
 the image are updated, the timestamp is the build's epoch and the checksum is
 recomputed, so the same inputs always give the same bytes.
+
+Every signer and loader must see the same file: Debian's systemd 252 stub still
+carries its COFF symbol and string tables after its last section. Left in place
+they end up between the stub's sections and ours, a stretch of the file no
+section covers: sbverify warns about the gap, sbsign's Authenticode hash skips
+it (unsigned bytes) and a signer that hashes straight through (osslsigncode)
+produces a digest the firmware computes differently ("Access Denied"). So, as
+ukify does, those tables are dropped when they sit at the end of the stub, and
+`layout_problems` checks that headers plus sections cover the file exactly.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import pefile
 
@@ -22,8 +32,19 @@ DATA_READONLY = (
     pefile.SECTION_CHARACTERISTICS["IMAGE_SCN_CNT_INITIALIZED_DATA"]
     | pefile.SECTION_CHARACTERISTICS["IMAGE_SCN_MEM_READ"]
 )
+# `.linux` as ukify writes it: code, readable. Stubs that hand over to the kernel through the
+# EFI handover protocol run it in place, and systemd 257+ load it as a PE image from there.
+LINUX_CODE = (
+    pefile.SECTION_CHARACTERISTICS["IMAGE_SCN_CNT_CODE"]
+    | pefile.SECTION_CHARACTERISTICS["IMAGE_SCN_MEM_READ"]
+)
 SECTION_HEADER_SIZE = 40
+SYMBOL_SIZE = 18  # one COFF symbol table entry
 MAX_NAME = 8
+LOCAL_SYMS_STRIPPED = 0x0008  # IMAGE_FILE_LOCAL_SYMS_STRIPPED
+SECURITY_DIRECTORY = pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]
+# ukify's SBAT entry for a UKI (its STUB_SBAT): revocation of UKIs as a class.
+UKI_SBAT_LINE = "uki,1,UKI,uki,1,https://uapi-group.org/specifications/specs/unified_kernel_image/\n"
 
 
 def round_up(value: int, alignment: int) -> int:
@@ -40,19 +61,104 @@ def _parse(image: bytes, what: str) -> pefile.PE:
                   "point [uki] stub at systemd's EFI stub (linuxx64.efi.stub from systemd-boot-efi)") from e
 
 
+def symbol_table_span(image: bytes) -> tuple[int, int] | None:
+    """Where the COFF symbol table and the string table after it lie in the file (start, end), or None.
+
+    Image files should have none (the PE/COFF spec deprecates it); old systemd
+    stubs keep theirs. The string table starts with its own size (4 bytes).
+    """
+    pe = _parse(image, "the image")
+    start, count = pe.FILE_HEADER.PointerToSymbolTable, pe.FILE_HEADER.NumberOfSymbols
+    if not start:
+        return None
+    end = start + SYMBOL_SIZE * count
+    if end + 4 <= len(image):
+        strings = struct.unpack_from("<I", image, end)[0]
+        end += strings if strings >= 4 else 0
+    return start, min(end, len(image))
+
+
+def strip_symbol_table(image: bytes) -> bytes:
+    """`image` without its symbol and string tables when they are the last thing in the file (as ukify does).
+
+    Tables anywhere else are left alone: something after them might be data a
+    section or the certificate table points at.
+    """
+    span = symbol_table_span(image)
+    if span is None or span[1] != len(image):
+        return image
+    pe = _parse(image, "the image")
+    data = bytearray(image[:span[0]])
+    pe.FILE_HEADER.PointerToSymbolTable = 0
+    pe.FILE_HEADER.NumberOfSymbols = 0
+    pe.FILE_HEADER.Characteristics |= LOCAL_SYMS_STRIPPED
+    off = pe.FILE_HEADER.get_file_offset()
+    packed = pe.FILE_HEADER.__pack__()
+    data[off:off + len(packed)] = packed
+    return bytes(data)
+
+
+def pe_virtual_size(kernel: bytes) -> int:
+    """The memory a PE kernel asks for (its SizeOfImage), at least its length; a non-PE kernel: its length.
+
+    ukify gives `.linux` this VirtualSize: systemd 257+ stubs run the kernel's
+    PE image in place, so the section must span all the memory the kernel uses.
+    """
+    try:
+        pe = pefile.PE(data=kernel, fast_load=True)
+    except pefile.PEFormatError:
+        return len(kernel)
+    return max(pe.OPTIONAL_HEADER.SizeOfImage, len(kernel))
+
+
+def _sbat_with_uki_line(pe: pefile.PE, data: bytearray) -> bool:
+    """Append ukify's `uki` SBAT line to the stub's .sbat, in place, if the stub leaves room; True if it did.
+
+    Room means: within the section's raw data in the file (nothing moves) and
+    below the next section's address in memory. A .sbat that runs into
+    `.sdmagic` in memory is what makes the systemd 252 stub stall for about 3 s.
+    """
+    sections = list(pe.sections)
+    for i, s in enumerate(sections):
+        if s.Name.rstrip(b"\0") != b".sbat":
+            continue
+        text = bytes(data[s.PointerToRawData:s.PointerToRawData + min(s.Misc_VirtualSize, s.SizeOfRawData)])
+        text = text.rstrip(b"\0")
+        if not text.startswith(b"sbat,") or any(ln.startswith(b"uki,") for ln in text.splitlines()):
+            return False
+        new = text + (b"" if text.endswith(b"\n") else b"\n") + UKI_SBAT_LINE.encode()
+        limit = s.SizeOfRawData
+        if i + 1 < len(sections):
+            limit = min(limit, sections[i + 1].VirtualAddress - s.VirtualAddress)
+        if len(new) > limit:
+            return False
+        data[s.PointerToRawData:s.PointerToRawData + s.SizeOfRawData] = new.ljust(s.SizeOfRawData, b"\0")
+        s.Misc = s.Misc_PhysicalAddress = s.Misc_VirtualSize = len(new)
+        off = s.get_file_offset()
+        data[off:off + SECTION_HEADER_SIZE] = s.__pack__()
+        return True
+    return False
+
+
 def add_sections(
     image: bytes,
     sections: Sequence[tuple[str, bytes]],
     *,
     timestamp: int = 0,
     what: str = "the stub",
+    sbat_uki: bool = False,
 ) -> bytes:
     """Return `image` with `sections` (name, contents) appended in order, as a consistent PE.
 
-    Every new section starts at the next SectionAlignment boundary after the
-    previous one in memory and at the next FileAlignment boundary in the file;
-    NumberOfSections, SizeOfImage and SizeOfInitializedData follow, the
-    TimeDateStamp is `timestamp` and the CheckSum is recomputed.
+    The stub's trailing symbol and string tables are dropped first, so the new
+    sections follow the stub's last one without a gap. Every new section starts
+    at the next SectionAlignment boundary after the previous one in memory and
+    at the next FileAlignment boundary in the file. `.linux` is code with the
+    kernel's own SizeOfImage as its VirtualSize (as ukify writes it), the rest
+    read-only data. NumberOfSections, SizeOfImage, SizeOfCode and
+    SizeOfInitializedData follow, the TimeDateStamp is `timestamp` and the
+    CheckSum is recomputed. With `sbat_uki`, ukify's `uki` line joins the
+    stub's .sbat where it fits.
     """
     if not 0 <= timestamp < 1 << 32:
         raise die(f"PE timestamp {timestamp} does not fit in 32 bits",
@@ -60,6 +166,10 @@ def add_sections(
     pe = _parse(image, what)
     if not pe.sections:
         raise die(f"{what} has no sections", "use systemd's EFI stub, not a bare PE file")
+    if pe.OPTIONAL_HEADER.DATA_DIRECTORY[SECURITY_DIRECTORY].VirtualAddress:
+        raise die(f"{what} is signed", "use the unsigned stub: the UKI is signed as a whole, after assembly")
+    image = strip_symbol_table(image)
+    pe = _parse(image, what)
     opt = pe.OPTIONAL_HEADER
     file_align, sect_align = opt.FileAlignment, opt.SectionAlignment
     existing = {s.Name.rstrip(b"\0").decode(errors="replace") for s in pe.sections}
@@ -75,6 +185,8 @@ def add_sections(
 
     data = bytearray(image)
     data.extend(b"\0" * (round_up(len(data), file_align) - len(data)))
+    if sbat_uki:
+        _sbat_with_uki_line(pe, data)
     last = pe.sections[-1]
     vaddr = round_up(last.VirtualAddress + last.Misc_VirtualSize, sect_align)
     header_at = table_end
@@ -88,21 +200,26 @@ def add_sections(
             raise die(f"{what} already has a {name} section", "use a plain systemd EFI stub, not a built UKI")
         existing.add(name)
         raw_size = round_up(len(contents), file_align)
+        code = name == ".linux"
+        virtual_size = pe_virtual_size(contents) if code else len(contents)
         header = pefile.SectionStructure(pe.__IMAGE_SECTION_HEADER_format__, pe=pe)
         header.__unpack__(b"\0" * header.sizeof())
         header.set_file_offset(header_at)
         header.Name = raw.ljust(MAX_NAME, b"\0")
-        header.Misc = header.Misc_PhysicalAddress = header.Misc_VirtualSize = len(contents)
+        header.Misc = header.Misc_PhysicalAddress = header.Misc_VirtualSize = virtual_size
         header.VirtualAddress = vaddr
         header.SizeOfRawData = raw_size
         header.PointerToRawData = len(data) if contents else 0
-        header.Characteristics = DATA_READONLY
+        header.Characteristics = LINUX_CODE if code else DATA_READONLY
         data.extend(contents)
         data.extend(b"\0" * (raw_size - len(contents)))
         new_headers.append(header)
         header_at += SECTION_HEADER_SIZE
-        vaddr = round_up(vaddr + len(contents), sect_align)
-        opt.SizeOfInitializedData += raw_size
+        vaddr = round_up(vaddr + virtual_size, sect_align)
+        if code:
+            opt.SizeOfCode += raw_size
+        else:
+            opt.SizeOfInitializedData += raw_size
 
     pe.FILE_HEADER.NumberOfSections += len(sections)
     pe.FILE_HEADER.TimeDateStamp = timestamp
@@ -126,13 +243,102 @@ def _with_checksum(image: bytes) -> bytes:
 
 
 def read_sections(image: bytes, what: str = "the image") -> dict[str, bytes]:
-    """The contents of every section, cut to its VirtualSize (the file pads to FileAlignment)."""
+    """The contents of every section as the file holds them, cut to its VirtualSize.
+
+    The file pads a section to FileAlignment; a section whose VirtualSize is
+    larger than its raw data (`.linux`, sized to the kernel's SizeOfImage)
+    reads as its raw data, padding included.
+    """
     pe = _parse(image, what)
     out = {}
     for s in pe.sections:
         name = s.Name.rstrip(b"\0").decode(errors="replace")
-        out[name] = s.get_data()[: s.Misc_VirtualSize] if s.SizeOfRawData else b""
+        out[name] = s.get_data()[: min(s.Misc_VirtualSize, s.SizeOfRawData)] if s.SizeOfRawData else b""
     return out
+
+
+def loaded_sections(image: bytes, what: str = "the image") -> dict[str, bytes]:
+    """Every section as a loader maps it: VirtualSize bytes, zero-filled past the raw data.
+
+    This is what systemd's stub (252) measures into PCR 11: the section in
+    memory, VirtualSize long.
+    """
+    pe = _parse(image, what)
+    out = {}
+    for s in pe.sections:
+        name = s.Name.rstrip(b"\0").decode(errors="replace")
+        raw = s.get_data()[: s.SizeOfRawData] if s.SizeOfRawData else b""
+        out[name] = raw[: s.Misc_VirtualSize].ljust(s.Misc_VirtualSize, b"\0")
+    return out
+
+
+@dataclass(frozen=True)
+class SectionRow:
+    """One row of a PE section table, as `section_table` reports it."""
+
+    name: str
+    virtual_address: int
+    virtual_size: int
+    raw_pointer: int
+    raw_size: int
+    characteristics: int
+
+
+def section_table(image: bytes, what: str = "the image") -> list[SectionRow]:
+    """The section table in file order, for reports and tests."""
+    pe = _parse(image, what)
+    return [SectionRow(s.Name.rstrip(b"\0").decode(errors="replace"), s.VirtualAddress, s.Misc_VirtualSize,
+                       s.PointerToRawData, s.SizeOfRawData, s.Characteristics) for s in pe.sections]
+
+
+def layout_problems(image: bytes, what: str = "the image", aligned_from: int = 0) -> list[str]:
+    """What keeps signers and loaders from agreeing on this PE's bytes; empty when the layout is clean.
+
+    Clean means: the headers and the sections' raw data, in order, cover the
+    file exactly (the Authenticode certificate table may follow the last
+    section), every section's raw data is aligned, addresses ascend and no
+    section overlaps the next one in memory, and SizeOfImage covers the last
+    section. Section addresses are checked for SectionAlignment from section
+    `aligned_from` on: systemd 252's own `.sdmagic` sits at 0x19100 with an
+    alignment of 0x200, which loaders accept and a UKI cannot change.
+    """
+    pe = _parse(image, what)
+    opt = pe.OPTIONAL_HEADER
+    fa, sa = opt.FileAlignment, opt.SectionAlignment
+    problems = []
+    if pe.FILE_HEADER.PointerToSymbolTable or pe.FILE_HEADER.NumberOfSymbols:
+        problems.append(f"a COFF symbol table at {pe.FILE_HEADER.PointerToSymbolTable:#x}")
+    at = round_up(opt.SizeOfHeaders, fa)
+    end_va = 0
+    for s in pe.sections:
+        name = s.Name.rstrip(b"\0").decode(errors="replace")
+        if s.SizeOfRawData:
+            if s.PointerToRawData != at:
+                kind = "gap" if s.PointerToRawData > at else "overlap"
+                problems.append(f"{kind} in the file before {name}: {at:#x} to {s.PointerToRawData:#x}")
+            if s.PointerToRawData % fa or s.SizeOfRawData % fa:
+                problems.append(f"{name}'s raw data is not aligned to {fa:#x}")
+            at = s.PointerToRawData + s.SizeOfRawData
+        if s.VirtualAddress % sa and pe.sections.index(s) >= aligned_from:
+            problems.append(f"{name} at {s.VirtualAddress:#x} is not aligned to {sa:#x}")
+        if s.VirtualAddress < end_va:
+            problems.append(f"{name} at {s.VirtualAddress:#x} overlaps the section before it in memory "
+                            f"(which ends at {end_va:#x})")
+        end_va = s.VirtualAddress + s.Misc_VirtualSize
+    if opt.SizeOfImage < round_up(end_va, sa):
+        problems.append(f"SizeOfImage {opt.SizeOfImage:#x} is below the end of the last section {end_va:#x}")
+    security = opt.DATA_DIRECTORY[SECURITY_DIRECTORY]
+    end = len(image)
+    if security.VirtualAddress:  # a file offset for this one directory
+        if security.VirtualAddress != round_up(at, 8):
+            problems.append(f"the certificate table at {security.VirtualAddress:#x} does not follow "
+                            f"the last section (which ends at {at:#x})")
+        end = security.VirtualAddress
+        if security.VirtualAddress + security.Size != len(image):
+            problems.append("data after the certificate table")
+    if round_up(at, 8) != end and at != end:
+        problems.append(f"{end - at} bytes after the last section that no section covers ({at:#x} to {end:#x})")
+    return problems
 
 
 def os_release(fields: Iterable[tuple[str, str]] | Mapping[str, str]) -> bytes:
@@ -189,4 +395,9 @@ def build_uki(
     if initrd is not None:
         sections.append((".initrd", initrd))
     sections.append((".linux", kernel))
-    return add_sections(stub, sections, timestamp=timestamp)
+    image = add_sections(stub, sections, timestamp=timestamp, sbat_uki=True)
+    problems = layout_problems(image, aligned_from=len(_parse(stub, "the stub").sections))
+    if problems:
+        raise die(f"the UKI's layout is not clean: {'; '.join(problems)}",
+                  "the stub has data outside its sections; use systemd's EFI stub from systemd-boot-efi")
+    return image

@@ -6,21 +6,23 @@ not that it is harmless, so every member is checked here and the archive is
 refused outright (rather than silently "fixed") at the first hostile one;
 Python's `data` filter then applies as a second guard. The archive is read as a
 stream in one pass, decompressed by an external xz/gzip/bzip2 when available so
-decompression and writing use two cores.
+decompression and writing use two cores (run by tinyuki/util/runner.py's
+`reading`, which stops it when extraction is refused and reports its own error
+when the stream is corrupt).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import IO
 
 from tinyuki.errors import TinyukiError, die
-from tinyuki.util.runner import echo
+from tinyuki.util import runner
 
 _MAGIC = (
     (b"\xfd7zXZ\x00", "xz"),
@@ -96,42 +98,29 @@ def extract(archive: Path, dest: Path) -> int:
     """
     dest.mkdir(parents=True)
     kind = compression(archive)
-    proc: subprocess.Popen[bytes] | None = None
-    stream: IO[bytes]
     tool = {"xz": "xz", "gzip": "gzip", "bzip2": "bzip2"}.get(kind or "")
-    if tool and shutil.which(tool):
-        cmd = [tool, "-dc", str(archive)]
-        echo(cmd)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None
-        stream = proc.stdout
-        mode = "r|"
-    else:
-        stream = open(archive, "rb")  # noqa: SIM115 - closed below
-        mode = "r|*"
-    count = 0
-    failed = True
-    try:
+    stream: IO[bytes]
+    with contextlib.ExitStack() as stack:
+        if tool and shutil.which(tool):
+            # tarfile pulls from the decompressor's stdout: the runner's `reading` kills it if extraction
+            # fails, and raises its error if it fails itself (a corrupt stream reads as a truncated tar).
+            stream = stack.enter_context(runner.reading([tool, "-dc", str(archive)], what=tool,
+                                                        hint="the file may be damaged: fetch it again"))
+            mode = "r|"
+        else:
+            stream = stack.enter_context(open(archive, "rb"))
+            mode = "r|*"
         try:
             tf = tarfile.open(fileobj=stream, mode=mode)  # noqa: SIM115 - closed by the with below
         except tarfile.TarError as e:
             raise die(f"{archive} is not a readable tar archive ({e})",
                       "the download may be damaged: delete it and fetch again") from e
-        with tf:
-            count = _extract_members(tf, archive, dest)
-        failed = False
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise die(f"extracting {archive} failed: {e}", "the file may be truncated or damaged: fetch it again") from e
-    finally:
-        if proc is not None:
-            assert proc.stdout is not None and proc.stderr is not None
-            proc.stdout.close()
-            err = proc.stderr.read().decode(errors="replace").strip()
-            rc = proc.wait()
-            if rc != 0 and not failed:
-                raise die(f"{tool} failed on {archive} (exit {rc}): {err}", "the file may be damaged: fetch it again")
-        else:
-            stream.close()
+        try:
+            with tf:
+                count = _extract_members(tf, archive, dest)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise die(f"extracting {archive} failed: {e}",
+                      "the file may be truncated or damaged: fetch it again") from e
     return count
 
 

@@ -62,23 +62,92 @@ def patches_sha256(series: Series) -> str | None:
     return h.hexdigest()
 
 
-_HEADER = re.compile(rb"^(?:---|\+\+\+) (\S+)")
+_UNIFIED = re.compile(rb"^(?:---|\+\+\+) (.+?)(?:\t.*)?$")
+_CONTEXT = re.compile(rb"^\*\*\* (.+?)(?:\t.*)?$")
+_RANGE = re.compile(rb"^(?:\*\*\*|---) \d+(?:,\d+)? (?:\*\*\*\*|----)\s*$")
+_HUNK = re.compile(rb"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+_GIT = re.compile(rb"^diff --git (\S+) (\S+)\s*$")
+_NAMED = re.compile(rb"^(?:rename from|rename to|copy from|copy to|Index:) (.+?)\s*$")
+
+
+def header_names(patch: bytes) -> list[tuple[str, bool]]:
+    """Every file name the patch's headers give, as written, with whether -p1 applies to it.
+
+    Unified and context headers, `diff --git`, git's rename/copy lines and
+    `Index:`: whatever GNU patch may take a file name from (rename/copy lines
+    name tree paths without the a/ and b/ that -p1 strips). Lines inside a
+    unified hunk are content, even when a removed `-- x` reads `--- x`.
+    """
+    out: list[tuple[bytes, bool]] = []
+    old_left = new_left = 0
+    for line in patch.splitlines():
+        if old_left > 0 or new_left > 0:
+            tag = line[:1]
+            if tag in (b" ", b""):
+                old_left, new_left = old_left - 1, new_left - 1
+                continue
+            if tag == b"-":
+                old_left -= 1
+                continue
+            if tag == b"+":
+                new_left -= 1
+                continue
+            if tag == b"\\":
+                continue
+            old_left = new_left = 0  # a short hunk: back to headers
+        hunk = _HUNK.match(line)
+        if hunk:
+            old_left = int(hunk.group(1)) if hunk.group(1) is not None else 1
+            new_left = int(hunk.group(2)) if hunk.group(2) is not None else 1
+            continue
+        if _RANGE.match(line):
+            continue
+        m = _UNIFIED.match(line) or _CONTEXT.match(line)
+        if m:
+            out.append((m.group(1), True))
+            continue
+        m = _GIT.match(line)
+        if m:
+            out += [(m.group(1), True), (m.group(2), True)]
+            continue
+        m = _NAMED.match(line)
+        if m:
+            out.append((m.group(1), not line.startswith((b"rename ", b"copy "))))
+    names = [(n.decode(errors="replace").strip(), p1) for n, p1 in out]
+    return [(n, p1) for n, p1 in names if n and n != "/dev/null"]
+
+
+def header_paths(patch: bytes) -> list[str]:
+    """The file names of header_names, as written."""
+    return [n for n, _ in header_names(patch)]
+
+
+def strip1(name: str) -> str | None:
+    """The name after -p1 (`a/init/main.c` -> `init/main.c`); None when there is nothing to strip."""
+    parts = name.split("/", 1)
+    return parts[1] if len(parts) == 2 and parts[1] else None
 
 
 def touched_files(patch: bytes) -> set[str]:
-    """Tree-relative paths (after -p1) a unified diff reads or writes."""
+    """Tree-relative paths (after -p1) a patch reads or writes."""
     out = set()
-    for line in patch.splitlines():
-        m = _HEADER.match(line)
-        if not m:
-            continue
-        name = m.group(1).decode(errors="replace")
-        if name == "/dev/null":
-            continue
-        parts = name.split("/", 1)
-        if len(parts) == 2 and parts[1]:
-            out.add(parts[1])
+    for name, p1 in header_names(patch):
+        rel = strip1(name) if p1 else name
+        if rel and not escaping_path(name, p1):
+            out.add(rel)
     return out
+
+
+def escaping_path(name: str, p1: bool = True) -> str | None:
+    """Why a header's file name leaves the tree (absolute, `..`), or None; `p1`: the name is stripped by -p1."""
+    if name.startswith("/"):
+        return "an absolute path"
+    rel = (strip1(name) if p1 else name) or name
+    if rel.startswith("/"):
+        return "an absolute path after -p1"
+    if ".." in rel.split("/"):
+        return "a '..' component"
+    return None
 
 
 _FAILED = re.compile(r"Hunk #(\d+) FAILED at \d+")

@@ -21,7 +21,8 @@ from typing import IO
 
 import gnupg
 
-from tinyuki.errors import die
+from tinyuki.errors import TinyukiError, die
+from tinyuki.util.runner import run
 
 # python-gnupg logs a traceback when gpg stops reading early (a garbled signature);
 # the verdict already says what happened, so its log stays quiet.
@@ -197,14 +198,32 @@ class Keyring:
         return evaluate(res.stderr or "", trusted, what), bytes(res.data or b"")
 
 
+def stop_agents(home: Path) -> None:
+    """Stop the daemons gpg started for `home` (gpg-agent, keyboxd, dirmngr).
+
+    gpg launches a gpg-agent for a fresh home on its first import, and that
+    agent outlives gpg: without this, every verify would leave a daemon behind
+    whose home directory is already gone. gpgconf is part of gnupg, so it is
+    there whenever gpg is; if it is not, there is nothing it could stop.
+    """
+    try:
+        run(["gpgconf", "--homedir", str(home), "--kill", "all"], quiet=True, what="stopping gpg-agent",
+            timeout=30)
+    except TinyukiError:
+        pass  # no gpgconf, or no agent: nothing to stop, and never a reason to fail the check
+
+
 @contextmanager
 def keyring(key_files: Sequence[Path]) -> Iterator[Keyring]:
-    """A private keyring for one check; deleted afterwards, the user's ~/.gnupg untouched."""
+    """A private keyring for one check; deleted afterwards, its agent stopped, the user's ~/.gnupg untouched."""
     with tempfile.TemporaryDirectory(prefix="tinyuki-gpg-") as home:
-        ring = Keyring(Path(home))
-        for kf in key_files:
-            ring.import_file(kf)
-        yield ring
+        try:
+            ring = Keyring(Path(home))
+            for kf in key_files:
+                ring.import_file(kf)
+            yield ring
+        finally:
+            stop_agents(Path(home))
 
 
 def fingerprints(key_file: Path) -> list[str]:
@@ -214,9 +233,17 @@ def fingerprints(key_file: Path) -> list[str]:
 
 
 def parse_sha256sums(text: str, filename: str) -> str | None:
-    """The sha256 listed for `filename` in a sha256sum-format listing (what kernel.org signs)."""
+    """The sha256 listed for `filename` in a sha256sum-format listing (what kernel.org signs).
+
+    A listing that names the file twice with different hashes vouches for
+    neither: which line a tool reads first must never decide what is trusted.
+    """
+    found: list[str] = []
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("*") == filename and len(parts[0]) == 64:
-            return parts[0].lower()
-    return None
+            found.append(parts[0].lower())
+    if len(set(found)) > 1:
+        raise die(f"the signed checksum list names {filename} twice with different hashes: {', '.join(found)}",
+                  "the list is malformed or tampered with; do not use this tarball, and fetch the list again")
+    return found[0] if found else None

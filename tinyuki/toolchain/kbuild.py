@@ -8,10 +8,12 @@ needs (compiler errors and their context, undefined references, make's
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections import deque
@@ -22,7 +24,7 @@ from typing import IO
 
 from tinyuki.config.profile import Kernel
 from tinyuki.errors import die
-from tinyuki.util.runner import echo
+from tinyuki.util import fmt, runner
 
 # Fixed paths the tree and the build dir are known by inside the binaries.
 SOURCE_PREFIX = "/usr/src/linux"
@@ -74,11 +76,6 @@ def make_cmd(tree: Path, kbuild: Path, *targets: str, jobs: int = 1, make_vars: 
 STEP_RE = re.compile(r"^\s{2}([A-Z][A-Z0-9_\[\]]{1,11})\s+(\S.*)$")
 
 
-def fmt_elapsed(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 @dataclass
 class Progress:
     """Counts kbuild's steps from its output and renders one status line."""
@@ -102,7 +99,7 @@ class Progress:
 
     def line(self, now: float | None = None) -> str:
         elapsed = (time.monotonic() if now is None else now) - self.start
-        return f"{self.label}: {self.steps} steps ({self.compiled} compiled), {fmt_elapsed(elapsed)}, {self.current}"
+        return f"{self.label}: {self.steps} steps ({self.compiled} compiled), {fmt.elapsed(elapsed)}, {self.current}"
 
 
 class Reporter:
@@ -193,39 +190,28 @@ def stream_make(
 ) -> Progress:
     """Run make echoing the command, sending its output to `log` and a progress line to the console.
 
-    On failure, raise with the compiler errors from the log and the log's path.
+    The command and environment go to the runner unchanged: they decide the
+    kernel's bytes. On failure, raise with the compiler errors from the log
+    and the log's path.
     """
-    echo(cmd)
-    log.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(what)
     reporter = (reporter_factory or Reporter)(progress)
     tail: deque[str] = deque(maxlen=4000)
-    with open(log, "a", encoding="utf-8", errors="replace") as out:
-        out.write(f"$ {shlex.join(cmd)}\n")
-        out.flush()
-        try:
-            proc = subprocess.Popen(cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, errors="replace", bufsize=1)
-        except FileNotFoundError as e:
-            raise die(f"{what} needs {cmd[0]}, which is not installed",
-                      "run scripts/setup.sh to install the build tools (build-essential flex bison bc ...)") from e
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                out.write(line)
-                tail.append(line)
-                if progress.feed(line):
-                    reporter.update()
-            code = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+
+    def line(text: str, _at: float) -> None:
+        tail.append(text)
+        if progress.feed(text):
+            reporter.update()
+
+    result = runner.stream(cmd, env=env, log=log, on_line=line, what=what,
+                           missing_hint="run scripts/setup.sh to install the build tools (build-essential flex bison "
+                                        "bc ...)")
     reporter.finish()
-    if code != 0:
-        excerpt = error_excerpt(tail) or [x.rstrip("\n") for x in list(tail)[-15:]]
+    if result.returncode != 0:
+        excerpt = error_excerpt(tail) or list(tail)[-15:]
         body = "\n    ".join(excerpt)
-        raise die(f"{what} failed (make exit {code}): {shlex.join(cmd)}\n    {body}\n  full log: {log}", hint)
+        raise die(f"{what} failed (make exit {result.returncode}): {shlex.join(cmd)}\n    {body}\n  full log: {log}",
+                  hint)
     return progress
 
 
@@ -253,10 +239,6 @@ def embedded_payload(data: bytes) -> bytes | None:
     gzip, xz, lzma, bzip2 and none are read with Python's standard library;
     for lz4, lzo and zstd the removal of the old copy is the only guarantee.
     """
-    import bz2
-    import gzip
-    import lzma
-
     try:
         if data[:2] == b"\x1f\x8b":
             return gzip.decompress(data)

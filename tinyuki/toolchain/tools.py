@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from tinyuki.util.runner import tool_version
+from tinyuki.errors import TinyukiError
+from tinyuki.util.runner import output, tool_version
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Tool:
     version_cmd: tuple[str, ...] = ()
     # The Python distribution (pefile): versioned by its metadata.
     python: str | None = None
+    # The start of the output line that holds the version, for a tool that does not print it first (mkfs.fat).
+    line: str | None = None
 
     @property
     def binary(self) -> str | None:
@@ -42,6 +45,13 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("rustc", ("rustc", "--version")),
     Tool("bindgen", ("bindgen", "--version")),
     Tool("pefile", python="pefile"),
+    # the disk image (tinyuki/formats/disk.py)
+    Tool("sfdisk", ("sfdisk", "--version")),
+    Tool("mkfs.fat", ("mkfs.fat", "--help"), line="mkfs.fat "),
+    Tool("mtools", ("mtools", "--version")),
+    # signing the UKI (tinyuki/secureboot.py)
+    Tool("sbsign", ("sbsign", "--version")),
+    Tool("openssl", ("openssl", "version")),
 )}
 
 
@@ -54,8 +64,14 @@ def version(name: str) -> str:
             return metadata.version(tool.python)
         except metadata.PackageNotFoundError:
             return "missing"
-    cmd = tool.version_cmd
-    return tool_version([shutil.which(cmd[0]) or cmd[0], *cmd[1:]])
+    cmd = [shutil.which(tool.version_cmd[0]) or tool.version_cmd[0], *tool.version_cmd[1:]]
+    if tool.line is None:
+        return tool_version(cmd)
+    try:
+        text = output(cmd, ok_codes=None, timeout=60.0)
+    except TinyukiError:
+        return "missing"
+    return next((ln.strip() for ln in text.splitlines() if ln.startswith(tool.line)), "unknown")
 
 
 def stamp(name: str) -> Any:

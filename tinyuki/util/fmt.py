@@ -64,3 +64,12 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align_righ
     if rule:
         lines.insert(1, "-" * max(len(x) for x in lines))
     return "\n".join(lines)
+
+
+def progress_bar(done: int, total: int, seconds: float, width: int = 30) -> str:
+    """One line of a copy's progress, redrawn in place with a leading CR: bar, percent, sizes, rate."""
+    frac = done / total if total else 1.0
+    filled = int(frac * width)
+    rate = done / seconds if seconds > 0 else 0.0
+    return (f"\r[{'#' * filled}{'.' * (width - filled)}] {frac:4.0%} "
+            f"{human_size(done)} of {human_size(total)}, {human_size(rate)}/s")

@@ -61,6 +61,31 @@ def atomic_open(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Bin
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Path]:
+    """A temp file name beside `path` for a tool to write; on success it is fsynced and renamed into place.
+
+    For outputs made by external programs (sfdisk, mkfs.fat) rather than
+    written from Python: the same guarantee as atomic_open, no half-made file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
     if isinstance(data, str):
         data = data.encode()
