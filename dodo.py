@@ -3,6 +3,8 @@
 Variables (name=value after the task names): profile=NAME|PATH (default debian),
 build_dir=DIR (default build/<profile>), cache_dir=DIR (default cache), jobs=N.
 Compile cache and distcc: ccache=0|1, ccache_remote=URL, distcc_hosts="hostA/4 hostB/8" (tinyuki/cache/compile.py).
+Remote artifact cache: artifact_remote=URL, artifact_remote_mode=rw|ro, artifact_signing_key=PATH,
+artifact_trusted_keys=PATH (tinyuki/cache/remote.py).
 The stages are declared in tasks/ (their order in tasks/__init__.py); the other
 commands live in cli/. This file only wires them to doit.
 """
@@ -14,12 +16,13 @@ from cli.actions import exit_with
 from cli.checkers import Sha256Checker
 from tasks import PIPELINE
 from tinyuki.cache.compile import VARIABLES
+from tinyuki.cache.remote import VARIABLES as REMOTE_VARIABLES
 from tinyuki.config.context import make_context, prepare_dirs
 from tinyuki.errors import TinyukiError
 
 try:
     CTX = make_context(get_var("profile"), get_var("build_dir"), get_var("cache_dir"), get_var("jobs"),
-                       variables={name: get_var(name) for name in VARIABLES})
+                       variables={name: get_var(name) for name in (*VARIABLES, *REMOTE_VARIABLES)})
     prepare_dirs(CTX)
 except TinyukiError as err:
     exit_with(err)

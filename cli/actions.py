@@ -7,6 +7,7 @@ config option), so it reaches the console as its own text only.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -44,6 +45,14 @@ def action(func: Callable[..., Any]) -> Callable[..., Any]:
             return _CleanFailure(err.render())
         except KeyboardInterrupt:
             raise
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise  # a bug until proven otherwise: doit shows its traceback
+            # A full disk can strike any stage at any write; it is the machine's state, not a bug.
+            where = f" while writing {err.filename}" if err.filename else ""
+            return _CleanFailure(TinyukiError(f"no space left on the device{where}",
+                                              "free some space (or point build_dir= / cache_dir= at a bigger disk),"
+                                              " then run the same command again").render())
         return True if result is None else result
 
     return wrapper

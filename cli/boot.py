@@ -1,9 +1,14 @@
 """`doit boot`: boot the kernel (or the UKI through OVMF) in QEMU and prove the program ran.
 
 Success means two things seen from outside the VM: the program's marker line
-on the serial console, and QEMU exiting on its own (the program powered the VM
-off). Anything else (a panic, a timeout, a silent exit) fails with the end of
-the console. Variables: uki=1, disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FILE.
+on the serial console, and the program's result: it exited with status 0 (the
+kernel's panic at init's exit carries the status), printed `tinyuki: exit status 0`,
+or powered the VM off. A program's other status is `doit boot`'s exit code; a
+panic, a hang and a missing marker fail with the end of the console and codes of
+their own (tinyuki/vm/qemu.py). Variables: uki=1, stick=1 (tinyuki.img as a USB stick),
+bus=usb|virtio, disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FILE; secureboot=1 (efi=FILE,
+keys_dir=DIR): OVMF enforcing Secure Boot must start the signed UKI and the kernel must report
+Secure Boot on; the firmware's refusal is reported as such.
 Running QEMU and probing KVM live in tinyuki/vm/run.py, shared with the boot
 benchmark; this module only reads doit's variables and reports.
 """
@@ -21,9 +26,14 @@ from doit import get_var
 
 from cli import params
 from cli.actions import action
+from cli.exitcode import exit_with_code
+from cli.keys import keys_dir
 from tasks.configure import CONFIG
+from tasks.disk import DISK
 from tasks.embed import IMAGE, VMLINUX
+from tasks.sign import SIGNED
 from tasks.uki import UKI
+from tinyuki import secureboot
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.util import fs as fsutil
@@ -31,6 +41,11 @@ from tinyuki.util.flags import yes_no
 from tinyuki.vm import boottime, qemu
 from tinyuki.vm import run as vmrun
 from tinyuki.vm.esp import make_esp
+
+# What `doit boot`'s exit codes say when the boot itself failed (a program's own status passes through).
+EXIT_MEANINGS = {qemu.EXIT_PANIC: "kernel panic", qemu.EXIT_HANG: "no result within [boot] timeout",
+                 qemu.EXIT_NO_MARKER: "no marker on the console", qemu.EXIT_QEMU: "QEMU failed",
+                 secureboot.EXIT_SECURE_BOOT: "the firmware refused the image, or Secure Boot was not on"}
 
 
 def _var_path(name: str) -> Path | None:
@@ -52,6 +67,40 @@ def _want_uki() -> bool:
     return yes_no(get_var("uki"), "uki", hint="use uki=1 to boot the UKI through OVMF")
 
 
+def _want_secureboot() -> bool:
+    return yes_no(get_var("secureboot"), "secureboot",
+                  hint="use secureboot=1 to boot the signed UKI with Secure Boot enforcing")
+
+
+def secure_image(ctx: Context) -> Path:
+    """What secureboot=1 boots: efi=FILE, else the build's signed UKI (which needs [sign] in the profile)."""
+    given = _var_path("efi")
+    if given is not None:
+        return given
+    if not ctx.profile.sign.enabled:
+        raise die(f"secureboot=1 boots the signed UKI, and profile {ctx.profile.name} has no [sign]",
+                  "add [sign] key and cert to the profile (`doit keys` makes test keys), or boot another "
+                  "image with efi=FILE")
+    return SIGNED.at(ctx)
+
+
+def _want_stick() -> bool:
+    return yes_no(get_var("stick"), "stick", hint="use stick=1 to boot tinyuki.img through OVMF as a USB stick")
+
+
+def _bus(stick: bool, firmware: bool) -> str:
+    """How OVMF sees what it boots: a USB stick on xHCI (stick=1's default) or a virtio disk (uki=1's)."""
+    value = (get_var("bus") or "").strip().lower()
+    if value and not firmware:
+        raise die(f"bus={value} applies to a boot through OVMF", "add stick=1 (tinyuki.img) or uki=1 (the UKI)")
+    if not value:
+        return "usb" if stick else "virtio"
+    if value not in qemu.ESP_BUSES:
+        raise die(f"bus={value!r} is not one of {', '.join(qemu.ESP_BUSES)}",
+                  "use bus=usb (a USB stick on an xHCI controller) or bus=virtio (a virtio disk)")
+    return value
+
+
 def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
     """The accelerator and why: accel= on the command line, the profile, or a KVM probe."""
     requested = get_var("accel") or ctx.profile.boot.accel
@@ -70,77 +119,132 @@ def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
 def boot(ctx: Context) -> None:
     b = ctx.profile.boot
     use_uki = _want_uki()
+    use_stick = _want_stick()
+    if use_uki and use_stick:
+        raise die("uki=1 and stick=1 both ask for a boot through OVMF",
+                  "stick=1 boots tinyuki.img (the disk image for a USB stick); uki=1 boots the UKI on a throwaway ESP")
+    secure = _want_secureboot()
+    firmware = use_uki or use_stick or secure
+    bus = _bus(use_stick, firmware)
     kernel = _var_path("kernel") or profile_image(ctx)
     initrd = _var_path("initrd")
     disk = _var_path("disk")
     config = CONFIG.at(ctx).read_text(encoding="utf-8") if CONFIG.at(ctx).is_file() else ""
     spec = qemu.BootSpec(
         machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline,
-        kernel=kernel if kernel.is_file() or not use_uki else None, initrd=initrd, disk=disk,
+        kernel=kernel if kernel.is_file() or not firmware else None, initrd=initrd, disk=disk,
         virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"),
         tsc_khz=vmrun.host_tsc_khz(), extra=tuple(b.qemu_args),
     )
-    needed = [UKI.at(ctx), b.ovmf_code, b.ovmf_vars] if use_uki else [kernel]
+    loader = DISK.at(ctx) if use_stick else secure_image(ctx) if secure else UKI.at(ctx)
+    # secureboot=1: OVMF's Secure Boot build and the store `doit keys` enrolled (tinyuki/secureboot.py)
+    ovmf_code, ovmf_vars = secureboot.firmware_files(keys_dir(ctx)) if secure else (b.ovmf_code, b.ovmf_vars)
+    needed = [loader, ovmf_code, ovmf_vars] if firmware else [kernel]
     for path in needed:
         if not Path(path).is_file():
-            if path in (b.ovmf_code, b.ovmf_vars):
+            if path in (ovmf_code, ovmf_vars):
                 raise die(f"OVMF firmware {path} does not exist",
                           "install it (apt-get install ovmf; scripts/setup.sh does) or set [boot] ovmf_code/ovmf_vars")
-            raise die(f"{path} does not exist", "build it first: run `doit` (or `doit uki`)")
+            raise die(f"{path} does not exist",
+                      f"build it first: run `doit` (or `doit {'disk' if path == DISK.at(ctx) else 'uki'}`)")
     accel, why = choose_accel(ctx, spec)
     spec = replace(spec, accel=accel)
     log_path = ctx.paths.logs / "boot.log"
     with tempfile.TemporaryDirectory(prefix="tinyuki-boot-") as tmp:
-        if use_uki:
+        if firmware:
             work = Path(tmp)
             vars_copy = work / "OVMF_VARS.fd"
-            shutil.copyfile(b.ovmf_vars, vars_copy)  # a fresh store: a reused one can drop into the UEFI shell
-            esp = make_esp(UKI.at(ctx), work, ctx.paths.logs / "esp.log")
+            shutil.copyfile(ovmf_vars, vars_copy)  # a fresh store: a reused one can drop into the UEFI shell
+            # a stick is the whole disk image, read-only: booting it never changes the build's artifact
+            esp = loader if use_stick else make_esp(loader, work, ctx.paths.logs / "esp.log")
             spec = replace(spec, machine=qemu.firmware_machine(spec.machine), kernel=None, initrd=None, esp=esp,
-                           ovmf_code=b.ovmf_code, ovmf_vars=vars_copy)
-        what = "the UKI through OVMF" if use_uki else kernel.name + (f" + {initrd.name}" if initrd else "")
+                           esp_bus=bus, ovmf_code=ovmf_code, ovmf_vars=vars_copy)
+            if secure:  # Secure Boot keeps its variables in SMM: q35 with SMM on, the flash marked secure
+                spec = replace(spec, machine=secureboot.SECURE_MACHINE,
+                               extra=(*secureboot.SECURE_QEMU_ARGS, *spec.extra))
+        device = "a USB stick" if bus == "usb" else "a virtio disk"
+        what = (f"{DISK.path} as {device} through OVMF" if use_stick
+                else f"the UKI through OVMF ({device})" if use_uki
+                else kernel.name + (f" + {initrd.name}" if initrd else ""))
+        if secure:
+            what = (what if use_stick else f"{loader.name} through OVMF ({device})") + ", Secure Boot enforcing"
         print(f"boot: {what} on {spec.machine} with {accel} ({why})", flush=True)
         console = qemu.Console(ctx.profile.init.marker)
         with fsutil.atomic_open(log_path) as log:
-            ran = vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, echo_to=sys.stdout, log=log)
+            # once the program has reported its result there is nothing left to wait for (a kernel
+            # without panic=-1 would sit in its panic after init exits)
+            # with Secure Boot, the firmware's refusal is an end too (OVMF then waits at its boot menu)
+            ran = vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, echo_to=sys.stdout, log=log,
+                               stop=lambda c: c.result_known or (
+                                   secure and secureboot.firmware_refusal(c.lines[-20:]) is not None))
+    if ran.stopped:
+        print(flush=True)  # the VM was stopped mid-line: tinyuki's own lines start on a fresh one
     seconds = ran.seconds
-    result = qemu.verdict(console, timed_out=ran.cut, returncode=ran.returncode, timeout=b.timeout)
-    times = qemu.summarize_times(console.marker_at, None if ran.cut else seconds)
+    result = qemu.verdict(console, timed_out=ran.timed_out, returncode=ran.returncode, timeout=b.timeout)
+    times = qemu.summarize_times(console.marker_at, None if ran.timed_out else seconds)
+    if result.status is not None:
+        print(f"boot: the program's exit status: {result.status}", flush=True)
+    if secure:
+        verdict = secureboot.secure_boot_verdict(console.lines, program_ran=result.ok)
+        if not verdict.ok:
+            exit_with_code(secureboot.EXIT_SECURE_BOOT)
+            tail = "\n    ".join(console.tail())
+            refused = secureboot.firmware_refusal(console.lines) is not None
+            raise die(f"boot {'refused' if refused else 'failed'}: {verdict.reason}"
+                      + f"\n  console tail:\n    {tail}\n  full console: {log_path}"
+                      + f"\n  exit code: {secureboot.EXIT_SECURE_BOOT} "
+                        f"({EXIT_MEANINGS[secureboot.EXIT_SECURE_BOOT]})", verdict.hint)
+        print(f"boot: secure boot: {verdict.reason}", flush=True)
     if not result.ok:
+        exit_with_code(result.code)
+        if result.status is not None:  # the program ran and said it failed: its output is the explanation
+            raise die(f"boot: {result.reason} (doit boot exits with it)" + (f" ({times})" if times else ""),
+                      result.hint)
         tail = "\n    ".join(console.tail())
         raise die(f"boot failed: {result.reason}" + (f" ({times})" if times else "")
-                  + f"\n  console tail:\n    {tail}\n  full console: {log_path}",
+                  + f"\n  console tail:\n    {tail}\n  full console: {log_path}"
+                  + f"\n  exit code: {result.code} ({EXIT_MEANINGS.get(result.code, 'see the reason above')})",
                   result.hint)
     print(f"boot: ok: {result.reason} on {spec.machine}/{accel}; {times}", flush=True)
     # Where the time went, from the kernel's printk timestamps against the console's arrival times.
     split = boottime.split(console.lines, console.times, console.marker_at, seconds)
-    direct_elf = not use_uki and boottime.is_elf(kernel)
+    direct_elf = not firmware and boottime.is_elf(kernel)
     print(f"boot: time split: {boottime.describe(split, decompressor=not direct_elf)}", flush=True)
 
 
 def task(ctx: Context) -> dict[str, Any]:
     @action
-    def run_boot(uki: str, disk: str, accel: str, kernel: str, initrd: str) -> None:
-        params.adopt({"uki": uki, "disk": disk, "accel": accel, "kernel": kernel, "initrd": initrd})
+    def run_boot(uki: str, stick: str, bus: str, disk: str, accel: str, kernel: str, initrd: str,
+                 secureboot: str, efi: str, keys_dir_param: str) -> None:
+        params.adopt({"uki": uki, "stick": stick, "bus": bus, "disk": disk, "accel": accel, "kernel": kernel,
+                      "initrd": initrd, "secureboot": secureboot, "efi": efi, "keys_dir": keys_dir_param})
         boot(ctx)
 
     try:
-        image = UKI.at(ctx) if _want_uki() else Path(get_var("kernel") or profile_image(ctx))
+        image = (DISK.at(ctx) if _want_stick() else secure_image(ctx) if _want_secureboot()
+                 else UKI.at(ctx) if _want_uki() else Path(get_var("kernel") or profile_image(ctx)))
     except TinyukiError:
         image = profile_image(ctx)  # the action reports the bad value
     return {
         "basename": "boot",
-        "doc": "Boot in QEMU and check the program ran: uki=1, disk=FILE, accel=kvm|tcg, kernel=, initrd= "
-               "(doit help boot).",
+        "doc": "Boot in QEMU and check the program ran: uki=1, stick=1 [bus=virtio], disk=FILE, accel=kvm|tcg, "
+               "kernel=, initrd= (doit help boot).",
         "actions": [run_boot],
         "file_dep": [str(image)],
         "uptodate": [False],
         "verbosity": 2,
         "params": [
             params.param("uki", "1: boot the UKI through OVMF instead of -kernel"),
+            params.param("stick", "1: boot tinyuki.img through OVMF as a USB stick (usb-storage on xHCI)"),
+            params.param("bus", "usb or virtio: how OVMF sees stick=1's image or uki=1's ESP (default usb, virtio)"),
             params.param("disk", "attach FILE as a raw disk; the program prints its first bytes"),
             params.param("accel", "kvm or tcg instead of probing KVM"),
             params.param("kernel", "boot this kernel image instead of the build's bzImage"),
             params.param("initrd", "pass FILE as an external initrd"),
+            params.param("secureboot", "1: boot the signed UKI (or with stick=1 tinyuki.img) through OVMF with "
+                                       "Secure Boot enforcing and check the kernel reports it on"),
+            params.param("efi", "with secureboot=1: boot this EFI image instead of the signed UKI"),
+            {**params.param("keys_dir", "with secureboot=1: where `doit keys` put the enrolled store "
+                                        "(default secureboot/)"), "name": "keys_dir_param"},
         ],
     }

@@ -8,11 +8,13 @@ from typing import Any
 from doit import get_var
 
 from cli.actions import action
+from tinyuki.cache import trees
 from tinyuki.cache.artifacts import describe, store_for
 from tinyuki.cache.store import GIB, Store
 from tinyuki.config.context import Context
 from tinyuki.errors import die
 from tinyuki.util.fmt import age, human_size, text_table
+from tinyuki.util.fs import sweep
 
 DEFAULT_KEEP_GIB = 5.0
 
@@ -68,6 +70,12 @@ def prune_task(ctx: Context) -> dict[str, Any]:
         print(f"cache-prune: kept {human_size(result['kept_bytes'])} (limit {keep:g} GiB), removed "
               f"{result['removed_entries']} entries and {result['removed_blobs']} blobs "
               f"({human_size(result['freed_bytes'])}); {human_size(store.disk_usage())} left")
+        # the source trees share the budget: what the artifact cache left of it
+        kept = trees.prune(ctx.paths.trees, max(0, int(keep * GIB) - result["kept_bytes"]))
+        stale = sweep(ctx.paths.store, "*/.*.tmp") if ctx.paths.store.is_dir() else []
+        print(f"cache-prune: trees: kept {human_size(kept['kept_bytes'])}, removed {kept['removed_trees']} trees"
+              f" ({human_size(kept['freed_bytes'])}) and {kept['removed_leftovers'] + len(stale)} leftovers of"
+              " crashed runs")
 
     return {
         "basename": "cache-prune",
@@ -76,6 +84,6 @@ def prune_task(ctx: Context) -> dict[str, Any]:
                     "help": f"GiB of the most recently used entries to keep (default {DEFAULT_KEEP_GIB:g};"
                             " also `doit cache-prune keep=N`)"}],
         "uptodate": [False],
-        "doc": "Shrink the artifact cache to the most recently used entries: keep=GiB (default 5).",
+        "doc": "Shrink the artifact cache and the source trees to the most recently used: keep=GiB (default 5).",
         "verbosity": 2,
     }

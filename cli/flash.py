@@ -47,7 +47,7 @@ def flash(image: Path, device: str, yes: bool, *, sysfs: Path = Path("/sys"), pr
         raise die(f"{image} does not exist", "build it first: doit disk")
     dev = blockdev.inspect(device, sysfs)
     size = image.stat().st_size
-    blockdev.check(dev, size, proc)
+    blockdev.check(dev, size, proc, image)
     print(f"flash: image {image} ({human_size(size)}, sha256 {fsutil.sha256_file(image)[:16]}…)", flush=True)
     print(f"flash: device {dev.describe()}", flush=True)
     if not yes:

@@ -17,7 +17,7 @@ from cli.actions import action
 from tinyuki.cache import keys
 from tinyuki.cache.artifacts import restore_or_build
 from tinyuki.config.context import Context
-from tinyuki.stage import Check, Pipeline, Stage
+from tinyuki.stage import Check, Pipeline, Stage, remove_stale
 
 
 def file_dep(ctx: Context, stage: Stage, pipeline: Pipeline) -> list[str]:
@@ -42,16 +42,10 @@ def _check(check: Check, ctx: Context) -> Callable[[], bool]:
 
 
 def off(ctx: Context, stage: Stage) -> None:
-    """A stage this profile does not ask for: say so, and remove what it wrote for an earlier profile.
-
-    Left in place, an old output (a UKI signed before [sign] was removed) would
-    look current to a user and to `doit boot`, though nothing keeps it so.
-    """
-    for o in stage.files:
-        path = o.at(ctx)
-        if path.is_file():
-            path.unlink()
-            print(f"{stage.name}: removed {path}, left from a build that had it on")
+    """`doit STAGE` for a stage this profile does not ask for: say so, and remove what it wrote for an earlier
+    profile (the manifest stage does the same on every build, tinyuki/stage.py's remove_stale)."""
+    for path in remove_stale(ctx, [stage]):
+        print(f"{stage.name}: removed {path}, left from a build that had it on")
     print(f"{stage.name}: off for profile {ctx.profile.name} ({stage.doc})")
 
 
@@ -66,6 +60,8 @@ def task_dict(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
             restore_or_build(ctx, stage, pipeline)
     else:
         def run() -> None:
+            if stage.refresh is not None:
+                stage.refresh(ctx)
             stage.build(ctx)
 
     return {

@@ -11,16 +11,24 @@ APT_PACKAGES=(
   build-essential flex bison bc libelf-dev libssl-dev dwarves kmod cpio xz-utils gzip lz4 patch
   # the init program and the compile cache
   musl-tools ccache
+  # programs in Go and Rust as /init (tinyuki/toolchain/program.py; glibc static is libc6-dev, in build-essential)
+  golang-go rustc cargo
   # signature checks and source trust
   gnupg dpkg
   # UKI and boot
   systemd-boot-efi ovmf qemu-system-x86 mtools dosfstools
+  # the USB stick image (sfdisk; sgdisk checks it in the tests)
+  fdisk gdisk
   # Secure Boot: signing, checking signatures, test keys, expected PCR 11 (systemd-measure is in systemd)
   sbsigntool osslsigncode openssl faketime systemd
+  # signing with a key on a PKCS#11 token (sbsign --engine pkcs11), and a software token for the tests
+  libengine-pkcs11-openssl softhsm2 opensc
   # python
   python3 python3-venv
   # reproducibility reports, shared compile cache, distributed compiles
   diffoscope-minimal redis-server distcc
+  # the remote artifact cache's tests and benchmark: nginx with WebDAV PUT (core module)
+  nginx
   # tests and CI
   git
 )
@@ -60,10 +68,19 @@ if ((${#missing[@]})); then
 fi
 
 # The venv: recreated only when missing or broken, repopulated when the pins change.
+# Any Python 3.11 or later will do, Debian 12's own 3.11.2 included (requires-python in pyproject.toml).
 PY=${PYTHON:-python3}
 if ! .venv/bin/python -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   rm -rf .venv
-  "$PY" -c 'import sys; assert sys.version_info >= (3, 11), "tinyuki needs Python 3.11+"'
+  if ! command -v "$PY" >/dev/null || ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    echo "setup: tinyuki needs Python 3.11 or later; '$PY' is $("$PY" -V 2>&1 || echo 'not installed')" >&2
+    echo "setup: install python3 (Debian 12 has 3.11), or name another one: PYTHON=/path/to/python3.11 $0" >&2
+    exit 1
+  fi
+  if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
+    echo "setup: $PY cannot make a venv (no ensurepip); Debian: apt-get install python3-venv" >&2
+    exit 1
+  fi
   "$PY" -m venv .venv
 fi
 req=requirements/$want.txt
@@ -73,4 +90,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
   echo "setup: installing Python packages from $req"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
   echo "$sum" > "$stamp"
+fi
+
+# For the tests: a second venv from Debian's own interpreter (/usr/bin/python3, 3.11.2 on bookworm),
+# whichever python3 comes first on PATH, so that scripts/test.sh proves the pipeline runs on a stock
+# Debian 12 too (3.11.2 lacks what later 3.11 releases added, such as tarfile's extraction filters).
+DEBIAN_PY=/usr/bin/python3
+if [ "$want" = dev ] && [ -x "$DEBIAN_PY" ]; then
+  if ! .venv-debian/bin/python -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null \
+      || [ "$(readlink -f .venv-debian/bin/python)" != "$(readlink -f "$DEBIAN_PY")" ]; then
+    rm -rf .venv-debian
+    "$DEBIAN_PY" -m venv .venv-debian
+  fi
+  dstamp=.venv-debian/.tinyuki-dev.sha256
+  if [ ! -f "$dstamp" ] || [ "$(cat "$dstamp")" != "$sum" ]; then
+    echo "setup: installing Python packages from requirements/dev.txt into .venv-debian ($("$DEBIAN_PY" -V))"
+    .venv-debian/bin/python -m pip install -q --disable-pip-version-check -r requirements/dev.txt
+    echo "$sum" > "$dstamp"
+  fi
 fi

@@ -14,6 +14,7 @@ from tinyuki.errors import die
 from tinyuki.formats import kconfig
 from tinyuki.records import Tree
 from tinyuki.stage import Output, Stage
+from tinyuki.toolchain.builders import runtime_fragment
 from tinyuki.toolchain.kbuild import make_cmd, make_env
 from tinyuki.util import fs as fsutil
 from tinyuki.util.runner import run
@@ -39,11 +40,28 @@ def fragment_name(ctx: Context, path: Path) -> str:
         return str(path)
 
 
+def runtime_fragments(ctx: Context) -> list[Path]:
+    """The fragment the program's runtime needs ([init] language: Go wants futexes and epoll), if not listed already.
+
+    Merged after the profile's own, so configure's proof covers it like any
+    fragment; a C program adds none, so its kernel is the profile's alone.
+    """
+    name = runtime_fragment(ctx.profile.init.language)
+    if name is None:
+        return []
+    path = ctx.root / "configs" / "fragments" / f"{name}.config"
+    return [] if path in ctx.profile.kernel.fragments else [path]
+
+
+def fragments_of(ctx: Context) -> tuple[Path, ...]:
+    return (*ctx.profile.kernel.fragments, *runtime_fragments(ctx))
+
+
 def configure(ctx: Context) -> None:
     tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
     kbuild.mkdir(parents=True, exist_ok=True)
-    fragments = ctx.profile.kernel.fragments
+    fragments = fragments_of(ctx)
     # Read the fragments first: a malformed line fails before minutes of make.
     requests = kconfig.merge_requests(kconfig.read_fragment(f, fragment_name(ctx, f)) for f in fragments)
 
@@ -83,6 +101,7 @@ STAGE = Stage(
     build=configure,
     needs=("patch",),
     outputs=(CONFIG, REQUESTED),
+    inputs=runtime_fragments,
     # make runs with the reproducible-build environment; .config records the compiler's
     # version, pahole's, and whether Rust is available
     tools=("gcc", "binutils", "make", "pahole", "rustc", "bindgen"),

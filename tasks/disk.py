@@ -3,7 +3,8 @@
 The UKI goes where firmware looks on removable media (/EFI/BOOT/BOOTX64.EFI)
 on an EFI system partition, under a GPT (or a DOS label, [disk] table), with
 the profile's extra files beside it and an optional second partition for the
-program. The image is the same bytes for the same inputs: ids from the
+program. With [sign], the UKI on the stick is the signed one (tasks/sign.py),
+so it boots with Secure Boot on. The image is the same bytes for the same inputs: ids from the
 contents, times from source_date_epoch, files in sorted order
 (tinyuki/formats/disk.py says how). `doit boot stick=1` boots it as a USB
 stick; `doit flash device=/dev/sdX` writes it to one.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tasks import sign
 from tasks.uki import UKI
 from tinyuki.config.context import Context
 from tinyuki.formats import disk
@@ -22,6 +24,11 @@ from tinyuki.util import fs as fsutil
 from tinyuki.util.fmt import human_size
 
 DISK = Output("tinyuki.img", manifest="disk")
+
+
+def loader(ctx: Context) -> Path:
+    """The UKI the stick boots: the one signed for Secure Boot when the profile signs ([sign]), else the UKI."""
+    return sign.SIGNED.at(ctx) if sign.STAGE.active(ctx) else UKI.at(ctx)
 
 
 def data_entries(ctx: Context) -> list[disk.Entry] | None:
@@ -35,25 +42,52 @@ def inputs(ctx: Context) -> list[Path]:
 
 
 def derived(ctx: Context) -> dict[str, Any]:
-    """The data folder's shape (names, empty folders), which its files' contents alone do not capture."""
+    """Which UKI goes on the stick, and the data folder's shape (names, empty folders): neither is in the
+    contents of the files doit tracks (turning [sign] off leaves no file behind to notice)."""
+    out: dict[str, Any] = {"[disk] loader": "signed" if sign.STAGE.active(ctx) else "unsigned"}
     entries = data_entries(ctx)
-    if entries is None:
-        return {}
-    return {"[disk] data listing": [[e.path, "dir" if e.is_dir else "file"] for e in entries]}
+    if entries is not None:
+        out["[disk] data listing"] = [[e.path, "dir" if e.is_dir else "file"] for e in entries]
+    return out
+
+
+def plan(ctx: Context) -> tuple[disk.Layout, list[disk.Entry], list[disk.Entry] | None]:
+    """The layout and the contents of both partitions, from the UKI and the profile (no tool runs)."""
+    d = ctx.profile.disk
+    esp = disk.esp_entries(loader(ctx), d.files)
+    data = data_entries(ctx)
+    seed = disk.seed_of(table=d.table, esp=esp, data=data, esp_size=d.esp_size, data_size=d.data_size,
+                        epoch=ctx.profile.kernel.source_date_epoch)
+    layout = disk.plan(table=d.table, seed=seed, esp_content=disk.content_bytes(esp), esp_size=d.esp_size,
+                       data_content=None if data is None else disk.content_bytes(data), data_size=d.data_size)
+    return layout, esp, data
+
+
+def manifest_entry(ctx: Context) -> dict[str, Any]:
+    """What manifest.json says about the image: its layout and ids, and every file on it with its sha256."""
+    layout, esp, data = plan(ctx)
+
+    def files(entries: list[disk.Entry] | None) -> list[dict[str, str]]:
+        return [{"path": "/" + e.path, "sha256": fsutil.sha256_file(e.source)}
+                for e in entries or [] if e.source is not None]
+
+    return {
+        "table": layout.table, "disk_id": layout.disk_id, "size": layout.size,
+        "partitions": [{"role": p.role, "start_mib": p.start_mib, "size_mib": p.size_mib,
+                        "filesystem": f"FAT{p.fat}" if p.fat else None,
+                        "type": p.gpt_type() if layout.table == "gpt" else f"0x{p.mbr_type():02x}",
+                        "uuid": p.uuid if layout.table == "gpt" else None} for p in layout.partitions],
+        "esp_files": files(esp), "data_files": files(data),
+    }
 
 
 def write_disk(ctx: Context, target: Path | None = None) -> disk.Layout:
     """Plan and write the image atomically; a failure (too small, a tool missing) leaves the old one in place."""
-    d = ctx.profile.disk
-    epoch = ctx.profile.kernel.source_date_epoch
-    esp = disk.esp_entries(UKI.at(ctx), d.files)
-    data = data_entries(ctx)
-    seed = disk.seed_of(table=d.table, esp=esp, data=data, esp_size=d.esp_size, data_size=d.data_size, epoch=epoch)
-    layout = disk.plan(table=d.table, seed=seed, esp_content=disk.content_bytes(esp), esp_size=d.esp_size,
-                       data_content=None if data is None else disk.content_bytes(data), data_size=d.data_size)
+    layout, esp, data = plan(ctx)
     out = target or DISK.at(ctx)
     with fsutil.atomic_path(out) as tmp:
-        disk.make_image(tmp, layout, esp, data, epoch=epoch, log=ctx.paths.logs / "disk.log")
+        disk.make_image(tmp, layout, esp, data, epoch=ctx.profile.kernel.source_date_epoch,
+                        log=ctx.paths.logs / "disk.log")
     parts = "; ".join(p.describe() for p in layout.partitions)
     print(f"disk: {out} ({human_size(layout.size)}, {layout.table.upper()} {layout.disk_id}): {parts}")
     return layout
@@ -67,7 +101,7 @@ STAGE = Stage(
     name="disk",
     doc="Write tinyuki.img: a GPT or DOS disk whose EFI system partition holds the UKI as /EFI/BOOT/BOOTX64.EFI.",
     build=build,
-    needs=("uki",),
+    needs=("uki", "sign"),
     outputs=(DISK,),
     inputs=inputs,
     derived=derived,

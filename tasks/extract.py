@@ -8,15 +8,16 @@ top-level directory (linux-6.1.183/, linux-source-6.1/) is dropped.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
+from tinyuki.cache import trees
 from tinyuki.config.context import Context
 from tinyuki.formats import safetar
 from tinyuki.records import Extracted, Verified
+from tinyuki.source import download
 from tinyuki.stage import Output, Predicate, Stage
-from tinyuki.util.fs import publish_dir, remove_tree
+from tinyuki.util.fs import publish_dir, scratch_dir, sweep
 
 
 def tree_for(ctx: Context, source_sha256: str) -> Path:
@@ -27,17 +28,21 @@ def extract(ctx: Context) -> None:
     src = Verified.load(ctx.paths.build)
     tree = tree_for(ctx, src.sha256)
     if tree.is_dir():
+        trees.used(tree)  # young again: cache-prune keeps the trees builds use (tinyuki/cache/trees.py)
         print(f"extract: {tree} already holds {src.filename}")
     else:
-        ctx.paths.trees.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=ctx.paths.trees, prefix=f".tmp-src-{src.sha256[:16]}-")) / "tree"
+        sweep(ctx.paths.trees, ".tmp-*")  # what crashed extractions and patch runs left (never a running one's)
         start = time.monotonic()
-        try:
-            n = safetar.extract(Path(src.path), tmp)
+        with scratch_dir(ctx.paths.trees, f".tmp-src-{src.sha256[:16]}-") as scratch:
+            tmp = scratch / "tree"
+            try:
+                # hashed while it is read: the bytes unpacked are the bytes verify checked, or nothing is kept
+                n = safetar.extract(Path(src.path), tmp, expect_sha256=src.sha256)
+            except safetar.NotVerified:
+                download.discard(Path(src.path))  # a stored file that lies about its name must not stay
+                raise
             if not publish_dir(tmp, tree):
                 print(f"extract: another run extracted {tree} meanwhile; using it")
-        finally:
-            remove_tree(tmp.parent)
         print(f"extract: {n} members of {src.filename} -> {tree} in {time.monotonic() - start:.1f}s")
     Extracted(tree=str(tree), source_sha256=src.sha256).save(ctx.paths.build)
 

@@ -17,13 +17,14 @@ from typing import Any
 
 import pefile
 
+from tasks import disk as disk_stage
 from tinyuki import secureboot
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import pe
 from tinyuki.formats.series import read_series
 from tinyuki.records import Tree, Verified
-from tinyuki.stage import Output, Pipeline, Stage
+from tinyuki.stage import Output, Pipeline, Stage, remove_stale
 from tinyuki.util import fs as fsutil
 from tinyuki.util import runner
 from tinyuki.util.fmt import text_table
@@ -79,6 +80,7 @@ def build_manifest(
     stub: Path,
     source_date_epoch: int,
     measured_boot: Mapping[str, Any] | None = None,
+    disk: Mapping[str, Any] | None = None,
     signing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest as plain data; every file is named relative to the build dir or the project.
@@ -100,6 +102,8 @@ def build_manifest(
     extra: dict[str, Any] = {}
     if measured_boot is not None:
         extra["measured_boot"] = dict(measured_boot)
+    if disk is not None:
+        extra["disk"] = dict(disk)  # tinyuki.img's layout, ids and files (tasks/disk.py)
     if signing is not None:
         extra["signing"] = dict(signing)
     return {
@@ -150,6 +154,8 @@ def signing_entry(ctx: Context, signed: Path | None) -> dict[str, Any] | None:
 
 
 def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
+    for path in remove_stale(ctx, pipeline.stages):
+        print(f"manifest: removed {path}: its stage is off for profile {ctx.profile.name}")
     files = artifacts(ctx, pipeline)
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
@@ -169,6 +175,7 @@ def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
         source_date_epoch=ctx.profile.kernel.source_date_epoch,
         measured_boot=secureboot.expected_pcr11(files["uki"].read_bytes()) if "uki" in files else None,
         signing=signing_entry(ctx, files.get("uki-signed")),
+        disk=disk_stage.manifest_entry(ctx) if "disk" in files else None,
     )
     fsutil.atomic_write(MANIFEST.at(ctx), render(manifest))
     return manifest

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from tinyuki.cache import trees
 from tinyuki.cache.keys import tree_key
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import series as quilt
 from tinyuki.records import Extracted, Tree
 from tinyuki.stage import Output, Predicate, Stage
-from tinyuki.util.fs import publish_dir, remove_tree
+from tinyuki.util.fs import publish_dir, scratch_dir, sweep
 from tinyuki.util.runner import run
 
 PATCH = ["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch"]
@@ -106,20 +106,20 @@ def patch(ctx: Context) -> None:
     psha = quilt.patches_sha256(series)
     if psha is None:
         tree = pristine
+        trees.used(tree)
         print(f"patch: the series is empty; building the pristine tree {tree}")
     else:
         tree = tree_for(ctx, sha, psha)
         if tree.is_dir():
+            trees.used(tree)  # young again: cache-prune keeps the trees builds use (tinyuki/cache/trees.py)
             print(f"patch: {tree} already holds this series")
         else:
-            ctx.paths.trees.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=ctx.paths.trees, prefix=f".tmp-patched-{psha[:16]}-")) / "tree"
-            try:
+            sweep(ctx.paths.trees, ".tmp-*")  # what crashed runs left (never a running one's: tinyuki/util/fs.py)
+            with scratch_dir(ctx.paths.trees, f".tmp-patched-{psha[:16]}-") as scratch:
+                tmp = scratch / "tree"
                 apply_series(pristine, tmp, series, ctx.paths.logs / "patch.log")
                 if not publish_dir(tmp, tree):
                     print(f"patch: another run patched {tree} meanwhile; using it")
-            finally:
-                remove_tree(tmp.parent)
             print(f"patch: applied {len(series.patches)} patch(es) -> {tree}")
     Tree(tree=str(tree), source_sha256=sha, patches_sha256=psha, patches=list(series.names)).save(ctx.paths.build)
 

@@ -19,7 +19,7 @@ from tinyuki.errors import TinyukiError, die
 from tinyuki.records import Fetched, Verified
 from tinyuki.source import download, trust
 from tinyuki.stage import Output, Predicate, Stage
-from tinyuki.util.fs import atomic_copy, fsync_dir, sha256_file
+from tinyuki.util.fs import atomic_copy, fsync_dir, sha256_file, sweep
 
 
 def verify(ctx: Context) -> None:
@@ -110,6 +110,8 @@ def _store(path: Path, sha: str, stored: Path, downloaded: bool) -> None:
     whoever can write the cache could have put anything under that name.
     """
     try:
+        if stored.parent.is_dir():
+            sweep(stored.parent, ".*.tmp")  # half-written copies of runs that crashed (atomic_copy's temps)
         if path == stored:
             return
         if stored.is_file():

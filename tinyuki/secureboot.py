@@ -197,10 +197,18 @@ def sign_uki(unsigned: Path, output: Path, req: SignRequest, *, epoch: int, log:
         os.chmod(keytmp, 0o700)
         signed = work / output.name
         with usable_key(req, Path(keytmp)) as key:
-            runner.run(sbsign_command(key, req.cert, unsigned, signed, epoch), env={**os.environ, "TZ": "UTC"},
-                       what="signing the UKI (sbsign)", log=log,
-                       hint="sbsign's message above names the cause (a key it cannot read, a PKCS#11 token "
-                            "that is not there)")
+            proc = runner.run(sbsign_command(key, req.cert, unsigned, signed, epoch),
+                              env={**os.environ, "TZ": "UTC"}, what="signing the UKI (sbsign)", log=log,
+                              ok_codes=None)
+        said = proc.stdout.decode(errors="replace")
+        if proc.returncode != 0:
+            if "key values mismatch" in said or "private key does not match" in said:
+                raise die(f"the certificate {req.cert} does not match the key {req.key}",
+                          "give the certificate of this very key: the one enrolled in db for it")
+            raise die(f"signing the UKI failed (sbsign exit {proc.returncode}):\n    "
+                      + "\n    ".join(said.strip().splitlines()[-10:]),
+                      "sbsign's message names the cause (a key it cannot read, a PKCS#11 token that is not there"
+                      " or locked: give its PIN with pin-source=file:PATH in the URI)")
         if not signed.is_file():
             raise die("sbsign reported success but wrote nothing", "run the command shown above by hand")
         verify_signed(signed, req.cert, log)
@@ -291,7 +299,7 @@ def enroll(keys_dir: Path, output: Path, template: Path = VARS_TEMPLATE, *, log:
 
 # ---------------------------------------------------------------- the firmware and the kernel on the console
 
-REFUSAL_RE = re.compile(r"Access Denied|Security Violation|SECURITY_VIOLATION|verification failed", re.I)
+REFUSAL_RE = re.compile(r"Access Denied|Security Violation|SECURITY_VIOLATION", re.I)
 SECURE_BOOT_ON_RE = re.compile(r"[Ss]ecure boot enabled")
 SECURE_BOOT_OFF_RE = re.compile(r"[Ss]ecure boot (disabled|could not be determined)")
 
@@ -360,3 +368,52 @@ def expected_pcr11(image: bytes, *, tool: Path = SYSTEMD_MEASURE) -> dict[str, A
                 "systemd 253+ also measure .uname and .sbat, so their PCR 11 differs)",
         "tool": runner.tool_version([tool, "--version"]),
     }
+
+
+# ---------------------------------------------------------------- booting with Secure Boot enforcing
+
+# OVMF's Secure Boot build keeps its variables in SMM: q35 with SMM on, and the flash marked secure.
+SECURE_MACHINE = "q35,smm=on"
+SECURE_QEMU_ARGS = ("-global", "driver=cfi.pflash01,property=secure,value=on")
+REFUSED_HINT = ("the firmware checks the UKI's Authenticode signature against db: boot the signed UKI "
+                "(tinyuki.signed.efi, from [sign] with the db key of `doit keys`), unmodified")
+
+
+def firmware_files(keys_dir: Path, code: Path = SECBOOT_CODE) -> tuple[Path, Path]:
+    """The Secure Boot OVMF code and the enrolled variable store from `doit keys`, or a clear error."""
+    if not code.is_file():
+        raise die(f"OVMF's Secure Boot build {code} does not exist", "apt-get install ovmf (scripts/setup.sh does)")
+    store = keys_dir / ENROLLED_VARS
+    if not store.is_file():
+        raise die(f"no enrolled OVMF variable store at {store}",
+                  "run `doit keys` (with the same keys_dir=) to make test keys and enroll them")
+    return code, store
+
+
+@dataclass(frozen=True)
+class SecureBootVerdict:
+    ok: bool
+    reason: str
+    hint: str = ""
+
+
+def secure_boot_verdict(lines: Sequence[str], program_ran: bool) -> SecureBootVerdict:
+    """A Secure Boot boot succeeded only if the firmware started the image and the kernel says Secure Boot is on."""
+    refusal = firmware_refusal(lines)
+    if refusal is not None:
+        return SecureBootVerdict(False, f"the firmware refused to start the image: {refusal}", REFUSED_HINT)
+    said = kernel_secure_boot(lines)
+    if said is None:
+        return SecureBootVerdict(False, "the kernel did not report Secure Boot (no 'secureboot:' line)",
+                                 "keep the kernel's early messages on the console (no quiet/loglevel in cmdline)")
+    if not said:
+        return SecureBootVerdict(False, "the kernel reports Secure Boot disabled",
+                                 "boot with the enrolled store of `doit keys` and OVMF's secboot build")
+    if not program_ran:
+        return SecureBootVerdict(False, "Secure Boot was on but the program did not run to its end")
+    return SecureBootVerdict(True, "Secure Boot enabled: the firmware verified the UKI, the kernel reports it on")
+
+
+# `doit boot secureboot=1`'s exit code when the firmware refused the image or Secure Boot was not on
+# (beside tinyuki/vm/qemu.py's codes for a panic, a hang, a missing marker and QEMU failing).
+EXIT_SECURE_BOOT = 250

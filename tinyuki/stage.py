@@ -117,6 +117,12 @@ class Stage:
     needs: tuple[str, ...] = ()
     # Input files beyond those the reaching settings name (headers, patches, a local tarball).
     inputs: Callable[[Context], Sequence[Path]] = _no_files
+    # Input files only a tool can name (every header the compiler reads), for the cache key. They
+    # cannot be doit file_deps: the list is known only after a first build, and doit reruns a task
+    # whose file_dep list grew. So `refresh` lists them afresh when the stage must run (before its key
+    # is computed), `discovered` reads that list back, and a check of the stage compares their contents.
+    discovered: Callable[[Context], Sequence[Path]] = _no_files
+    refresh: Callable[[Context], object] | None = None
     # Values that reach the bytes but are not a profile row (an extra file's executable bit).
     derived: Callable[[Context], Mapping[str, Any]] = _nothing
     # Names in tinyuki/toolchain/tools.py whose versions reach the bytes.
@@ -223,3 +229,22 @@ class Pipeline:
                 wanted.add(n)
                 todo.extend(self[n].needs)
         return [s for s in self.stages if s.name in wanted]
+
+
+def remove_stale(ctx: Context, stages: Sequence[Stage]) -> list[Path]:
+    """Delete the files that those of `stages` which are off for ctx's profile wrote for an earlier profile.
+
+    Left in place, an old output (a UKI signed before [sign] was removed) would
+    look current to a user and to `doit boot`, though nothing keeps it so.
+    Returns what was removed.
+    """
+    removed = []
+    for stage in stages:
+        if stage.active(ctx):
+            continue
+        for o in stage.files:
+            path = o.at(ctx)
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed

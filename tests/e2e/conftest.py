@@ -93,3 +93,40 @@ def doit(paths: dict[str, Path], args: list[str], check: bool = True, timeout: i
     if check:
         return dodo_ok(*words, tail=6000, timeout=timeout)
     return output(run_dodo(*words, timeout=timeout))
+
+
+# ---------------------------------------------------------------- the examples: one kernel, every builder
+
+# Every example's program (examples/hello-*.toml), booted on one kernel: the examples' kernel section with
+# both runtime fragments listed, so each example configures the same .config (a fragment already listed is
+# not added again) and only the program, the initramfs and the relink differ from one example to the next.
+EXAMPLES = ("nolibc", "musl", "glibc", "go", "rust", "prebuilt")
+RUNTIMES = ', "go-runtime", "rust-runtime"]'
+
+
+def example_profile(name: str, top: Path, cmdline: str = "console=ttyS0 panic=-1") -> Path:
+    """examples/hello-<name>.toml for the shared examples kernel, with project paths made absolute."""
+    text = (ROOT / "examples" / f"hello-{name}.toml").read_text()
+    fragments = next(line for line in text.splitlines() if line.startswith("fragments = ["))
+    text = text.replace(fragments, fragments[:-1] + RUNTIMES)
+    text = text.replace('"examples/', f'"{ROOT}/examples/')
+    text = text.replace('cmdline = "console=ttyS0 panic=-1"', f'cmdline = "{cmdline}"')
+    path = top / (f"hello-{name}.toml" if cmdline == "console=ttyS0 panic=-1" else f"hello-{name}-args.toml")
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def examples_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The examples' shared kernel, built once (through the first example), and the prebuilt example's binary.
+
+    TINYUKI_E2E_CACHE names a cache dir to share (trees, the compile cache, artifacts), as CI keeps one.
+    """
+    import subprocess
+
+    top = tmp_path_factory.mktemp("examples")
+    subprocess.run([str(ROOT / "examples" / "hello-prebuilt" / "build.sh")], check=True)
+    cache = Path(os.environ.get("TINYUKI_E2E_CACHE") or top / "cache")
+    paths = {"profile": example_profile(EXAMPLES[0], top), "build": top / "build", "cache": cache, "top": top}
+    doit(paths, ["embed"], timeout=3600)
+    return paths

@@ -228,19 +228,25 @@ build(Path(sys.argv[1]), files=[("/EFI/tinyuki/notes.txt", Path(sys.argv[3]))], 
 
 
 def test_same_inputs_same_bytes_in_other_folders_times_zones_and_umasks(tmp_path: Path) -> None:
-    """Two builds, seconds apart (FAT keeps 2-second times), in other folders, umasks and time zones."""
+    """Two builds seconds apart (FAT keeps 2-second times), in other folders, umasks, zones and mtools settings."""
     note = tmp_path / "notes.txt"
     note.write_text("n\n")
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)
     (data / "sub" / "b").write_text("b")
     (data / "a").write_text("a")
+    (data / "Mixed Case And A Long Name.Text").write_text("long")
+    hostile = tmp_path / "home"
+    hostile.mkdir()
+    (hostile / ".mtoolsrc").write_text("mtools_no_vfat=1\nmtools_lower_case=1\n")
     digests = []
     for i, (umask, tz) in enumerate([("022", "UTC"), ("077", "Pacific/Chatham")]):
         where = tmp_path / ("a" if i == 0 else "b-with-a-much-longer-path/second")
         where.mkdir(parents=True)
         os.utime(note, (time.time() - 1000 * i, time.time() - 1000 * i))  # the sources' own times never count
         env = {**os.environ, "TZ": tz}
+        if i == 1:  # a user's mtools settings must not reach the image either
+            env.update(HOME=str(hostile), MTOOLS_NAME_NUMERIC_TAIL="0", MTOOLS_LOWER_CASE="1", LC_ALL="POSIX")
         subprocess.run([sys.executable, "-c", BUILD_ELSEWHERE.format(root=str(ROOT)), str(where), umask, str(note),
                         str(data)], check=True, env=env, cwd=where)
         digests.append(__import__("hashlib").sha256((where / "tinyuki.img").read_bytes()).hexdigest())
@@ -259,3 +265,56 @@ def test_a_full_file_system_is_reported_as_such(tmp_path: Path) -> None:
         disk.make_image(tmp_path / "img", layout, esp, None, epoch=EPOCH)
     assert "the esp partition (1 MiB, FAT12) is full" in err.value.message
     assert err.value.hint and "esp_size" in err.value.hint
+
+
+def test_a_data_root_with_many_long_names_fits(tmp_path: Path) -> None:
+    """A FAT12/16 root directory has a fixed size: it is made large enough for the folder's names."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(600):
+        (data / f"a-long-file-name-number-{i:04d}.txt").write_text(str(i))
+    image, layout = build(tmp_path, data=data)
+    assert layout.partitions[1].fat in (12, 16)
+    fsck(image, layout.partitions[1], tmp_path)
+    listing = read(["mdir", "-/", "-i", f"{image}@@{layout.partitions[1].offset}", "::/"])
+    assert "a-long-file-name-number-0599.txt" in listing and "600 files" in listing
+
+
+# ---------------------------------------------------------------- the [disk] section of a profile
+
+
+def parse_disk(tmp_path: Path, disk_table: dict[str, object]) -> object:
+    import tomllib
+
+    from tinyuki.config.profile import parse_profile
+    data = tomllib.loads((ROOT / "configs" / "profiles" / "debian.toml").read_text())
+    data["disk"] = disk_table
+    return parse_profile(data, tmp_path / "p.toml", ROOT).disk
+
+
+def test_disk_defaults_and_sizes(tmp_path: Path) -> None:
+    d = parse_disk(tmp_path, {})
+    assert (d.table, d.esp_size, d.files, d.data, d.data_size) == ("gpt", None, (), None, None)  # type: ignore[attr-defined]
+    d = parse_disk(tmp_path, {"table": "mbr", "esp_size": "64M", "data_size": "2G", "data": "init"})
+    assert (d.table, d.esp_size, d.data_size, d.data) == ("mbr", 64, 2048, ROOT / "init")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("table", "message", "hint"), [
+    ({"table": "apm"}, "[disk] table is 'apm', which is not one of gpt, mbr", "gpt, mbr"),
+    ({"esp_size": "3K"}, "[disk] esp_size is '3K', which is not a size in whole MiB or GiB", '"64M"'),
+    ({"esp_size": 64}, "[disk] esp_size is 64, which is not a size", '"64M"'),
+    ({"files": {"/x.txt": "no/such/file"}}, "no/such/file does not exist", "fix the path"),
+    ({"files": {"/x": "tests"}}, "is not a file", "[disk] data"),
+    ({"files": {"/efi/boot/BootX64.efi": "README.md"}}, "clashes with the UKI's place", "/EFI/BOOT/BOOTX64.EFI"),
+    ({"files": {"/a": "README.md", "/A/b": "README.md"}}, "clashes with another file or folder", "a path of its own"),
+    ({"files": {"/what?.txt": "README.md"}}, "is not a file path a FAT file system can hold", "absolute path"),
+    ({"files": {"relative.txt": "README.md"}}, "is not a file path a FAT file system can hold", "absolute path"),
+    ({"data": "README.md"}, "[disk] data: ", "existing folder"),
+    ({"size": "1G"}, "unknown key [disk] size", "keys allowed in [disk]"),
+])
+def test_bad_disk_settings_are_refused_with_a_hint(tmp_path: Path, table: dict[str, object], message: str,
+                                                   hint: str) -> None:
+    with pytest.raises(TinyukiError) as err:
+        parse_disk(tmp_path, table)
+    assert message in err.value.message
+    assert err.value.hint and hint in err.value.hint

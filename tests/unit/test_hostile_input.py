@@ -245,3 +245,15 @@ def test_pin_prints_the_size_to_pin_with_the_hash(tmp_path, capsys):
     capsys.readouterr()
     pin.pin(ctx, accept=False)
     assert f"\nsize = {tar.stat().st_size}\n" in capsys.readouterr().out
+
+
+def test_any_stage_hitting_a_full_disk_fails_with_a_message_not_a_traceback():
+    from cli.actions import action
+
+    def stage():
+        raise OSError(errno.ENOSPC, "No space left on device", "/some/build/kbuild/vmlinux.o")
+
+    failure = action(stage)()
+    text = failure.get_msg()
+    assert "no space left on the device" in text and "/some/build/kbuild/vmlinux.o" in text and "hint:" in text
+    assert not failure.traceback

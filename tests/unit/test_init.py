@@ -207,7 +207,8 @@ def test_c_string(text: str, literal: str) -> None:
 
 
 def test_elf_problem_on_other_files() -> None:
-    assert elf.elf_problem(b"#!/bin/sh\n") == "not an ELF file"
+    assert elf.elf_problem(b"#!/bin/sh\n") == "a script (#!/bin/sh), not an ELF executable"
+    assert elf.elf_problem(b"MZ\x90\x00") == "not an ELF file"
     true = Path("/bin/true").read_bytes()  # Debian's coreutils are dynamically linked
     assert "dynamically linked" in (elf.elf_problem(true) or "")
     elf32 = b"\x7fELF\x01\x01" + bytes(58)

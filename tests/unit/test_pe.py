@@ -210,7 +210,7 @@ def test_sbat_gets_the_uki_line_only_where_the_stub_leaves_room(stub: bytes) -> 
     assert pe.read_sections(make_uki(stub))[".sbat"] == original
     roomy = stub_with_sbat_room(stub, 0x200)
     got = pe.read_sections(make_uki(roomy))[".sbat"]
-    assert got == original.rstrip(b"\0") + pe.UKI_SBAT_LINE.encode()
+    assert got == original.rstrip(b"\0") + pe.UKI_SBAT_LINE.encode() + b"\0"
     assert got.decode().splitlines()[0].startswith("sbat,1,")
     image = make_uki(roomy)
     assert pe.layout_problems(image, aligned_from=len(pefile.PE(data=stub).sections)) == []
@@ -219,7 +219,7 @@ def test_sbat_gets_the_uki_line_only_where_the_stub_leaves_room(stub: bytes) -> 
     magic = next(s for s in parsed.sections if s.Name.rstrip(b"\0") == b".sdmagic")
     assert sbat.VirtualAddress + sbat.Misc_VirtualSize <= magic.VirtualAddress
     # the line must fit below the next section in memory, not just in the raw data
-    tight = stub_with_sbat_room(stub, len(original.rstrip(b"\0")) + len(pe.UKI_SBAT_LINE) - 1)
+    tight = stub_with_sbat_room(stub, len(original.rstrip(b"\0")) + len(pe.UKI_SBAT_LINE))
     assert pe.read_sections(make_uki(tight))[".sbat"] == original
 
 

@@ -107,8 +107,8 @@ def test_wrong_type_in_list(tmp_path: Path) -> None:
 
 
 def test_bad_choice(tmp_path: Path) -> None:
-    e = error(GOOD + '\n[init]\nlibc = "glibc"\n', tmp_path)
-    assert "[init] libc is 'glibc'" in e.message and "nolibc" in e.message
+    e = error(GOOD + '\n[init]\nlibc = "uclibc"\n', tmp_path)
+    assert "[init] libc is 'uclibc'" in e.message and "nolibc" in e.message
 
 
 def test_missing_required(tmp_path: Path) -> None:

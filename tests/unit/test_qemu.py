@@ -134,9 +134,9 @@ def test_console_panic_timeout_and_missing_marker() -> None:
     panic = feed(["[ 0.1] Kernel panic - not syncing: No working init found.", "---[ end Kernel panic ]---"])
     v = qemu.verdict(panic, timed_out=False, returncode=0, timeout=60)
     assert not v.ok and "panicked" in v.reason and v.hint == qemu.HINT_PANIC
-    died = feed([MARKER, "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000000"])
+    died = feed([MARKER, "[ 0.2] oops", "Kernel panic - not syncing: Oops: general protection fault"])
     v = qemu.verdict(died, timed_out=False, returncode=0, timeout=60)
-    assert not v.ok and "exit instead of powering off" in v.reason
+    assert not v.ok and "after the program started" in v.reason and v.code == qemu.EXIT_PANIC
     silent = feed(["[ 0.1] Run /init as init process"])
     assert "no sign of the program within 5 s" in qemu.verdict(silent, timed_out=True, returncode=None,
                                                                timeout=5).reason
@@ -240,3 +240,60 @@ def test_kvm_verdict_is_remembered_per_host_boot(tmp_path) -> None:
     store.write_text("{not json")
     vmrun.remembered_probe(store, Spec(), probe)
     assert calls == [1, 1, 1]
+
+
+# ---------------------------------------------------------------- the program's result reaches the host
+
+EXIT = "[    0.31] Kernel panic - not syncing: Attempted to kill init! exitcode=0x{:08x}"
+
+
+@pytest.mark.parametrize("status", [0, 1, 3, 42, 255])
+def test_an_exiting_program_hands_its_status_to_doit_boot(status: int) -> None:
+    console = feed([MARKER, "hello", EXIT.format(status << 8), "---[ end Kernel panic - not syncing ]---"])
+    assert console.result_known and console.exited
+    v = qemu.verdict(console, timed_out=False, returncode=0, timeout=60)
+    assert (v.ok, v.code, v.status) == (status == 0, status, status)
+    assert f"exited with status {status}" in v.reason
+
+
+def test_the_helper_line_reports_a_status_for_a_program_that_powers_off() -> None:
+    console = feed([MARKER, "tinyuki: exit status 7", "[ 0.4] reboot: Power down"])
+    v = qemu.verdict(console, timed_out=False, returncode=0, timeout=60)
+    assert (v.ok, v.code, v.status) == (False, 7, 7) and "reported status 7" in v.reason
+    # only the first result counts, and a status beyond a byte is no status
+    assert feed([MARKER, "tinyuki: exit status 0", "tinyuki: exit status 9"]).exit_status == 0
+    assert feed([MARKER, "tinyuki: exit status 300"]).exit_status is None
+    assert feed([MARKER, "the tinyuki: exit status 5 line quoted"]).exit_status is None
+
+
+def test_a_program_killed_by_a_signal_is_neither_a_status_nor_a_panic() -> None:
+    console = feed([MARKER, EXIT.format(11)])
+    v = qemu.verdict(console, timed_out=False, returncode=0, timeout=60)
+    assert (v.ok, v.code, v.status) == (False, 128 + 11, None) and "signal 11" in v.reason
+
+
+def test_each_boot_failure_has_its_own_code_and_message() -> None:
+    codes = {
+        "panic": qemu.verdict(feed(["Kernel panic - not syncing: VFS: Unable to mount root fs"]),
+                              timed_out=False, returncode=0, timeout=5),
+        "hang": qemu.verdict(feed(["[ 0.1] Run /init as init process"]), timed_out=True, returncode=None, timeout=5),
+        "hang after start": qemu.verdict(feed([MARKER]), timed_out=True, returncode=None, timeout=5),
+        "no marker": qemu.verdict(feed(["[ 0.1] reboot: Power down"]), timed_out=False, returncode=0, timeout=5),
+        "qemu": qemu.verdict(feed([MARKER]), timed_out=False, returncode=1, timeout=5),
+    }
+    assert {k: v.code for k, v in codes.items()} == {
+        "panic": qemu.EXIT_PANIC, "hang": qemu.EXIT_HANG, "hang after start": qemu.EXIT_HANG,
+        "no marker": qemu.EXIT_NO_MARKER, "qemu": qemu.EXIT_QEMU}
+    assert not any(v.ok for v in codes.values())
+    assert len({v.reason for v in codes.values()}) == len(codes)
+    assert len({qemu.EXIT_PANIC, qemu.EXIT_HANG, qemu.EXIT_NO_MARKER, qemu.EXIT_QEMU}) == 4
+
+
+def test_an_exit_before_the_marker_is_a_missing_marker_that_says_so() -> None:
+    v = qemu.verdict(feed(["[ 0.1] Run /init", EXIT.format(2 << 8)]), timed_out=False, returncode=0, timeout=5)
+    assert v.code == qemu.EXIT_NO_MARKER and "exited with status 2 before printing it" in v.reason
+
+
+def test_a_powered_off_program_without_a_status_succeeds() -> None:
+    v = qemu.verdict(feed([MARKER, "[ 0.4] reboot: Power down"]), timed_out=False, returncode=0, timeout=5)
+    assert (v.ok, v.code) == (True, 0)

@@ -104,3 +104,26 @@ def test_sign_section_needs_key_and_cert(tmp_path: Path) -> None:
     token = load_profile(str(profile(tmp_path, '[sign]\nkey = "pkcs11:token=t;object=db"\n'
                                                f'cert = "{tmp_path}/db.crt"\n')), ROOT)
     assert token.sign.pkcs11 and token.sign.key == "pkcs11:token=t;object=db"
+
+
+def test_secure_boot_verdict() -> None:
+    assert secureboot.secure_boot_verdict(BOOTED, program_ran=True).ok
+    refused = secureboot.secure_boot_verdict(REFUSED, program_ran=False)
+    assert not refused.ok and "refused" in refused.reason and "Access Denied" in refused.reason
+    off = secureboot.secure_boot_verdict(["[    0.000000] secureboot: Secure boot disabled", "tinyuki: init started"],
+                                         program_ran=True)
+    assert not off.ok and "disabled" in off.reason
+    silent = secureboot.secure_boot_verdict(["tinyuki: init started"], program_ran=True)
+    assert not silent.ok and "did not report" in silent.reason
+    assert not secureboot.secure_boot_verdict(BOOTED, program_ran=False).ok
+
+
+def test_firmware_files_name_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(TinyukiError, match="doit keys"):
+        secureboot.firmware_files(tmp_path)
+    (tmp_path / secureboot.ENROLLED_VARS).write_bytes(b"vars")
+    with pytest.raises(TinyukiError, match="Secure Boot build"):
+        secureboot.firmware_files(tmp_path, code=tmp_path / "missing.fd")
+    code = tmp_path / "code.fd"
+    code.write_bytes(b"code")
+    assert secureboot.firmware_files(tmp_path, code=code) == (code, tmp_path / secureboot.ENROLLED_VARS)

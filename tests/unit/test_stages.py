@@ -23,7 +23,7 @@ from tinyuki.cache.store import Store
 from tinyuki.config.context import Context, make_context
 from tinyuki.config.profile import FIELDS, REQUIRED, Field
 from tinyuki.records import Tree
-from tinyuki.stage import CHECKS, Check, Output, Pipeline, Stage
+from tinyuki.stage import CHECKS, Check, Output, Pipeline, Stage, remove_stale
 
 ROOT = Path(__file__).resolve().parents[2]
 FPR_A = "647F28654894E3BD457199BE38DBBDC86092693E"
@@ -58,7 +58,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     """Two of each kind of file a setting may name, with different contents."""
     out = {}
     for name in ("key-a.asc", "key-b.asc", "a.c", "b.c", "stub-a", "stub-b", "extra-a", "extra-b",
-                 "ovmf-a", "ovmf-b", "db-a.key", "db-b.key", "db-a.crt", "db-b.crt"):
+                 "ovmf-a", "ovmf-b", "prog-a", "prog-b", "db-a.key", "db-b.key", "db-a.crt", "db-b.crt"):
         (tmp_path / name).write_text(f"{name}\n")
         out[name] = tmp_path / name
     for name in ("one", "two"):
@@ -91,7 +91,8 @@ def base_profile(files: dict[str, Path]) -> dict[str, Any]:
             "source_date_epoch": 1700000000, "build_user": "u", "build_host": "h", "build_version": "1",
             "image": "bzImage",
         },
-        "init": {"sources": [str(files["a.c"])], "libc": "nolibc", "cflags": [], "marker": "m",
+        "init": {"sources": [str(files["a.c"])], "language": "c", "libc": "nolibc", "binary": str(files["prog-a"]),
+                 "cflags": [], "marker": "m",
                  "files": {"/etc/a": str(files["extra-a"])}},
         "uki": {"stub": str(files["stub-a"]), "os_release": {"ID": "x"}},
         "boot": {"machine": "microvm", "memory": "128M", "accel": "auto", "timeout": 60, "qemu_args": [],
@@ -122,7 +123,7 @@ def changed(f: Field, value: Any, files: dict[str, Path]) -> Any:
     if kind == "fingerprint_list":
         return [FPR_B]
     if kind == "path":
-        return str(files["stub-b"] if "stub" in value else files["ovmf-b"])
+        return str(files["stub-b"] if "stub" in value else files["prog-b"] if "prog" in value else files["ovmf-b"])
     if kind == "path_list":
         return [str(files["key-b.asc"])] if value[0].endswith(".asc") else [str(files["b.c"])]
     if kind == "fragment_list":
@@ -342,6 +343,14 @@ def test_turning_signing_off_reruns_the_task_and_removes_the_old_signed_uki(
     stage_off(off, sign)
     assert not signed.exists()
     assert "sign: off for profile p" in capsys.readouterr().out
+    # the manifest stage does the same for every stage that is off, and leaves the others' files alone
+    signed.write_bytes(b"again")
+    uki = PIPELINE.path(off, "uki")
+    uki.write_bytes(b"unsigned")
+    assert remove_stale(off, PIPELINE.stages) == [signed]
+    assert not signed.exists() and uki.is_file()
+    signed.write_bytes(b"kept while [sign] is on")
+    assert remove_stale(on, PIPELINE.stages) == [] and signed.is_file()
 
 
 def test_the_signing_key_reaches_the_sign_stage_by_its_content(tmp_path: Path, files: dict[str, Path]) -> None:

@@ -53,7 +53,7 @@ def test_extract_refuses_and_removes_a_stored_tarball_swapped_after_verify(ctx):
     with pytest.raises(TinyukiError) as e:
         extract_stage.extract(ctx)
     assert "does not hold the bytes that were verified" in e.value.message
-    assert SHA in e.value.message and "doit verify" in (e.value.hint or "")
+    assert SHA in e.value.message and "fetch and verify" in (e.value.hint or "")
     assert not ctx.paths.stored(SHA).exists()
     assert not extract_stage.tree_for(ctx, SHA).exists()
     assert [p.name for p in ctx.paths.trees.iterdir()] == [] if ctx.paths.trees.exists() else True

@@ -75,6 +75,13 @@ def test_the_image_is_an_artifact(built: dict[str, Path]) -> None:
     table = json.loads(subprocess.run(["sfdisk", "-J", str(image)], capture_output=True, text=True,
                                       check=True).stdout)["partitiontable"]
     assert table["label"] == "gpt" and len(table["partitions"]) == 2
+    # the manifest names the layout and every file on the image, as the image itself has them
+    described = read_json(built["build"] / "manifest.json")["disk"]
+    assert described["disk_id"] == table["id"]
+    assert [p["uuid"] for p in described["partitions"]] == [p["uuid"] for p in table["partitions"]]
+    assert [f["path"] for f in described["esp_files"]] == ["/EFI/BOOT/BOOTX64.EFI", "/EFI/tinyuki/notes.txt"]
+    assert described["esp_files"][0]["sha256"] == sha256_file(built["build"] / "tinyuki.efi")
+    assert [f["path"] for f in described["data_files"]] == ["/sub/hello.txt"]
     out = doit(built)
     assert "disk" not in ran(out), "a second run rebuilt the image"
 
@@ -134,3 +141,39 @@ def test_bad_settings_fail_clearly_and_change_nothing(built: dict[str, Path], di
     assert message in out and "hint:" in out and hint in out.split("hint:", 1)[1], out
     assert (sha256_file(image), image.stat().st_mtime_ns) == before
     assert not list(paths["build"].glob(".tinyuki.img.*")), "a temp image was left behind"
+
+
+def test_with_sign_the_stick_carries_the_signed_uki(built: dict[str, Path]) -> None:
+    """A profile that signs puts the signed UKI on the stick, so it boots with Secure Boot on."""
+    from tinyuki import secureboot
+
+    paths = copy_build(built, "signed")
+    key, cert = secureboot.key_paths(paths["top"] / "keys", "db")
+    secureboot.make_keys(paths["top"] / "keys")
+    write_profile(paths, f'[sign]\nkey = "{key}"\ncert = "{cert}"\n')
+    doit(paths, "disk")
+    image = paths["build"] / "tinyuki.img"
+    copy = paths["top"] / "BOOTX64.EFI"
+    subprocess.run(["mcopy", "-n", "-i", f"{image}@@1048576", "::/EFI/BOOT/BOOTX64.EFI", str(copy)], check=True,
+                   env={**environ(), "MTOOLS_SKIP_CHECK": "1"})
+    assert sha256_file(copy) == sha256_file(paths["build"] / "tinyuki.signed.efi")
+    assert sha256_file(copy) != sha256_file(paths["build"] / "tinyuki.efi")
+    # and without [sign] again, the plain UKI
+    write_profile(paths, "")
+    doit(paths, "disk")
+    subprocess.run(["mcopy", "-n", "-i", f"{image}@@1048576", "::/EFI/BOOT/BOOTX64.EFI", str(copy)], check=True,
+                   env={**environ(), "MTOOLS_SKIP_CHECK": "1"})
+    assert sha256_file(copy) == sha256_file(paths["build"] / "tinyuki.efi")
+
+
+@pytest.mark.parametrize(("args", "message", "hint"), [
+    (("stick=1", "bus=scsi"), "bus='scsi' is not one of usb, virtio", "bus=virtio"),
+    (("stick=1", "uki=1"), "uki=1 and stick=1 both ask for a boot through OVMF", "stick=1 boots tinyuki.img"),
+    (("bus=usb",), "bus=usb applies to a boot through OVMF", "add stick=1"),
+    (("stick=maybe",), "stick='maybe' is not a yes/no value", "stick=1"),
+])
+def test_boot_switches_are_checked_before_anything_boots(built: dict[str, Path], args: tuple[str, ...],
+                                                          message: str, hint: str) -> None:
+    out = doit(built, "boot", *args, check=False)
+    assert message in out and hint in out.split("hint:", 1)[1], out
+    assert "qemu-system" not in out

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tasks import PIPELINE
 from tests.helpers.doit import run_dodo
 
-PIPELINE = ["fetch", "verify", "extract", "patch", "configure", "kernel", "init", "initramfs", "embed", "uki",
-            "manifest", "boot", "pin", "repro"]
+COMMANDS = ["summary", "boot", "pin", "repro", "stats", "cache", "cache-prune", "bench"]
 
 
 def test_list_shows_every_task_with_a_doc(tmp_path: Path) -> None:
     proc = run_dodo("list", f"build_dir={tmp_path}/b", f"cache_dir={tmp_path}/c")
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
-    for name in PIPELINE:
+    for name in [*PIPELINE.names, *COMMANDS]:
         assert name in lines, f"{name} missing from doit list:\n{proc.stdout}"
         assert len(lines[name].split(None, 1)) == 2, f"{name} has no doc line"
+    # the stages first, in pipeline order (tasks/__init__.py), then the commands
+    assert list(lines)[:len(PIPELINE.names)] == list(PIPELINE.names), proc.stdout
 
 
 def test_help_explains_task_variables(tmp_path: Path) -> None:

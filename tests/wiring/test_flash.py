@@ -39,7 +39,7 @@ def stick(tmp_path: Path) -> Iterator[dict[str, Path]]:
 
 
 def fake_sys(tmp: Path, dev: Path, *, removable: str = "1", ro: str = "0", size: int = STICK,
-             partition: bool = False, holders: tuple[str, ...] = ()) -> Path:
+             partition: bool = False, holders: tuple[str, ...] = (), parts: tuple[str, ...] = ()) -> Path:
     """A sysfs in which `dev` is a USB stick (or a partition of one)."""
     st = os.stat(dev)
     number = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
@@ -58,6 +58,10 @@ def fake_sys(tmp: Path, dev: Path, *, removable: str = "1", ro: str = "0", size:
         (node / "partition").write_text("1\n")
     for h in holders:
         (node / "holders" / h).mkdir()
+    for i, number_of_part in enumerate(parts, 1):
+        (disk / f"sdz{i}").mkdir()
+        (disk / f"sdz{i}" / "partition").write_text(f"{i}\n")
+        (disk / f"sdz{i}" / "dev").write_text(number_of_part + "\n")
     (sysfs / "dev" / "block").mkdir(parents=True)
     os.symlink(node, sysfs / "dev" / "block" / number)
     return sysfs
@@ -157,7 +161,14 @@ def test_a_mounted_stick_is_refused(tmp_path: Path, stick: dict[str, Path]) -> N
     assert stick["backing"].read_bytes() == bytes(STICK)
 
 
-def test_a_mounted_partition_counts_as_the_stick_being_mounted() -> None:
+def test_a_mounted_partition_counts_as_the_stick_being_mounted(tmp_path: Path, stick: dict[str, Path]) -> None:
+    sysfs = fake_sys(tmp_path, stick["dev"], parts=("8:17", "8:18"))
+    dev = blockdev.inspect(str(stick["dev"]), sysfs)
+    assert dev.partitions == (("sdz1", "8:17"), ("sdz2", "8:18")) and "partitions: sdz1, sdz2" in dev.describe()
+    mountinfo = "36 27 8:18 / /media/data rw,relatime - vfat /dev/sdz2 rw\n"
+    with pytest.raises(TinyukiError, match=r"is mounted \(on /media/data\)"):
+        flash(image(tmp_path), str(stick["dev"]), True, sysfs=sysfs, proc=fake_proc(tmp_path, mountinfo=mountinfo))
+    assert stick["backing"].read_bytes() == bytes(STICK)
     assert blockdev.mounted({"8:16", "8:17"}, "36 27 8:17 / /media/x rw - vfat /dev/sdz1 rw\n") == ["/media/x"]
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pefile
 import pytest
 
-from tests.helpers.doit import dodo_ok, run_stages
+from tasks import PIPELINE
+from tests.helpers.doit import dodo_ok, ran, run_stages
 from tests.unit.test_pe import EPOCH, STUB, fake_bzimage
 from tinyuki import secureboot
 from tinyuki.config.context import make_context
@@ -242,6 +243,65 @@ def test_doit_keys_makes_private_keys_and_an_enrolled_store_and_keeps_them(tmp_p
         secureboot.make_keys(where)
 
 
+def test_one_changed_byte_breaks_the_signature_except_where_authenticode_does_not_look(
+        keys: Path, unsigned: Path, tmp_path: Path) -> None:
+    """Flip one byte at 48 places spread over the signed file and in every section: sbverify refuses each,
+    except in the CheckSum and the certificate table's padding, which Authenticode leaves out by design."""
+    signed = tmp_path / "signed.efi"
+    secureboot.sign_uki(unsigned, signed, db(keys), epoch=EPOCH)
+    data = signed.read_bytes()
+    cert = secureboot.key_paths(keys, "db")[1]
+    excluded = pe.unauthenticated_bytes(data)
+    assert excluded[0][2] == "CheckSum"
+    parsed = pefile.PE(data=data, fast_load=True)
+    spots = {len(data) * i // 48 for i in range(48)} | {s.PointerToRawData for s in parsed.sections}
+    spots |= {start for start, _end, _what in excluded} | {len(data) - 1}
+    accepted = []
+    for at in sorted(spots):
+        changed = bytearray(data)
+        changed[at] ^= 0x20
+        probe = tmp_path / "probe.efi"
+        probe.write_bytes(changed)
+        if subprocess.run(["sbverify", "--cert", cert, probe], capture_output=True).returncode == 0:
+            accepted.append(at)
+    assert accepted and all(any(s <= at < e for s, e, _w in excluded) for at in accepted), accepted
+    assert sum(e - s for s, e, _w in excluded) < 16
+
+
+def test_a_key_on_a_pkcs11_token_signs_the_same_bytes(keys: Path, other: Path, unsigned: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The db key imported into a SoftHSM token and named by a PKCS#11 URI: sbsign's pkcs11 engine signs."""
+    need("softhsm2-util", "pkcs11-tool")
+    module = Path("/usr/lib/softhsm/libsofthsm2.so")
+    engine = Path("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so")
+    assert module.is_file() and engine.is_file(), "scripts/setup.sh installs softhsm2 and libengine-pkcs11-openssl"
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    monkeypatch.setenv("PKCS11_MODULE_PATH", str(module))
+    key, cert = secureboot.key_paths(keys, "db")
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "tinyuki", "--pin", "1234",
+                    "--so-pin", "5678"], check=True, capture_output=True)
+    der = tmp_path / "db.p8"
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", key, "-outform", "der", "-out", der],
+                   check=True, capture_output=True)
+    subprocess.run(["pkcs11-tool", "--module", module, "--token-label", "tinyuki", "--login", "--pin", "1234",
+                    "--write-object", der, "--type", "privkey", "--id", "01", "--label", "db"],
+                   check=True, capture_output=True)
+    uri = "pkcs11:token=tinyuki;object=db;type=private;pin-value=1234"
+    by_token, by_file = tmp_path / "token.efi", tmp_path / "file.efi"
+    secureboot.sign_uki(unsigned, by_token, secureboot.SignRequest(uri, cert), epoch=EPOCH)
+    secureboot.sign_uki(unsigned, by_file, db(keys), epoch=EPOCH)
+    assert by_token.read_bytes() == by_file.read_bytes()
+    # the token's key with another key's certificate: sbsign refuses, tinyuki says why, nothing is written
+    wrong = tmp_path / "wrong.efi"
+    with pytest.raises(TinyukiError, match="does not match the key pkcs11:"):
+        secureboot.sign_uki(unsigned, wrong, secureboot.SignRequest(uri, secureboot.key_paths(other, "db")[1]),
+                            epoch=EPOCH)
+    assert not wrong.exists() and leftovers(tmp_path) == []
+
+
 def test_the_default_keys_dir_is_git_ignored() -> None:
     need("git")
     probe = ROOT / secureboot.KEYS_DIR / "db.key"
@@ -272,3 +332,32 @@ def test_the_sign_stage_as_a_doit_task(keys: Path, other: Path, tmp_path: Path, 
     bad = ctx_for(secureboot.key_paths(other, "db")[1])
     code, _ = run_stages(bad, ["sign"], ["sign"])  # type: ignore[arg-type]
     assert code != 0 and not signed.exists()
+
+
+def test_the_pipeline_with_and_without_sign(keys: Path, tmp_path: Path) -> None:
+    """The fake kernel's whole pipeline: [sign] adds the signed UKI (only sign, disk and manifest rerun);
+    removing [sign] removes it again and the manifest stops listing it; a no-change run signs nothing."""
+    from tests.wiring.test_pipeline_wiring import doit as pipeline_doit
+    from tests.wiring.test_pipeline_wiring import project as make_project
+
+    project = make_project.__wrapped__(tmp_path)  # type: ignore[attr-defined]
+    plain = project["profile"].read_text()
+    pipeline_doit(project)
+    unsigned = fsutil.sha256_file(project["build"] / "tinyuki.efi")
+    key, cert = secureboot.key_paths(keys, "db")
+    project["profile"].write_text(plain + f'\n[sign]\nkey = "{key}"\ncert = "{cert}"\n')
+    out = pipeline_doit(project)
+    # the stick image carries the signed UKI once there is one (tasks/disk.py)
+    assert [t for t in ran(out) if t in PIPELINE.names] == ["sign", "disk", "manifest"], out
+    signed = project["build"] / "tinyuki.signed.efi"
+    manifest = fsutil.read_json(project["build"] / "manifest.json")
+    assert manifest["artifacts"]["uki-signed"]["sha256"] == fsutil.sha256_file(signed)
+    assert manifest["signing"]["certificate"]["subject"].endswith("tinyuki test db")
+    assert fsutil.sha256_file(project["build"] / "tinyuki.efi") == unsigned
+    assert "Signature verification OK" in run("sbverify", "--cert", cert, signed)
+    out = pipeline_doit(project)
+    assert [t for t in ran(out) if t in PIPELINE.names] == [], out
+    project["profile"].write_text(plain)
+    out = pipeline_doit(project)
+    assert not signed.exists(), out
+    assert "uki-signed" not in fsutil.read_json(project["build"] / "manifest.json")["artifacts"]

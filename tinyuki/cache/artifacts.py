@@ -8,7 +8,17 @@ build/<p>/keys/<stage>.json for the stages downstream.
 
 TINYUKI_ARTIFACT_CACHE=off builds everything and stores nothing;
 =write builds everything and stores the results (for comparing fresh builds,
-as `doit repro` does, while still filling the cache).
+as `doit repro` does, while still filling the cache); =restore restores and
+fails rather than build a cached stage (a fully cached CI job or benchmark that
+must compile nothing says so instead of quietly building a kernel).
+
+With a remote artifact cache (artifact_remote=URL, tinyuki/cache/remote.py)
+a local miss asks the server next: its entry and blobs are pulled into the
+local store, verified, and restored from there. A stage that was built is
+pushed (unless the remote is read-only). The server never costs the build: a
+miss, an error or a refused entry is a warning, then the stage is built. What
+each stage did (local hit, remote hit, miss, bytes moved) is kept in
+build/<p>/logs/artifact-cache/<stage>.json for `doit stats`.
 """
 
 from __future__ import annotations
@@ -16,14 +26,19 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from tinyuki.cache import keys
+from tinyuki.cache.remote import Refused, Remote, RemoteError
+from tinyuki.cache.remote import for_run as remote_for_run
 from tinyuki.cache.store import SCHEMA, CorruptEntry, Store, relocate_out
 from tinyuki.config.context import Context
+from tinyuki.errors import TinyukiError, die
 from tinyuki.stage import Pipeline, Stage
 from tinyuki.util.flags import yes_no
 from tinyuki.util.fmt import human_size
+from tinyuki.util.fs import atomic_write_json
 
 
 def store_for(ctx: Context) -> Store:
@@ -31,11 +46,13 @@ def store_for(ctx: Context) -> Store:
 
 
 def mode() -> str:
-    """TINYUKI_ARTIFACT_CACHE: on (restore and store), off (neither: any no-value), or write (store only)."""
+    """TINYUKI_ARTIFACT_CACHE: on (restore and store), off (neither: any no-value), write (store only),
+    or restore (restore only: a miss fails instead of building)."""
     value = os.environ.get("TINYUKI_ARTIFACT_CACHE", "on").strip().lower()
-    if value == "write":
+    if value in ("write", "restore"):
         return value
-    hint = "unset it, or set it to off (no cache) or write (build and store, never restore)"
+    hint = ("unset it, or set it to off (no cache), write (build and store, never restore) or restore"
+            " (restore, never build)")
     return "on" if yes_no(value, "TINYUKI_ARTIFACT_CACHE", default=True, hint=hint) else "off"
 
 
@@ -89,9 +106,76 @@ def describe(entry: dict[str, Any]) -> str:
     return ", ".join(x for x in (files, *trees) if x)
 
 
+TRAFFIC_DIR = "artifact-cache"
+
+
+def try_remote(ctx: Context, stage: Stage, key: str, store: Store, remote: Remote) -> tuple[
+        dict[str, Any] | None, str]:
+    """After a local miss: pull the server's entry into the local store (verified) and restore it.
+
+    (entry or None, what the remote did: hit, miss, refused, error or down); never raises for the server's sake.
+    """
+    shown = remote.settings.shown
+    try:
+        pulled = remote.pull(key, store, task=stage.name)
+    except Refused as e:
+        warn(f"{stage.name}: refused the remote artifact cache's entry {key[:12]}… from {shown}: {e}; building instead")
+        return None, "refused"
+    except RemoteError as e:
+        warn(f"{stage.name}: the remote artifact cache is not usable ({e}); building instead")
+        return None, "down" if remote.down else "error"
+    except (CorruptEntry, OSError, TinyukiError) as e:
+        warn(f"{stage.name}: could not take {key[:12]}… from the remote artifact cache ({remote.say(str(e))});"
+             " building instead")
+        return None, "error"
+    if pulled is None:
+        print(f"{stage.name}: not in the remote artifact cache {shown} either (key {key[:12]}…)")
+        return None, "miss"
+    entry = try_restore(ctx, stage, key, store)
+    return (entry, "hit") if entry is not None else (None, "error")
+
+
+def try_push(stage: Stage, entry: dict[str, Any], store: Store, remote: Remote) -> bool:
+    """Upload a stage just built; a server that cannot take it costs a warning."""
+    t = time.monotonic()
+    try:
+        remote.push(entry, store)
+    except (RemoteError, OSError, TinyukiError) as e:
+        warn(f"{stage.name}: could not push to the remote artifact cache ({remote.say(str(e))})")
+        return False
+    print(f"{stage.name}: pushed to the remote artifact cache {remote.settings.shown}"
+          f"{' (signed)' if remote.settings.signing_key else ''}: {remote.traffic.blobs_up} new blobs,"
+          f" {human_size(remote.traffic.up)} in {time.monotonic() - t:.1f}s")
+    return True
+
+
+def traffic_file(ctx: Context, stage: str) -> Path:
+    return ctx.paths.logs / TRAFFIC_DIR / f"{stage}.json"
+
+
+def record_traffic(ctx: Context, stage: Stage, key: str, result: str, remote: Remote | None, remote_result: str | None,
+                   pushed: bool, restored_bytes: int) -> None:
+    """What this stage's last run took from or gave to the caches, for `doit stats`."""
+    traffic = remote.traffic if remote is not None else None
+    record = {
+        "stage": stage.name, "key": key, "result": result, "restored_bytes": restored_bytes,
+        "remote": remote.settings.shown if remote is not None else None,
+        "remote_mode": remote.settings.mode if remote is not None else None,
+        "remote_result": remote_result, "pushed": pushed,
+        "bytes_down": traffic.down if traffic else 0, "bytes_up": traffic.up if traffic else 0,
+        "blobs_down": traffic.blobs_down if traffic else 0, "blobs_up": traffic.blobs_up if traffic else 0,
+    }
+    try:
+        atomic_write_json(traffic_file(ctx, stage.name), record)
+    except OSError as e:  # statistics are worth a warning, never the build
+        warn(f"{stage.name}: could not record the cache statistics ({e})")
+
+
 def restore_or_build(ctx: Context, stage: Stage, pipeline: Pipeline) -> None:
     """A cached stage's action: restore its outputs by key from the shared cache, or build and store them."""
     how = mode()
+    if stage.refresh is not None:
+        stage.refresh(ctx)  # what the key hashes besides the declared inputs (tinyuki/stage.py)
     if how == "off":
         # the old key no longer describes the outputs: downstream keys fall back to their hashes
         keys.key_file(ctx, stage.name).unlink(missing_ok=True)
@@ -100,10 +184,20 @@ def restore_or_build(ctx: Context, stage: Stage, pipeline: Pipeline) -> None:
     start = time.monotonic()
     key, material = keys.compute(ctx, stage, pipeline)
     store = store_for(ctx)
-    entry = try_restore(ctx, stage, key, store) if how == "on" else None
+    remote = remote_for_run(ctx.variables)
+    entry = try_restore(ctx, stage, key, store) if how in ("on", "restore") else None
+    result, remote_result, pushed = ("local-hit" if entry is not None else "miss"), None, False
+    if entry is None and how in ("on", "restore") and remote is not None:
+        entry, remote_result = try_remote(ctx, stage, key, store, remote)
+        result = "remote-hit" if entry is not None else "miss"
+    if entry is None and how == "restore":
+        raise die(f"{stage.name}: not in the artifact cache (key {key[:12]}…), and TINYUKI_ARTIFACT_CACHE=restore"
+                  " forbids building it", "fill the cache first, or unset TINYUKI_ARTIFACT_CACHE to build")
     if entry is not None:
+        origin = (f"; from the remote cache {remote.settings.shown} ({human_size(remote.traffic.down)} downloaded)"
+                  if remote is not None and result == "remote-hit" else "")
         print(f"{stage.name}: restored from artifact cache (key {key[:12]}…): {describe(entry)}"
-              f" in {time.monotonic() - start:.1f}s; building it took {entry.get('built_in', 0):.1f}s")
+              f" in {time.monotonic() - start:.1f}s; building it took {entry.get('built_in', 0):.1f}s{origin}")
         if entry["trees"]:
             print(f"{stage.name}: the build tree is restored too, relocated to {ctx.paths.build}:"
                   " a later relink is incremental")
@@ -115,4 +209,8 @@ def restore_or_build(ctx: Context, stage: Stage, pipeline: Pipeline) -> None:
         stored = save(ctx, stage, key, store, elapsed)
         if stored is not None:
             print(f"{stage.name}: stored in artifact cache (key {key[:12]}…) in {time.monotonic() - t:.1f}s")
+            if remote is not None and not remote.settings.read_only:
+                pushed = try_push(stage, stored, store, remote)
     keys.record(ctx, stage.name, key, material, restored=entry is not None)
+    restored = sum(store.blob_sizes(entry).values()) if entry is not None else 0
+    record_traffic(ctx, stage, key, result, remote, remote_result, pushed, restored)

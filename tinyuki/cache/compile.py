@@ -129,10 +129,36 @@ def remote_schemes(remote: str) -> list[str]:
     for url in remote.split():
         base = url.split("|", 1)[0]
         if "://" not in base and not base.startswith("redis+unix:"):
-            raise die(f"ccache remote storage {url!r} is not a URL",
+            raise die(f"ccache remote storage {redact(url)!r} is not a URL",
                       "use redis://HOST:PORT, http://HOST/PATH or file:///DIR (see ccache's remote_storage)")
         out.append(base.split(":", 1)[0].lower())
     return out
+
+
+# ccache attributes of a remote storage URL (`|name=value`) that carry credentials.
+_SECRET_ATTRIBUTE = re.compile(r"token|password|passwd|secret|auth|key|credential", re.IGNORECASE)
+
+
+def redact(remote: str) -> str:
+    """A remote_storage value fit to print: user info and credential attributes replaced by ***.
+
+    The value itself (with its password or token) goes to ccache only, through
+    CCACHE_REMOTE_STORAGE; whatever tinyuki prints or records (the kernel
+    stage's line, logs/kernel-compilecache.json, error messages) shows this.
+    """
+    shown = []
+    for url in remote.split():
+        base, *attributes = url.split("|")
+        scheme, sep, rest = base.partition("://")
+        if sep:
+            netloc, slash, path = rest.partition("/")
+            if "@" in netloc:
+                netloc = "***@" + netloc.rsplit("@", 1)[1]
+            base = f"{scheme}://{netloc}{slash}{path}"
+        attrs = [f"{a.split('=', 1)[0]}=***" if "=" in a and _SECRET_ATTRIBUTE.search(a.split("=", 1)[0]) else a
+                 for a in attributes]
+        shown.append("|".join([base, *attrs]))
+    return " ".join(shown)
 
 
 def ccache_features(version_text: str) -> set[str]:
@@ -195,7 +221,7 @@ class CompileSetup:
     def describe(self) -> str:
         parts = []
         if self.ccache:
-            parts.append(f"ccache in {self.directory}" + (f", remote {self.remote}" if self.remote else ""))
+            parts.append(f"ccache in {self.directory}" + (f", remote {redact(self.remote)}" if self.remote else ""))
         if self.distcc:
             parts.append(f"distcc on {self.hosts} ({self.slots} slots)")
         return "; ".join(parts) or "plain gcc (no ccache, no distcc)"
@@ -232,7 +258,7 @@ def resolve(request: Request, cache_dir: Path, which: Callable[[str], str | None
     if request.remote:
         if not ccache:
             why = "is turned off" if request.ccache == "off" else "is not installed"
-            raise die(f"a remote compile cache ({request.remote}) needs ccache, which {why}",
+            raise die(f"a remote compile cache ({redact(request.remote)}) needs ccache, which {why}",
                       "install ccache (scripts/setup.sh) and drop ccache=0, or unset TINYUKI_CCACHE_REMOTE")
         schemes = remote_schemes(request.remote)
         if version is not None:
@@ -240,7 +266,7 @@ def resolve(request: Request, cache_dir: Path, which: Callable[[str], str | None
             for scheme in schemes:
                 need = REMOTE_FEATURES.get(scheme)
                 if need is None or need not in features:
-                    raise die(f"this ccache cannot use {scheme}:// remote storage ({request.remote})",
+                    raise die(f"this ccache cannot use {scheme}:// remote storage ({redact(request.remote)})",
                               f"it supports: {', '.join(sorted(features)) or 'none'}; ccache 4.4 or later "
                               "has redis and http storage")
     distcc = None

@@ -172,7 +172,7 @@ def material(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
         "schema": KEY_SCHEMA,
         "task": stage.name,
         "upstream": {n: upstream(ctx, pipeline[n]) for n in stage.needs},
-        "inputs": {str(portable(p, ctx)): sha256_file(p) for p in stage.input_files(ctx)},
+        "inputs": {str(portable(p, ctx)): sha256_file(p) for p in (*stage.input_files(ctx), *stage.discovered(ctx))},
         "settings": portable(stage.settings(ctx), ctx),
         "tools": {t: tools.version(t) for t in stage.tools},
         "env": relevant_env(os.environ) if stage.env else {},

@@ -106,11 +106,19 @@ FIELDS: tuple[Field, ...] = (
     Field("kernel", "image", "choice", "bzImage", "kernel image to boot and pack", ("bzImage", "vmlinux"),
           reaches=("embed",)),
     # -- the one program
-    Field("init", "sources", "path_list", ["init/init.c"], "C sources of the program that runs as /init",
+    Field("init", "sources", "path_list", ["init/init.c"],
+          "sources of the program that runs as /init: C files, or the main file of a Go module or Cargo package",
           reaches=("init",)),
+    Field("init", "language", "choice", "c",
+          "the program's language: c (built with [init] libc), go (go build) or rust (cargo); for a prebuilt"
+          " [init] binary, the runtime it was built with. Its runtime's kernel options join the fragments",
+          ("c", "go", "rust"), reaches=("init", "configure")),
     Field("init", "libc", "choice", "nolibc",
-          "nolibc (the kernel tree's tools/include/nolibc, tiny) or musl (musl-gcc, a real libc)",
-          ("nolibc", "musl"), reaches=("init",)),
+          "for C: nolibc (the kernel tree's tools/include/nolibc, tiny), musl (musl-gcc) or glibc (as gcc -static)",
+          ("nolibc", "musl", "glibc"), reaches=("init",)),
+    Field("init", "binary", "path", None,
+          "a prebuilt static x86-64 program to run as /init instead of building [init] sources (any language)",
+          reaches=("init",)),
     Field("init", "cflags", "str_list", [], "extra compiler flags for the program", reaches=("init",)),
     Field("init", "marker", "str", "tinyuki: init started",
           "a line the program prints; `doit boot` fails unless it appears on the console", reaches=("init",)),
@@ -138,7 +146,7 @@ FIELDS: tuple[Field, ...] = (
           ("gpt", "mbr"), reaches=("disk",)),
     Field("disk", "esp_size", "size", "auto",
           "size of the EFI system partition, like \"64M\" or \"1G\" (whole MiB); auto is the smallest that holds"
-          " the UKI and the files with room to spare; FAT32 from 34M up, FAT16 or FAT12 below",
+          " the UKI and the files with room to spare; FAT32 from 33M up, FAT16 from 16M, FAT12 below",
           reaches=("disk",)),
     Field("disk", "files", "esp_file_map", {},
           "extra files on the EFI system partition: { \"/EFI/tinyuki/notes.txt\" = \"path/in/project\" }",
@@ -204,7 +212,9 @@ class Kernel:
 @dataclass(frozen=True)
 class Init:
     sources: tuple[Path, ...]
+    language: str
     libc: str
+    binary: Path | None
     cflags: tuple[str, ...]
     marker: str
     files: tuple[tuple[str, Path], ...]

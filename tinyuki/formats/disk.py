@@ -11,8 +11,10 @@ so that they leave nothing to chance:
   of everything that goes into the image, so the same inputs give the same ids
   and different contents never share them, as systemd-repart derives its ids;
 - the FAT volume ids and every timestamp come from `source_date_epoch`
-  (SOURCE_DATE_EPOCH for mkfs.fat; files are staged with that mtime and
-  copied with `mcopy -m` under TZ=UTC, since FAT stores local time);
+  (SOURCE_DATE_EPOCH, which mkfs.fat and mtools honour; files are also
+  staged with that mtime and copied with `mcopy -m`, all under TZ=UTC since
+  FAT stores local time), and a user's ~/.mtoolsrc or MTOOLS_* variables
+  cannot change how names are written;
 - files and folders are added one folder at a time, in sorted order, so the
   clusters they get do not depend on the order a directory lists them in.
 
@@ -50,6 +52,8 @@ FAT16_MIN_MIB = 16
 # Room to spare on an automatic size: a quarter more than the contents, plus this for the FAT's own tables.
 SPARE_MIB = 1
 ESP_LOADER = "EFI/BOOT/BOOTX64.EFI"
+# Items per mcopy call: one call per folder keeps the order, batches keep each echoed command readable.
+MCOPY_BATCH = 64
 ESP_LABEL = "TINYUKI"
 DATA_LABEL = "TINYUKIDATA"
 
@@ -127,12 +131,23 @@ def folder_entries(folder: Path) -> list[Entry]:
     return sorted(out, key=lambda e: PurePosixPath(e.path).parts)
 
 
+def name_slots(name: str) -> int:
+    """Directory entries a name takes on FAT: the short entry plus one long-name entry per 13 characters."""
+    return 1 + -(-len(name) // 13)
+
+
+def root_entries(entries: Sequence[Entry]) -> int:
+    """Room to ask mkfs.fat for in a FAT12/16 root directory, whose size is fixed when it is made (16 per sector)."""
+    used = sum(name_slots(PurePosixPath(e.path).name) for e in entries if "/" not in e.path)
+    return max(512, -(-used // 16) * 16)
+
+
 def content_bytes(entries: Sequence[Entry]) -> int:
-    """What the entries take on a FAT volume, counted generously: 4 KiB clusters and a cluster per folder."""
+    """What the entries take on a FAT volume, counted generously: 4 KiB clusters, a cluster per folder, the names."""
     total = 0
     for e in entries:
         size = 0 if e.source is None else e.source.stat().st_size
-        total += max(1, -(-size // 4096)) * 4096
+        total += max(1, -(-size // 4096)) * 4096 + 32 * name_slots(PurePosixPath(e.path).name)
     return total
 
 
@@ -283,13 +298,25 @@ def sfdisk_script(layout: Layout) -> str:
 # ---------------------------------------------------------------- making it
 
 
-def _tool_env(epoch: int) -> dict[str, str]:
-    # FAT stores local time: UTC makes the same epoch the same bytes in every time zone.
-    return {**os.environ, "TZ": "UTC", "SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C"}
+# mtools' settings that change what it writes (short names, case, VFAT), at their defaults: a user's
+# ~/.mtoolsrc or MTOOLS_* variables would otherwise change the image's bytes.
+MTOOLS_DEFAULTS = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0", "MTOOLS_LOWER_CASE": "0",
+                   "MTOOLS_NAME_NUMERIC_TAIL": "1", "MTOOLS_DOTTED_DIR": "0", "MTOOLS_FAT_COMPATIBILITY": "0",
+                   "MTOOLS_DEFAULT_CODEPAGE": "850"}
+
+
+def _tool_env(epoch: int, home: Path | None = None) -> dict[str, str]:
+    """The tools' environment: FAT stores local time, so TZ=UTC makes the epoch the same bytes everywhere;
+    HOME is an empty folder so no ~/.mtoolsrc is read, and mtools' own variables are pinned."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTOOLS")}
+    env.update(MTOOLS_DEFAULTS, TZ="UTC", SOURCE_DATE_EPOCH=str(epoch), LC_ALL="C")
+    if home is not None:
+        env["HOME"] = str(home)
+    return env
 
 
 def _stage(entries: Sequence[Entry], into: Path, epoch: int) -> dict[str, list[Path]]:
-    """Copies of the entries under `into`, mode 0644/0755 and mtime `epoch`, grouped by their folder.
+    """Copies of the entries under `into` (files mode 0644), with mtime `epoch`, grouped by their folder.
 
     mcopy -m then gives every FAT entry the epoch as its time, whatever the
     sources' own times and modes (the umask, a checkout's clock) were.
@@ -312,13 +339,15 @@ def _stage(entries: Sequence[Entry], into: Path, epoch: int) -> dict[str, list[P
     return by_folder
 
 
-def _format(image: Path, part: Partition, label: str, epoch: int, log: Path | None) -> None:
+def _format(image: Path, part: Partition, label: str, entries: Sequence[Entry], epoch: int,
+            log: Path | None) -> None:
     assert part.fat is not None
-    runner.run(["mkfs.fat", "--invariant", "-F", str(part.fat), "-i", volume_id(epoch, part.role), "-n", label,
-                "-h", str(part.offset // SECTOR), f"--offset={part.offset // SECTOR}", image,
+    root = ["-r", str(root_entries(entries))] if part.fat != 32 else []  # FAT32's root grows like any folder
+    runner.run(["mkfs.fat", "--invariant", "-F", str(part.fat), *root, "-i", volume_id(epoch, part.role),
+                "-n", label, "-h", str(part.offset // SECTOR), f"--offset={part.offset // SECTOR}", image,
                 str(part.size // 1024)],
                env=_tool_env(epoch), what=f"formatting the {part.role} partition (FAT{part.fat})", log=log,
-               hint="install dosfstools (scripts/setup.sh does)")
+               hint=f"mkfs.fat's message is above; the log is {log}" if log else "mkfs.fat's message is above")
 
 
 def _fill(image: Path, part: Partition, entries: Sequence[Entry], epoch: int, work: Path, log: Path | None,
@@ -328,16 +357,18 @@ def _fill(image: Path, part: Partition, entries: Sequence[Entry], epoch: int, wo
     target = f"{image}@@{part.offset}"
     for folder in sorted(staged, key=lambda f: PurePosixPath(f).parts):
         items = staged[folder]
-        if not items:
-            continue
-        try:
-            runner.run(["mcopy", "-s", "-m", "-Q", "-D", "o", "-i", target, *items, f"::/{folder}"],
-                       env=_tool_env(epoch), what=f"copying into the {part.role} partition", log=log,
-                       input=b"", hint="install mtools (scripts/setup.sh does)")
-        except TinyukiError as err:
-            if not isinstance(err, runner.MissingTool) and "disk full" in err.message.lower():
-                raise die(f"the {part.role} partition ({part.size_mib} MiB, FAT{part.fat}) is full", hint) from err
-            raise
+        for i in range(0, len(items), MCOPY_BATCH):
+            try:
+                runner.run(["mcopy", "-s", "-m", "-Q", "-i", target, *items[i:i + MCOPY_BATCH],
+                            f"::/{folder}"],
+                           env=_tool_env(epoch, home=work), what=f"copying into the {part.role} partition", log=log,
+                           input=b"", hint="mtools' message is above")
+            except TinyukiError as err:
+                if isinstance(err, runner.MissingTool):
+                    raise
+                if "disk full" in err.message.lower() or "no directory slots" in err.message.lower():
+                    raise die(f"the {part.role} partition ({part.size_mib} MiB, FAT{part.fat}) is full", hint) from err
+                raise
 
 
 def make_image(out: Path, layout: Layout, esp: Sequence[Entry], data: Sequence[Entry] | None, *, epoch: int,
@@ -348,13 +379,13 @@ def make_image(out: Path, layout: Layout, esp: Sequence[Entry], data: Sequence[E
     runner.run(["sfdisk", "--no-reread", "--no-tell-kernel", "--wipe", "always", out],
                input=sfdisk_script(layout).encode(), env=_tool_env(epoch),
                what=f"writing the {layout.table.upper()} partition table", log=log,
-               hint="install fdisk (sfdisk; scripts/setup.sh does)")
+               hint="sfdisk's message is above")
     with tempfile.TemporaryDirectory(prefix="tinyuki-disk-") as tmp:
         for part in layout.partitions:
             if part.fat is None:
                 continue
             entries = esp if part.role == "esp" else (data or [])
-            _format(out, part, ESP_LABEL if part.role == "esp" else DATA_LABEL, epoch, log)
+            _format(out, part, ESP_LABEL if part.role == "esp" else DATA_LABEL, entries, epoch, log)
             work = Path(tmp) / part.role
             work.mkdir()
             _fill(out, part, entries, epoch, work, log, SIZE_HINT_ESP if part.role == "esp" else SIZE_HINT_DATA)

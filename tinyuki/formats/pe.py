@@ -126,7 +126,8 @@ def _sbat_with_uki_line(pe: pefile.PE, data: bytearray) -> bool:
         text = text.rstrip(b"\0")
         if not text.startswith(b"sbat,") or any(ln.startswith(b"uki,") for ln in text.splitlines()):
             return False
-        new = text + (b"" if text.endswith(b"\n") else b"\n") + UKI_SBAT_LINE.encode()
+        # NUL-terminated, as the stub's own and ukify's merged .sbat are
+        new = text + (b"" if text.endswith(b"\n") else b"\n") + UKI_SBAT_LINE.encode() + b"\0"
         limit = s.SizeOfRawData
         if i + 1 < len(sections):
             limit = min(limit, sections[i + 1].VirtualAddress - s.VirtualAddress)
@@ -339,6 +340,32 @@ def layout_problems(image: bytes, what: str = "the image", aligned_from: int = 0
     if round_up(at, 8) != end and at != end:
         problems.append(f"{end - at} bytes after the last section that no section covers ({at:#x} to {end:#x})")
     return problems
+
+
+def unauthenticated_bytes(image: bytes) -> list[tuple[int, int, str]]:
+    """The byte ranges of a signed PE whose change no Authenticode verifier notices, as (start, end, what).
+
+    Authenticode hashes everything but the CheckSum field, the certificate
+    table's directory entry and the certificate table itself. Changing the
+    directory entry or the signature inside the table breaks verification
+    anyway; what remains are the CheckSum (which UEFI firmware does not check)
+    and the table's alignment padding after each signature.
+    """
+    pe = _parse(image, "the image")
+    opt = pe.OPTIONAL_HEADER
+    checksum = opt.get_file_offset() + 64
+    out = [(checksum, checksum + 4, "CheckSum")]
+    security = opt.DATA_DIRECTORY[SECURITY_DIRECTORY]
+    at, end = security.VirtualAddress, security.VirtualAddress + security.Size
+    while at and at + 8 <= end:
+        length = struct.unpack_from("<I", image, at)[0]
+        if length < 8:
+            break
+        padded = round_up(length, 8)
+        if padded > length:
+            out.append((at + length, at + padded, "certificate table padding"))
+        at += padded
+    return out
 
 
 def os_release(fields: Iterable[tuple[str, str]] | Mapping[str, str]) -> bytes:

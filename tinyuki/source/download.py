@@ -142,7 +142,7 @@ def fetch(
     answer, a missing local file or a Retry-After beyond MAX_BACKOFF moves on
     to the next url at once.
 
-    No file may be larger than `expect_size` when it is known (recorded with
+    No file may be larger than `expect_size` when it is known (pinned beside
     the hash), else than the first answer's Content-Length, and never than
     `max_size`: a mirror cannot fill the disk. The whole call, every mirror and
     wait included, ends after `deadline` seconds: a mirror that trickles a byte

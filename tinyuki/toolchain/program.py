@@ -8,6 +8,7 @@ that need a real libc.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ COMMON_FLAGS = (
 )
 # nolibc brings its own _start and syscalls; it has no stack-protector support in 6.1.
 NOLIBC_FLAGS = ("-nostdlib", "-fno-stack-protector")
-COMPILERS = {"nolibc": "gcc", "musl": "musl-gcc"}
+COMPILERS = {"nolibc": "gcc", "musl": "musl-gcc", "glibc": "gcc"}
 
 
 
@@ -78,17 +79,52 @@ def compile_command(
     return cmd
 
 
+def _split(cmd: Sequence[str], sources: Sequence[str]) -> tuple[str, list[str], str, list[str], list[str]]:
+    """compile_command's parts: compiler, flags, output, sources, libraries."""
+    at = list(cmd).index("-o")
+    compiler, flags, output, rest = cmd[0], list(cmd[1:at]), cmd[at + 1], list(cmd[at + 2:])
+    return compiler, flags, output, [x for x in rest if x in sources], [x for x in rest if x not in sources]
+
+
 def compile_and_link(cmd: Sequence[str], sources: Sequence[str], objdir: Path,
-                     wrapper: Sequence[str] = ()) -> tuple[list[list[str]], list[str]]:
+                     wrapper: Sequence[str] = (), deps: bool = False) -> tuple[list[list[str]], list[str]]:
     """compile_command's one step as a `-c` compile per source (behind `wrapper`, e.g. ccache) and a link.
 
     ccache caches compiles, never links. Both halves get every flag, so the
-    program is byte-identical to the one-step build.
+    program is byte-identical to the one-step build. With `deps`, each compile
+    also writes the list of files it read (`-MD -MF <object>.d`, see
+    depfiles): a by-product that changes nothing in the object.
     """
-    at = list(cmd).index("-o")
-    compiler, flags, output, rest = cmd[0], list(cmd[1:at]), cmd[at + 1], list(cmd[at + 2:])
-    srcs = [x for x in rest if x in sources]
-    libs = [x for x in rest if x not in sources]
+    compiler, flags, output, srcs, libs = _split(cmd, sources)
     objects = [str(objdir / f"{n}-{Path(src).stem}.o") for n, src in enumerate(srcs)]
-    compiles = [[*wrapper, compiler, *flags, "-c", "-o", obj, src] for obj, src in zip(objects, srcs, strict=True)]
+    compiles = [[*wrapper, compiler, *flags, *(("-MD", "-MF", f"{obj}.d") if deps else ()), "-c", "-o", obj, src]
+                for obj, src in zip(objects, srcs, strict=True)]
     return compiles, [compiler, *flags, "-o", output, *objects, *libs]
+
+
+def depfiles(compiles: Sequence[Sequence[str]]) -> list[Path]:
+    """The dependency files compile_and_link's compiles write."""
+    return [Path(c[list(c).index("-MF") + 1]) for c in compiles]
+
+
+def depend_commands(cmd: Sequence[str], sources: Sequence[str], depdir: Path) -> list[list[str]]:
+    """One `-M -MF` run per source: the files the compile would read, without compiling.
+
+    The same compiler and flags as the compile, so the list is the compiler's
+    own (system headers included: -M, not -MM).
+    """
+    compiler, flags, _output, srcs, _libs = _split(cmd, sources)
+    return [[compiler, *flags, "-M", "-MF", str(depdir / f"{n}.d"), src] for n, src in enumerate(srcs)]
+
+
+def parse_depfile(text: str) -> list[str]:
+    """The prerequisites of a make-format dependency file as gcc writes it (`obj.o: a.c b.h \\`)."""
+    out: list[str] = []
+    for rule in text.replace("\\\n", " ").splitlines():
+        target_end = re.search(r"(?<!\\):(?:\s|$)", rule)
+        if target_end is None:
+            continue
+        for word in re.split(r"(?<!\\)\s+", rule[target_end.end():].strip()):
+            if word:
+                out.append(word.replace("\\ ", " ").replace("\\#", "#").replace("$$", "$"))
+    return out

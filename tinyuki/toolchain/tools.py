@@ -40,6 +40,9 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("make", ("make", "--version")),
     Tool("gzip", ("gzip", "--version")),
     Tool("musl-gcc", ("musl-gcc", "--version")),
+    # programs in Go and Rust (tinyuki/toolchain/builders.py)
+    Tool("go", ("go", "version")),
+    Tool("cargo", ("cargo", "--version")),
     # Kconfig probes these and records what it found (CONFIG_PAHOLE_VERSION, Rust support)
     Tool("pahole", ("pahole", "--version")),
     Tool("rustc", ("rustc", "--version")),

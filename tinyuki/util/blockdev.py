@@ -32,9 +32,13 @@ from tinyuki.util.fmt import human_size
 CHUNK = 4 << 20
 BLKRRPART = 0x125F  # ask the kernel to reread the partition table
 LIST_HINT = "list the removable disks with `lsblk -d -o NAME,RM,TRAN,SIZE,MODEL` and give one as device=/dev/sdX"
-DD_HINT = ("tinyuki writes only to disks the kernel marks removable (USB sticks, SD cards); for another disk, "
-           "write it yourself after checking the name twice: "
-           "dd if=build/<profile>/tinyuki.img of=/dev/sdX bs=4M conv=fsync status=progress")
+
+
+def dd_hint(image: Path | str = "build/<profile>/tinyuki.img", device: Path | str = "/dev/sdX") -> str:
+    """The way out for a disk tinyuki will not write to: the documented dd line, for the user to run deliberately."""
+    return ("tinyuki writes only to disks the kernel marks removable (USB sticks, SD cards); for another disk, "
+            "write it yourself after checking the name twice: "
+            f"dd if={image} of={device} bs=4M conv=fsync status=progress")
 
 
 @dataclass(frozen=True)
@@ -139,14 +143,15 @@ def swapping(numbers: set[str], swaps: str) -> list[str]:
     return out
 
 
-def check(dev: Device, image_size: int, proc: Path = Path("/proc")) -> None:
+def check(dev: Device, image_size: int, proc: Path = Path("/proc"), image: Path | None = None) -> None:
     """Refuse, with the reason and the way out, any device tinyuki must not overwrite."""
     if dev.partition_of is not None:
         raise die(f"{dev.path} is a partition of /dev/{dev.partition_of}, not a whole disk",
                   f"the image carries its own partition table: give the whole disk, device=/dev/{dev.partition_of}")
     if not dev.removable:
         raise die(f"{dev.path} ({' '.join(x for x in (dev.vendor, dev.model) if x) or dev.name}, "
-                  f"{human_size(dev.size)}) is not a removable disk", DD_HINT)
+                  f"{human_size(dev.size)}) is not a removable disk", dd_hint(image or "build/<profile>/tinyuki.img",
+                                                                              dev.path))
     numbers = {dev.number, *(n for _, n in dev.partitions)}
     where = mounted(numbers, _read(proc / "self" / "mountinfo"))
     if where:

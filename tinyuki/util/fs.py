@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import glob
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -113,16 +117,116 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully built directory into place, replacing any previous one."""
+    """Move a fully built directory into place, replacing any previous one.
+
+    The previous one is first renamed aside under a name no other run and no
+    leftover can hold (pid plus random), so a `.NAME.old-PID` left by a
+    crashed run that had the same pid cannot make the rename fail; such
+    leftovers are swept (by age) first.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_old(final)
     old = None
     if final.exists() or final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
         os.replace(final, old)
     os.replace(tmp, final)
     fsync_dir(final.parent)
     if old is not None:
         remove_tree(old)
+
+
+def _sweep_old(final: Path) -> None:
+    """Remove `.NAME.old-PID...` dirs of runs that are gone (or old): replace_dir removes its own at once."""
+    for path in final.parent.glob(f".{glob.escape(final.name)}.old-*"):
+        pid_text = path.name[len(final.name) + 6:].split("-", 1)[0]
+        pid = int(pid_text) if pid_text.isdigit() else None
+        alive = pid is not None and pid != os.getpid() and _alive(pid)
+        if alive:
+            sweep(final.parent, glob.escape(path.name))  # another run's, maybe busy: only once it is old
+            continue
+        with contextlib.suppress(OSError):
+            remove_tree(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- what crashed runs leave behind
+
+# A leftover without a lock is removed only once it is this old (seconds): far longer than any
+# extraction, copy or restore takes, so a sweep never pulls a directory from under a running one.
+LEFTOVER_GRACE = 3600.0
+LOCK_NAME = ".tinyuki-lock"
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new temporary directory in `parent`, locked (flock) while the block runs, removed after it.
+
+    The lock lives in a file inside it and dies with the process, so `sweep`
+    can tell a crashed run's directory (no one holds the lock) from a running
+    one's at once, without waiting for it to age.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    try:
+        fd = os.open(tmp / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield tmp
+        finally:
+            os.close(fd)
+    finally:
+        remove_tree(tmp)
+
+
+def _held(path: Path) -> bool | None:
+    """Whether a running process holds the scratch dir's lock; None when it has none."""
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def sweep(parent: Path, pattern: str, grace: float = LEFTOVER_GRACE, now: float | None = None) -> list[Path]:
+    """Remove what crashed runs left in `parent` (glob `pattern`); return what was removed.
+
+    A scratch dir whose lock nobody holds is removed at once; one without a
+    lock (a temp file, a directory that becomes a tree by rename) only when
+    older than `grace`. Entries that vanish meanwhile, or cannot be removed,
+    are skipped: sweeping is housekeeping and never fails a build.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        matches = sorted(parent.glob(pattern))
+    except OSError:
+        return removed
+    for path in matches:
+        try:
+            held = _held(path) if path.is_dir() and not path.is_symlink() else None
+            if held or (held is None and now - path.lstat().st_mtime < grace):
+                continue
+            remove_tree(path)
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 def remove_tree(path: Path) -> None:

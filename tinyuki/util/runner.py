@@ -18,8 +18,9 @@ targets); the command is killed after that, when it passes its timeout, when
 `stop` says so, or when the code reading its output fails. Only the command
 itself is killed, not processes it left behind in the background.
 
-The one subprocess not started here is bench/ccache.py's Redis server, which
-runs beside the builds rather than to an end. (python-gnupg runs gpg itself.)
+The subprocesses not started here are bench/ccache.py's Redis server and
+bench/webdav.py's nginx, which run beside the builds rather than to an end.
+(python-gnupg runs gpg itself.)
 """
 
 from __future__ import annotations
@@ -284,8 +285,10 @@ def tool_version(cmd: Command, timeout: float = 60.0) -> str:
 
 @contextlib.contextmanager
 def reading(cmd: Command, *, what: str | None = None, hint: str | None = None, quiet: bool = False,
-            missing_hint: str | None = None) -> Iterator[IO[bytes]]:
+            missing_hint: str | None = None, stdin: int | None = None) -> Iterator[IO[bytes]]:
     """The command's stdout as a file to read from, for a consumer that pulls (tarfile reading xz -dc).
+
+    `stdin` is a file descriptor the command reads (a pipe the caller feeds); by default it reads nothing.
 
     When the block ends normally, the rest of the output is drained (so the
     command reaches its own end and its integrity checks) and a non-zero exit
@@ -296,8 +299,8 @@ def reading(cmd: Command, *, what: str | None = None, hint: str | None = None, q
     if not quiet:
         echo(cmd)
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: stderr can never fill up and block the command
-        proc = _start(cmd, cwd=None, env=None, stdin=subprocess.DEVNULL, stderr=err, what=what,
-                      missing_hint=missing_hint)
+        proc = _start(cmd, cwd=None, env=None, stdin=subprocess.DEVNULL if stdin is None else stdin, stderr=err,
+                      what=what, missing_hint=missing_hint)
         assert proc.stdout is not None
 
         def failure() -> TinyukiError:

@@ -14,6 +14,16 @@ from pathlib import Path
 QEMU = "qemu-system-x86_64"
 
 PANIC_RE = re.compile(r"Kernel panic - not syncing|end Kernel panic")
+# How a program's result reaches the host, on every machine type (no device needed):
+# - it exits: the kernel panics with init's wait status, which the console shows;
+# - or it prints this line (then powers off, or exits): the helper for programs that power off themselves.
+INIT_EXIT_RE = re.compile(r"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
+EXIT_LINE_RE = re.compile(r"^tinyuki: exit status (\d{1,3})\s*$")
+# `doit boot`'s own exit codes when the boot went wrong (a program's status is passed through as it is).
+EXIT_PANIC = 251      # the kernel panicked (not because the program exited)
+EXIT_HANG = 252       # the VM neither powered off nor reported a result within [boot] timeout
+EXIT_NO_MARKER = 253  # QEMU ended without the program's marker on the console
+EXIT_QEMU = 254       # QEMU itself failed
 KERNEL_LINE_RE = re.compile(r"^\s*\[\s*\d+\.\d+\]|Linux version \d")
 
 
@@ -35,6 +45,9 @@ class BootSpec:
     ovmf_code: Path | None = None
     ovmf_vars: Path | None = None
     disk: Path | None = None
+    # How the firmware sees `esp` (an ESP or a whole disk image): "virtio" (virtio-blk-pci), or "usb", a
+    # usb-storage stick on an xHCI controller, as a PC sees a USB stick (tinyuki.img, `doit boot stick=1`).
+    esp_bus: str = "virtio"
     virtio_mmio: bool = False
     tsc_khz: int | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
@@ -73,6 +86,27 @@ def _disk_device(spec: BootSpec) -> str:
     return "virtio-blk-pci"
 
 
+def drive_path(path: Path) -> str:
+    """A path as one value of QEMU's comma-separated -drive options: a comma is written twice.
+
+    Without it, a disk named `x,format=qcow2,file=/etc/shadow` would become options of the drive.
+    """
+    return str(path).replace(",", ",,")
+
+
+ESP_BUSES = ("usb", "virtio")
+
+
+def _esp_devices(spec: BootSpec) -> list[str]:
+    """The device the firmware boots from: a removable USB stick on xHCI, or a virtio disk."""
+    if spec.esp_bus == "usb":
+        return ["-device", "qemu-xhci,id=xhci",
+                "-device", "usb-storage,bus=xhci.0,drive=esp,removable=on,bootindex=0"]
+    if spec.esp_bus == "virtio":
+        return ["-device", "virtio-blk-pci,drive=esp,bootindex=0"]
+    raise ValueError(f"the ESP's bus must be one of {', '.join(ESP_BUSES)}, not {spec.esp_bus!r}")
+
+
 def command(spec: BootSpec) -> list[str]:
     """The full QEMU command line for `spec` (no shell quoting needed: one list item per argument)."""
     if (spec.kernel is None) == (spec.esp is None):
@@ -91,10 +125,10 @@ def command(spec: BootSpec) -> list[str]:
         if spec.ovmf_code is None or spec.ovmf_vars is None:
             raise ValueError("an EFI boot needs OVMF code and vars")
         cmd += [
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={spec.ovmf_code}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={spec.ovmf_vars}",
-            "-drive", f"file={spec.esp},format=raw,if=none,id=esp,readonly=on",
-            "-device", "virtio-blk-pci,drive=esp,bootindex=0",
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={drive_path(spec.ovmf_code)}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={drive_path(spec.ovmf_vars)}",
+            "-drive", f"file={drive_path(spec.esp)},format=raw,if=none,id=esp,readonly=on",
+            *_esp_devices(spec),
         ]
     else:
         cmd += ["-kernel", str(spec.kernel)]
@@ -105,7 +139,7 @@ def command(spec: BootSpec) -> list[str]:
             cmd += ["-append", line]
     if spec.disk is not None:
         cmd += [
-            "-drive", f"file={spec.disk},format=raw,if=none,id=d0",
+            "-drive", f"file={drive_path(spec.disk)},format=raw,if=none,id=d0",
             "-device", f"{_disk_device(spec)},drive=d0",
         ]
     cmd += list(spec.extra)
@@ -167,6 +201,11 @@ class Console:
     marker_at: float | None = None
     first_kernel_at: float | None = None
     panic_at: float | None = None
+    # The program's result: its exit status (0-255), or the signal that killed it.
+    exit_status: int | None = None
+    exit_signal: int | None = None
+    # Whether the status came from the kernel's panic at init's exit, rather than the program's own line.
+    exited: bool = False
 
     def feed(self, line: str, at: float) -> None:
         line = clean(line)
@@ -178,6 +217,29 @@ class Console:
             self.marker_at = at
         if self.panic_at is None and PANIC_RE.search(line):
             self.panic_at = at
+        self._result(line)
+
+    def _result(self, line: str) -> None:
+        """The program's result, from its own `tinyuki: exit status N` line or the kernel's panic at init's exit."""
+        if self.exit_status is not None or self.exit_signal is not None:
+            return
+        said = EXIT_LINE_RE.match(line)
+        if said and int(said.group(1)) <= 255:
+            self.exit_status = int(said.group(1))
+            return
+        died = INIT_EXIT_RE.search(line)
+        if died:
+            code = int(died.group(1), 16)  # a wait status: the exit status << 8, or the signal number
+            self.exited = True
+            if code & 0x7F:
+                self.exit_signal = code & 0x7F
+            else:
+                self.exit_status = (code >> 8) & 0xFF
+
+    @property
+    def result_known(self) -> bool:
+        """The program has reported how it ended: `doit boot` need not wait for the VM any longer."""
+        return self.exit_status is not None or self.exit_signal is not None
 
     def tail(self, n: int = 25) -> list[str]:
         return self.lines[-n:]
@@ -196,31 +258,62 @@ class Verdict:
     ok: bool
     reason: str
     hint: str = ""
+    # What `doit boot` exits with: the program's status when it reported one, else EXIT_* (1 if unset).
+    code: int = 1
+    status: int | None = None  # the program's own exit status, when it reported one
 
 
 HINT_PANIC = ("the panic line above names the cause: \"Unable to mount root fs\" means no initramfs reached the "
-              "kernel, \"Attempted to kill init\" means the program returned instead of powering off")
+              "kernel, \"No working init found\" a /init the kernel could not run")
 HINT_TIMEOUT = "raise [boot] timeout for a slow host, or force accel=tcg if KVM is suspect"
 HINT_MARKER = "make [init] marker match a line the program prints on its console (stdout to /dev/console)"
 
 
+HINT_STATUS = "the program reported this status: its output above says why"
+
+
 def verdict(console: Console, *, timed_out: bool, returncode: int | None, timeout: float) -> Verdict:
-    """Did the program run and the VM power off on its own?"""
-    if console.panic_at is not None:
-        return Verdict(False, "the kernel panicked" + (
-            " after the program started (did it exit instead of powering off?)" if console.marker_at is not None
-            else ""), HINT_PANIC)
-    if timed_out:
-        if console.marker_at is not None:
-            return Verdict(False, f"the program started but the VM did not power off within {timeout:g} s",
-                           "the program must end with reboot(LINUX_REBOOT_CMD_POWER_OFF); the kernel needs ACPI")
-        return Verdict(False, f"no sign of the program within {timeout:g} s", HINT_TIMEOUT)
+    """Did the program run, and how did it end? Each way a boot fails has its own reason and exit code.
+
+    A program that printed its marker and then exited (the kernel's panic at
+    init's exit carries the status) or printed `tinyuki: exit status N` has a
+    result: status 0 is success, any other is passed on as doit boot's exit
+    code. A panic for another reason, a hang and a missing marker are boot
+    failures (EXIT_PANIC, EXIT_HANG, EXIT_NO_MARKER).
+    """
     if console.marker_at is None:
+        ended = ""
+        if console.exit_status is not None:
+            ended = f" (/init exited with status {console.exit_status} before printing it)"
+        elif console.exit_signal is not None:
+            ended = f" (/init was killed by signal {console.exit_signal} before printing it)"
+        if console.panic_at is not None and not console.exited:
+            return Verdict(False, "the kernel panicked before the program printed its marker", HINT_PANIC,
+                           code=EXIT_PANIC)
+        if timed_out:
+            return Verdict(False, f"no sign of the program within {timeout:g} s", HINT_TIMEOUT, code=EXIT_HANG)
         return Verdict(False, f"QEMU exited (status {returncode}) without the program's marker "
-                              f"{console.marker!r} on the console", HINT_MARKER)
+                              f"{console.marker!r} on the console{ended}", HINT_MARKER, code=EXIT_NO_MARKER)
+    if console.exit_signal is not None:
+        return Verdict(False, f"the program was killed by signal {console.exit_signal}",
+                       "a crash in the program (SIGSEGV is 11, SIGABRT 6); its last lines are above",
+                       code=128 + console.exit_signal)
+    if console.exit_status is not None:
+        status = console.exit_status
+        how = "exited with" if console.exited else "reported"
+        if status == 0:
+            return Verdict(True, f"the program ran and {how} status 0", code=0, status=0)
+        return Verdict(False, f"the program {how} status {status}", HINT_STATUS, code=status, status=status)
+    if console.panic_at is not None:
+        return Verdict(False, "the kernel panicked after the program started", HINT_PANIC, code=EXIT_PANIC)
+    if timed_out:
+        return Verdict(False, f"the program started but did not exit, and the VM did not power off within {timeout:g} s",
+                       "end the program with exit(status), or power off (reboot(LINUX_REBOOT_CMD_POWER_OFF),"
+                       " which needs ACPI)", code=EXIT_HANG)
     if returncode != 0:
-        return Verdict(False, f"QEMU exited with status {returncode}", "QEMU's own message is in the console tail")
-    return Verdict(True, "the program ran and the VM powered off")
+        return Verdict(False, f"QEMU exited with status {returncode}", "QEMU's own message is in the console tail",
+                       code=EXIT_QEMU)
+    return Verdict(True, "the program ran and the VM powered off", code=0, status=0)
 
 
 def summarize_times(start_to_marker: float | None, start_to_exit: float | None) -> str:

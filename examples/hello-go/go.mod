@@ -1,0 +1,3 @@
+module tinyuki.example/hello
+
+go 1.19
