@@ -4,9 +4,9 @@ The UKI goes where firmware looks on removable media (/EFI/BOOT/BOOTX64.EFI)
 on an EFI system partition, under a GPT (or a DOS label, [disk] table), with
 the profile's extra files beside it and an optional second partition for the
 program. With [sign], the UKI on the stick is the signed one (tasks/sign.py),
-so it boots with Secure Boot on. The image is the same bytes for the same inputs: ids from the
-contents, times from source_date_epoch, files in sorted order
-(tinyuki/formats/disk.py says how). `doit boot stick=1` boots it as a USB
+so it boots with Secure Boot on. The image is the same bytes for the same
+inputs: ids from the contents, times from source_date_epoch, files in sorted
+order (tinyuki/formats/disk.py says how). `doit boot stick=1` boots it as a USB
 stick; `doit flash device=/dev/sdX` writes it to one.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 from tasks import sign
 from tasks.uki import UKI
 from tinyuki.config.context import Context
+from tinyuki.errors import TinyukiError
 from tinyuki.formats import disk
 from tinyuki.stage import Output, Stage
 from tinyuki.util import fs as fsutil
@@ -36,17 +37,29 @@ def data_entries(ctx: Context) -> list[disk.Entry] | None:
     return disk.folder_entries(folder) if folder is not None else None
 
 
+def _listed(ctx: Context) -> list[disk.Entry] | str | None:
+    """The data folder's entries, or the error that refuses it: doit asks for inputs while it loads the tasks,
+    where an error would show as a traceback; the build itself reports it (message and hint)."""
+    try:
+        return data_entries(ctx)
+    except TinyukiError as err:
+        return err.message
+
+
 def inputs(ctx: Context) -> list[Path]:
     """The data folder's files: their contents reach the image (the extra ESP files are settings already)."""
-    return [e.source for e in data_entries(ctx) or [] if e.source is not None]
+    entries = _listed(ctx)
+    return [] if isinstance(entries, str) else [e.source for e in entries or [] if e.source is not None]
 
 
 def derived(ctx: Context) -> dict[str, Any]:
     """Which UKI goes on the stick, and the data folder's shape (names, empty folders): neither is in the
     contents of the files doit tracks (turning [sign] off leaves no file behind to notice)."""
     out: dict[str, Any] = {"[disk] loader": "signed" if sign.STAGE.active(ctx) else "unsigned"}
-    entries = data_entries(ctx)
-    if entries is not None:
+    entries = _listed(ctx)
+    if isinstance(entries, str):
+        out["[disk] data listing"] = f"refused: {entries}"
+    elif entries is not None:
         out["[disk] data listing"] = [[e.path, "dir" if e.is_dir else "file"] for e in entries]
     return out
 

@@ -1,8 +1,11 @@
-"""init: compile the profile's program into a static /init.
+"""init: build the profile's program into a static /init.
 
-The compile commands live in tinyuki/toolchain/program.py. Whatever the libc,
-the result must be a static x86-64 ELF: the initramfs holds no dynamic loader,
-and a dynamic /init fails at boot with a bare "No working init found".
+The builder comes from the profile (tinyuki/toolchain/builders.py): C is
+compiled here with the commands of tinyuki/toolchain/program.py (through
+ccache, with the compiler's header discovery); Go, Rust and a prebuilt binary
+are the builder's own. Whatever the builder, the result must be a static
+x86-64 ELF: the initramfs holds no dynamic loader, and a dynamic /init fails
+at boot with a bare "No working init found".
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def marker_of(ctx: Context) -> str:
 def headers(ctx: Context) -> list[Path]:
     """The files beside the settings' own that reach the program: headers beside C sources, a Go module, a crate."""
     init = ctx.profile.init
-    return builders.select(init.language, init.libc, init.binary).inputs(init.sources) if init.binary is None else []
+    return builders.select(init.language, init.libc, init.binary).inputs(init.sources)
 
 
 # ---------------------------------------------------------------- every header the compiler reads

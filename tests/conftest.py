@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -62,3 +67,68 @@ def ref_tree() -> Path:
             shutil.rmtree(dest)
         os.replace(tmp, dest)
     return dest
+
+
+# ---------------------------------------------------------------- CI runs everything
+
+# Skip reasons that mean "a tool or file this test needs is not here" (redis-server, distccd,
+# musl-gcc, the Debian tarball, ...). On a workstation such a test skips; with CI=true it fails:
+# CI installs everything (scripts/setup.sh), so a skip there would hide a broken setup.
+MISSING_REQUIREMENT = re.compile(r"\bnot installed\b|\bmissing\b|\bneeded\b|\bneeds\b", re.IGNORECASE)
+
+
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI, a test skipped for a missing requirement is a failure that says what is missing."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.skipped or hasattr(report, "wasxfail") or not in_ci():
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if MISSING_REQUIREMENT.search(reason):
+        report.outcome = "failed"
+        report.longrepr = (f"CI=true, so this test may not be skipped: {reason.removeprefix('Skipped: ')}\n"
+                           "install what it needs in CI (scripts/setup.sh dev does)")
+
+
+# ---------------------------------------------------------------- no daemon outlives the suite
+
+
+def gpg_agent_homes(base: Path) -> list[Path]:
+    """The --homedir of every gpg-agent (or keyboxd, dirmngr) whose home is under `base`."""
+    homes = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not argv or Path(argv[0]).name not in ("gpg-agent", "keyboxd", "dirmngr") or "--homedir" not in argv:
+            continue
+        at = argv.index("--homedir") + 1
+        home = Path(argv[at]) if at < len(argv) else None
+        if home is not None and (home == base or base in home.parents):
+            homes.append(home)
+    return sorted(set(homes))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the gpg-agents the tests' keyrings started: their homes are under this session's basetemp.
+
+    gpg starts an agent per home on first use and it outlives gpg; test keys
+    (tests/helpers/gpgkeys.py) live in pytest's tmp dirs, which pytest keeps
+    after the run, so without this each run would leave daemons behind.
+    Only this session's basetemp is looked at: other runs' agents are theirs.
+    """
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    base = getattr(factory, "_basetemp", None)
+    if base is None or shutil.which("gpgconf") is None:
+        return
+    for home in gpg_agent_homes(Path(base)):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)

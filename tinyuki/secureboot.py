@@ -103,15 +103,19 @@ def _public_key(cmd: Sequence[str | os.PathLike[str]], what: str, hint: str) -> 
         raise die(f"{what} needs openssl, which is not installed", OPENSSL_HINT) from e
 
 
-def check_key_and_cert(key: Path, cert: Path) -> None:
-    """A clear error unless `key` is the private half of `cert`'s public key (both PEM, key not encrypted)."""
+def check_key_and_cert(key: Path, cert: Path, shown: Path | None = None) -> None:
+    """A clear error unless `key` is the private half of `cert`'s public key (both PEM, key not encrypted).
+
+    `shown` is the key's name for messages (the user's file, when `key` is its decrypted copy).
+    """
+    shown = shown or key
     cert_pub = _public_key(["openssl", "x509", "-in", cert, "-noout", "-pubkey"], f"reading the certificate {cert}",
                            "[sign] cert must be a PEM X.509 certificate (BEGIN CERTIFICATE)")
     key_pub = _public_key(["openssl", "pkey", "-in", key, "-pubout", "-passin", "pass:"],
-                          f"reading the private key {key}",
+                          f"reading the private key {shown}",
                           "[sign] key must be a PEM private key (BEGIN PRIVATE KEY / BEGIN RSA PRIVATE KEY)")
     if cert_pub.strip() != key_pub.strip():
-        raise die(f"the certificate {cert} does not match the key {key}",
+        raise die(f"the certificate {cert} does not match the key {shown}",
                   "give the certificate of this very key: the one enrolled in db for it "
                   "(`openssl x509 -in CERT -noout -pubkey` and `openssl pkey -in KEY -pubout` must agree)")
 
@@ -147,7 +151,7 @@ def usable_key(req: SignRequest, workdir: Path) -> Iterator[Path | str]:
         runner.run(["openssl", "pkey", "-in", key, "-passin", _passin(req.passphrase), "-out", plain],
                    what=f"decrypting the signing key {key}", quiet=True,
                    hint="check the passphrase source in [sign] passphrase (a wrong passphrase reads as 'bad decrypt')")
-        check_key_and_cert(plain, req.cert)
+        check_key_and_cert(plain, req.cert, shown=key)
         yield plain
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -7,8 +7,10 @@ project's own conftest hooks, the way the suite uses them.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +51,8 @@ def test_makes_a_key(tmp_path):
 """
 
 
-def run_suite(tmp_path: Path, tests: str, *, ci: str | None) -> subprocess.CompletedProcess[str]:
+def run_suite(tmp_path: Path, tests: str, *, ci: str | None, base: Path | None = None) -> \
+        subprocess.CompletedProcess[str]:
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "conftest.py").write_text(CONFTEST.format(root=str(ROOT)))
@@ -58,7 +61,7 @@ def run_suite(tmp_path: Path, tests: str, *, ci: str | None) -> subprocess.Compl
     if ci is not None:
         env["CI"] = ci
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
-                           "--basetemp", str(tmp_path / "base"), "--rootdir", str(suite), str(suite)],
+                           "--basetemp", str(base or tmp_path / "base"), "--rootdir", str(suite), str(suite)],
                           capture_output=True, text=True, env=env, cwd=suite, timeout=300)
 
 
@@ -71,8 +74,10 @@ def test_a_missing_tool_skips_locally(tmp_path):
 def test_a_missing_tool_fails_in_ci(tmp_path):
     proc = run_suite(tmp_path, NEEDS, ci="true")
     assert proc.returncode == 1, proc.stdout
-    assert "2 failed" in proc.stdout and "1 skipped" in proc.stdout, proc.stdout
-    assert "redis-server is not installed" in proc.stdout and "CI" in proc.stdout
+    # a skip in the test body fails the test, one in its setup (a skipif mark) errors it: neither passes
+    assert "1 failed" in proc.stdout and "1 error" in proc.stdout and "1 skipped" in proc.stdout, proc.stdout
+    assert "FAILED test_it.py::test_needs_redis - CI=true" in proc.stdout
+    assert "ERROR test_it.py::test_needs_musl - CI=true" in proc.stdout
 
 
 def agents_under(base: Path) -> list[str]:
@@ -91,10 +96,13 @@ def agents_under(base: Path) -> list[str]:
 
 
 def test_no_gpg_agent_outlives_the_suite(tmp_path):
-    proc = run_suite(tmp_path, AGENT, ci=None)
+    # gpg-agent's socket lives in its home when /run/user/UID is missing: keep the path short
+    base = Path(tempfile.mkdtemp(prefix="tkh-", dir="/tmp")) / "b"
+    proc = run_suite(tmp_path, AGENT, ci=None, base=base)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    left = agents_under(tmp_path / "base")
+    left = agents_under(base)
     for line in left:  # never leave them running, even when this test fails
         home = line.split("--homedir", 1)[1].split()[0]
         subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], check=False)
+    shutil.rmtree(base.parent, ignore_errors=True)
     assert left == []

@@ -177,3 +177,17 @@ def test_boot_switches_are_checked_before_anything_boots(built: dict[str, Path],
     out = doit(built, "boot", *args, check=False)
     assert message in out and hint in out.split("hint:", 1)[1], out
     assert "qemu-system" not in out
+
+
+def test_a_data_folder_fat_cannot_hold_is_an_error_not_a_traceback(built: dict[str, Path]) -> None:
+    paths = copy_build(built, "link")
+    folder = paths["top"] / "linked-data"
+    folder.mkdir()
+    (folder / "real.txt").write_text("x")
+    (folder / "alias.txt").symlink_to("real.txt")
+    image = paths["build"] / "tinyuki.img"
+    before = sha256_file(image)
+    write_profile(paths, f'[disk]\ndata = "{folder}"\n')
+    out = doit(paths, "disk", check=False)
+    assert "alias.txt is a symbolic link, which a FAT file system cannot hold" in out and "hint:" in out, out
+    assert sha256_file(image) == before

@@ -192,6 +192,9 @@ def test_an_encrypted_key_needs_a_passphrase_source(keys: Path, unsigned: Path, 
     plain = tmp_path / "plain.efi"
     secureboot.sign_uki(unsigned, plain, db(keys), epoch=EPOCH)
     assert out.read_bytes() == plain.read_bytes()  # the same key, decrypted: the same signature
+    with pytest.raises(TinyukiError, match=f"does not match the key {locked}"):  # named as the user gave it
+        secureboot.sign_uki(unsigned, tmp_path / "x.efi", secureboot.SignRequest(
+            locked, secureboot.key_paths(keys, "KEK")[1], "env:TINYUKI_TEST_PASS"), epoch=EPOCH)
     (tmp_path / "pass.txt").write_text("correct horse\n")
     by_file = tmp_path / "by-file.efi"
     secureboot.sign_uki(unsigned, by_file, secureboot.SignRequest(locked, cert, f"file:{tmp_path}/pass.txt"),

@@ -26,7 +26,8 @@ from tinyuki.config.profile import FIELDS, SECTIONS, Profile
 
 FAKE = ROOT / "tests" / "fakekernel"
 # Settings a stage reads that change how it works, never the bytes it writes (their rows reach no stage).
-HOW_NOT_WHAT = {"fetch": {"[source] retries", "[source] timeout"}, "sign": {"[sign] passphrase"}}
+HOW_NOT_WHAT = {"fetch": {"[source] retries", "[source] timeout", "[source] deadline", "[source] max_size"},
+                "sign": {"[sign] passphrase"}}
 # Settings a stage reads only to pick which upstream output it uses: the bytes of that output reach its key
 # (the disk stage takes the signed UKI when [sign] is on; the sign stage's output is in the disk's key).
 VIA_UPSTREAM = {"disk": {"[sign] key"}}

@@ -60,6 +60,25 @@ def warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
+def undeclared(stage: Stage, entry: dict[str, Any]) -> str | None:
+    """Why an entry may not be restored for `stage`: it must hold exactly the stage's declared outputs.
+
+    Whoever can write the shared cache could add a file anywhere in the build
+    dir (a script, a config) to an entry: a restore writes what the stage
+    declares, and nothing else.
+    """
+    if entry.get("task") != stage.name:
+        return f"it is an entry of {entry.get('task')!r}, not of {stage.name!r}"
+    files, trees = set(entry.get("files", {})), set(entry.get("trees", {}))
+    want_files, want_trees = {o.path for o in stage.files}, {o.path for o in stage.trees}
+    if files != want_files or trees != want_trees:
+        extra = sorted((files - want_files) | (trees - want_trees))
+        missing = sorted((want_files - files) | (want_trees - trees))
+        return (f"its outputs are not the stage's declared ones (extra: {', '.join(extra) or 'none'};"
+                f" missing: {', '.join(missing) or 'none'})")
+    return None
+
+
 def try_restore(ctx: Context, stage: Stage, key: str, store: Store) -> dict[str, Any] | None:
     """The restored entry, or None (absent, or damaged: then deleted, with a warning)."""
     entry = None
@@ -67,6 +86,9 @@ def try_restore(ctx: Context, stage: Stage, key: str, store: Store) -> dict[str,
         entry = store.load(key)
         if entry is None:
             return None
+        problem = undeclared(stage, entry)
+        if problem:
+            raise CorruptEntry(problem)
         return store.restore(entry, ctx.paths.build, keys.locations(ctx))
     except CorruptEntry as e:
         warn(f"{stage.name}: the artifact cache entry {key[:12]}… is damaged ({e}); deleted it, building instead")

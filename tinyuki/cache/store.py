@@ -28,23 +28,27 @@ an incremental relink.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import glob
 import hashlib
 import io
 import json
 import os
+import posixpath
 import re
+import secrets
 import shutil
 import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
-from tinyuki.util.fs import CHUNK, atomic_write_json, fsync_dir, remove_tree, replace_dir
+from tinyuki.util.fs import CHUNK, atomic_write_json, fsync_dir, remove_tree, replace_dir, sweep
 
 SCHEMA = 1
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -58,6 +62,10 @@ GIB = 1 << 30
 
 class CorruptEntry(Exception):
     """An entry or one of its blobs does not match what was stored: never restore from it."""
+
+
+class UnsafeDestination(OSError):
+    """A directory on the way to an output is a symlink (or not a directory): nothing is written through it."""
 
 
 # ---------------------------------------------------------------- relocation
@@ -134,6 +142,14 @@ def sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
+def _holds(blob: Path, sha: str, size: int) -> bool:
+    """Whether the blob already stored under `sha` has exactly those bytes (its size first: cheap)."""
+    try:
+        return blob.stat().st_size == size and sha256_path(blob) == sha
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Store:
     root: Path
@@ -172,7 +188,7 @@ class Store:
             sha = w.h.hexdigest()
             dest = self.blob(sha)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.exists() and dest.stat().st_size == w.size:
+            if _holds(dest, sha, w.size):  # the bytes, not just the size: a damaged blob is replaced
                 os.utime(dest)  # young again: a concurrent prune keeps it for this entry
                 os.unlink(tmp)
             else:
@@ -284,44 +300,59 @@ class Store:
         """Put the entry's outputs under `dest`, each checked against its sha256 first.
 
         Everything is staged beside its final place and renamed only when all of
-        it verified, so a corrupt entry changes nothing in `dest`.
+        it verified, so a corrupt entry changes nothing in `dest`. Nothing is
+        written through a symlink below `dest` (the build dir's own links, such
+        as kbuild/source, lead into the shared tree): each output's directory
+        is walked from `dest` with O_NOFOLLOW, and its file is staged and
+        renamed relative to that open directory.
         """
-        staged: list[tuple[Path, Path]] = []
+        staged: list[tuple[int, str, str]] = []  # (directory fd, staged name, final name)
         staged_trees: list[tuple[Path, Path]] = []
+        dest.mkdir(parents=True, exist_ok=True)
+        dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for rel, meta in sorted(entry["files"].items()):
-                final = dest / rel
-                final.parent.mkdir(parents=True, exist_ok=True)
-                data = self._read_blob(meta, rel)
-                if meta.get("relocated"):
-                    data = relocate_in(data, locations)
-                fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".restore")
-                staged.append((Path(tmp), final))
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, meta["mode"])
-            for rel, meta in sorted(entry.get("trees", {}).items()):
-                final = dest / rel
-                blob = self.blob(meta["sha256"])
-                self._check_blob(blob, meta, rel)
-                tmp = Path(tempfile.mkdtemp(dir=final.parent if final.parent.exists() else dest,
-                                            prefix=f".{final.name}.restore."))
-                staged_trees.append((tmp, final))
-                _extract_tree(blob, tmp, locations)
-        except BaseException:
-            for tmp, _ in staged:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            for tmp, _ in staged_trees:
-                remove_tree(tmp)
-            raise
-        for tmp, final in staged:
-            os.replace(tmp, final)
-            fsync_dir(final.parent)
-        for tmp, final in staged_trees:
-            replace_dir(tmp, final)
+            try:
+                for rel, meta in sorted(entry["files"].items()):
+                    *parents, name = rel.split("/")
+                    parent_fd = _open_dest(dest_fd, dest, parents)
+                    tmp = f".{name}.{secrets.token_hex(6)}.restore"
+                    staged.append((parent_fd, tmp, name))
+                    data = self._read_blob(meta, rel)
+                    if meta.get("relocated"):
+                        data = relocate_in(data, locations)
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                 dir_fd=parent_fd)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                        os.fchmod(f.fileno(), _mode(meta["mode"]))
+                for rel, meta in sorted(entry.get("trees", {}).items()):
+                    *parents, name = rel.split("/")
+                    os.close(_open_dest(dest_fd, dest, parents))  # no symlink on the way
+                    parent = dest.joinpath(*parents)
+                    blob = self.blob(meta["sha256"])
+                    self._check_blob(blob, meta, rel)
+                    sweep(parent, f".{glob.escape(name)}.restore.*")  # what crashed restores left
+                    tmp_dir = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.restore."))
+                    staged_trees.append((tmp_dir, parent / name))
+                    _extract_tree(blob, tmp_dir, locations)
+            except BaseException:
+                for parent_fd, tmp, _ in staged:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=parent_fd)
+                for tmp_dir, _ in staged_trees:
+                    remove_tree(tmp_dir)
+                raise
+            for parent_fd, tmp, name in staged:
+                os.replace(tmp, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+                os.fsync(parent_fd)
+            for tmp_dir, final in staged_trees:
+                replace_dir(tmp_dir, final)
+        finally:
+            for parent_fd, _, _ in staged:
+                os.close(parent_fd)
+            os.close(dest_fd)
         self.touch(entry["key"])
         return entry
 
@@ -433,6 +464,9 @@ def entry_problem(entry: Any, key: str) -> str | None:
         for rel, meta in items.items():
             if not _safe_rel(rel):
                 return f"unsafe path {rel!r}"
+            inside = [t for t in entry.get("trees", {}) if isinstance(t, str) and rel.startswith(t + "/")]
+            if section == "files" and inside:
+                return f"file {rel!r} lies inside the tree output {inside[0]!r}"
             if not isinstance(meta, dict) or not KEY_RE.match(str(meta.get("sha256", ""))) \
                     or not isinstance(meta.get("size"), int):
                 return f"{section} {rel!r} has no valid sha256 and size"
@@ -442,8 +476,8 @@ def entry_problem(entry: Any, key: str) -> str | None:
 
 
 def _safe_rel(rel: str) -> bool:
-    p = PurePosixPath(rel)
-    return bool(rel) and not p.is_absolute() and ".." not in p.parts
+    """A plain relative path, exactly as a stage declares its outputs: no `.`, `..` or empty parts."""
+    return isinstance(rel, str) and _canonical(rel)
 
 
 def _walk(tree: Path) -> Iterator[Path]:
@@ -455,48 +489,150 @@ def _walk(tree: Path) -> Iterator[Path]:
             yield d / name
 
 
+def _canonical(name: str) -> bool:
+    """A member name exactly as put_tree writes it: relative, without empty, `.` or `..` parts."""
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in name.split("/"))
+
+
+def _placeholder_ok(target: str, locations: Mapping[str, Path | str]) -> bool:
+    """`@@TINYUKI_NAME@@` or `@@TINYUKI_NAME@@/sub/path` naming a location this restore relocates to."""
+    for name in locations:
+        mark = placeholder(name).decode()
+        if target == mark or (target.startswith(mark + "/") and ".." not in target[len(mark) + 1:].split("/")):
+            return True
+    return False
+
+
+def _relative_ok(name: str, target: str) -> bool:
+    """A relative link that stays inside the tree, read lexically from the link's own directory."""
+    if not target or target.startswith("/"):
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    return resolved not in ("..", ".") and not resolved.startswith("../")
+
+
+def _open_dir(root_fd: int, parts: Sequence[str], create: bool) -> int:
+    """An fd of root/parts, walked one component at a time: never through a symlink (O_NOFOLLOW)."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _mode(mode: int) -> int:
+    """What a restored file may be: rwx for its owner at most, r-x for the others; never setuid or sticky."""
+    return stat.S_IMODE(mode) & 0o755
+
+
 def _extract_tree(blob: Path, dest: Path, locations: Mapping[str, Path | str]) -> None:
     """Unpack a tree blob, relocating what was relocated, shifting mtimes so the newest is now.
 
     make compares mtimes with the source tree; a tree unpacked afresh (another
     machine) is newer than the build's objects, so the whole tree keeps its
     order but moves forward in time.
+
+    The blob comes from the shared cache, which others can write, so it is
+    unpacked as untrusted: every name must be plain and unique, nothing is
+    written through a symlink (each path is walked from an open directory with
+    O_NOFOLLOW, files are created with O_EXCL), and a symlink may only point
+    inside the tree or, by placeholder, to a location this restore relocates
+    to (the kernel tree, the build dir); modes lose setuid, setgid and write
+    bits for others.
     """
     try:
         with tarfile.open(blob, mode="r:gz") as tar:
             members = tar.getmembers()
             shift = max(0.0, _now() - max((m.mtime for m in members if m.isfile()), default=0))
-            links: set[str] = set()
-            dirs = []
-            for m in members:
-                if not _safe_rel(m.name) or any(m.name.startswith(lk + "/") for lk in links):
-                    raise CorruptEntry(f"{blob}: unsafe member {m.name!r}")
-                target = dest / m.name
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    dirs.append((target, m))
-                elif m.issym():
-                    links.add(m.name)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(relocate_in(m.linkname.encode(), locations).decode(), target)
-                elif m.isfile():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    src = tar.extractfile(m)
-                    assert src is not None
-                    if m.pax_headers.get("TINYUKI.relocated"):
-                        target.write_bytes(relocate_in(src.read(), locations))
-                    else:
-                        with open(target, "wb") as out:
-                            shutil.copyfileobj(src, out, CHUNK)
-                    os.chmod(target, stat.S_IMODE(m.mode))
-                    os.utime(target, (m.mtime + shift, m.mtime + shift))
-                else:
-                    raise CorruptEntry(f"{blob}: unexpected member type of {m.name!r}")
-            for target, m in reversed(dirs):
-                os.chmod(target, stat.S_IMODE(m.mode) | 0o700)
-                os.utime(target, (m.mtime + shift, m.mtime + shift))
+            seen: set[str] = set()
+            links: list[str] = []
+            dirs: list[tuple[str, tarfile.TarInfo]] = []
+            root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for m in members:
+                    name = m.name
+                    if not _canonical(name):
+                        raise CorruptEntry(f"{blob}: member name {name!r} is not a plain relative path")
+                    if name in seen:
+                        raise CorruptEntry(f"{blob}: member {name!r} appears twice")
+                    seen.add(name)
+                    parts = name.split("/")
+                    parent_fd = _open_dir(root_fd, parts[:-1], create=True)
+                    try:
+                        leaf = parts[-1]
+                        if m.isdir():
+                            try:
+                                os.mkdir(leaf, 0o700, dir_fd=parent_fd)
+                            except FileExistsError:
+                                if not stat.S_ISDIR(os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+                                    raise CorruptEntry(f"{blob}: directory {name!r} repeats another member") from None
+                            dirs.append((name, m))
+                        elif m.issym():
+                            if not (_relative_ok(name, m.linkname) or _placeholder_ok(m.linkname, locations)):
+                                raise CorruptEntry(f"{blob}: symlink {name!r} -> {m.linkname!r} points outside"
+                                                   " the tree")
+                            os.symlink(relocate_in(m.linkname.encode(), locations).decode(), leaf, dir_fd=parent_fd)
+                            links.append(name)
+                        elif m.isfile():
+                            src = tar.extractfile(m)
+                            assert src is not None
+                            fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                         0o600, dir_fd=parent_fd)
+                            with os.fdopen(fd, "wb") as out:
+                                if m.pax_headers.get("TINYUKI.relocated"):
+                                    out.write(relocate_in(src.read(), locations))
+                                else:
+                                    shutil.copyfileobj(src, out, CHUNK)
+                                out.flush()
+                                os.fchmod(out.fileno(), _mode(m.mode))
+                                os.utime(out.fileno(), (m.mtime + shift, m.mtime + shift))
+                        else:
+                            raise CorruptEntry(f"{blob}: unexpected member type of {name!r}")
+                    finally:
+                        os.close(parent_fd)
+                for name, m in reversed(dirs):
+                    fd = _open_dir(root_fd, name.split("/"), create=False)
+                    try:
+                        os.fchmod(fd, _mode(m.mode) | 0o700)
+                        os.utime(fd, (m.mtime + shift, m.mtime + shift))
+                    finally:
+                        os.close(fd)
+            finally:
+                os.close(root_fd)
+            _check_links(blob, dest, links, locations)
     except FileExistsError as e:
-        raise CorruptEntry(f"{blob}: duplicate member ({e})") from e
+        raise CorruptEntry(f"{blob}: a member repeats another one ({e.filename or e})") from e
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise CorruptEntry(f"{blob}: a member would be written through a symlink ({e})") from e
+        raise
     except (tarfile.TarError, EOFError, ValueError) as e:
         raise CorruptEntry(f"{blob}: cannot unpack ({e})") from e
 
+
+def _check_links(blob: Path, dest: Path, links: Sequence[str], locations: Mapping[str, Path | str]) -> None:
+    """Every symlink, followed to its end (through the others), lands inside the tree or a known location."""
+    roots = [os.path.realpath(dest), *(os.path.realpath(p) for p in locations.values())]
+    for name in links:
+        real = os.path.realpath(dest / name)
+        if not any(real == r or real.startswith(r + os.sep) for r in roots):
+            raise CorruptEntry(f"{blob}: symlink {name!r} resolves to {real}, outside the tree")
+
+
+def _open_dest(dest_fd: int, dest: Path, parents: Sequence[str]) -> int:
+    """The output's directory below `dest`, walked without following a symlink, or UnsafeDestination."""
+    try:
+        return _open_dir(dest_fd, parents, create=True)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeDestination(errno.ELOOP, f"refusing to restore below {dest}: {'/'.join(parents)} goes"
+                                                 " through a symlink or a file") from e
+        raise

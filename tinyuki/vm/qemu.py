@@ -307,7 +307,8 @@ def verdict(console: Console, *, timed_out: bool, returncode: int | None, timeou
     if console.panic_at is not None:
         return Verdict(False, "the kernel panicked after the program started", HINT_PANIC, code=EXIT_PANIC)
     if timed_out:
-        return Verdict(False, f"the program started but did not exit, and the VM did not power off within {timeout:g} s",
+        return Verdict(False, "the program started but did not exit, and the VM did not power off"
+                              f" within {timeout:g} s",
                        "end the program with exit(status), or power off (reboot(LINUX_REBOOT_CMD_POWER_OFF),"
                        " which needs ACPI)", code=EXIT_HANG)
     if returncode != 0:
