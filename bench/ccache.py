@@ -26,11 +26,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import doit_cmd, timed
+from bench.common import doit_cmd, serving, timed
 from tinyuki.cache import compile as compilecache
 from tinyuki.config.context import ROOT
 from tinyuki.config.profile import profile_path
@@ -59,15 +58,8 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes] | None, str | No
     # A server that runs beside the builds, stopped by main: the runner only runs commands to their end.
     proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
                              "--dir", str(workdir / "redis")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"redis://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    if serving(proc, port):
+        return proc, f"redis://127.0.0.1:{port}"
     raise die(f"redis-server did not answer on 127.0.0.1:{port} within 10 s",
               f"run `{exe} --port {port}` by hand to see why it does not start")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,3 +39,17 @@ def kbuild_make(ctx: Context, tree: Path, *targets: str) -> tuple[list[str], dic
     compiling = compilecache.for_context(ctx)
     cmd = make_cmd(tree, ctx.paths.kbuild, *targets, jobs=compiling.jobs(ctx.jobs), make_vars=compiling.make_vars())
     return cmd, compiling.environ(make_env(ctx.profile.kernel, tree, ctx.paths.kbuild))
+
+
+def serving(proc: subprocess.Popen[bytes], port: int, seconds: float = 10.0) -> bool:
+    """Wait until a server just started answers on 127.0.0.1:port; False (after killing it) if it never does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    return False

@@ -14,9 +14,9 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
+from bench.common import serving
 from tinyuki.errors import die
 
 HINT = "install nginx (scripts/setup.sh; Debian package nginx, whose core has dav_methods)"
@@ -83,14 +83,7 @@ def start(prefix: Path, root: Path, users: dict[str, str] | None = None) -> tupl
     cmd, port = prepare(prefix, root, users)
     log = open(prefix / "stdout.log", "wb")  # noqa: SIM115 - held by the process until it ends
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    if serving(proc, port):
+        return proc, f"http://127.0.0.1:{port}"
     raise die(f"nginx did not start on 127.0.0.1:{port}: {(prefix / 'error.log').read_text(errors='replace')[-800:]}",
               HINT)

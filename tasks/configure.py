@@ -95,17 +95,11 @@ def configure(ctx: Context) -> None:
     print(f"configure: {len(requests)} requested options hold; {CONFIG.at(ctx)}")
 
 
-STAGE = Stage(
-    name="configure",
-    doc="make tinyconfig + the profile's fragments + olddefconfig, then prove every option held.",
-    build=configure,
-    needs=("patch",),
-    outputs=(CONFIG, REQUESTED),
-    inputs=runtime_fragments,
-    # make runs with the reproducible-build environment; .config records the compiler's
-    # version, pahole's, and whether Rust is available
-    tools=("gcc", "binutils", "make", "pahole", "rustc", "bindgen"),
-    env=True,
-    recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
-    cache=True,
-)
+# make runs with the reproducible-build environment; .config records the compiler's
+# version, pahole's, and whether Rust is available
+STAGE = Stage("configure", build=configure,
+              doc="make tinyconfig + the profile's fragments + olddefconfig, then prove every option held.",
+              needs=("patch",), outputs=(CONFIG, REQUESTED), inputs=runtime_fragments,
+              tools=("gcc", "binutils", "make", "pahole", "rustc", "bindgen"), env=True,
+              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
+              cache=True)

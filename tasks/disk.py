@@ -111,14 +111,8 @@ def build(ctx: Context) -> None:
 
 
 STAGE = Stage(
-    name="disk",
+    "disk", build=build,
     doc="Write tinyuki.img: a GPT or DOS disk whose EFI system partition holds the UKI as /EFI/BOOT/BOOTX64.EFI.",
-    build=build,
-    needs=("uki", "sign"),
-    outputs=(DISK,),
-    inputs=inputs,
-    derived=derived,
-    tools=("sfdisk", "mkfs.fat", "mtools"),
-    recipe=("tinyuki.formats.disk",),
-    cache=True,
-)
+    needs=("uki", "sign"), outputs=(DISK,), inputs=inputs, derived=derived,
+    tools=("sfdisk", "mkfs.fat", "mtools"), recipe=("tinyuki.formats.disk",),
+    cache=True)

@@ -100,15 +100,9 @@ def relink(ctx: Context) -> None:
           + ("" if verified else " (embedded initramfs compressed in a format not checked here)"))
 
 
-STAGE = Stage(
-    name="embed",
-    doc="Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.",
-    build=relink,
-    # Not kbuild/.config nor kbuild/vmlinux: this stage rewrites them itself.
-    needs=("patch", "kernel", "initramfs"),
-    outputs=(VMLINUX, IMAGE),
-    tools=("gcc", "binutils", "make"),
-    env=True,
-    recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
-    cache=True,
-)
+# Not kbuild/.config nor kbuild/vmlinux: this stage rewrites them itself.
+STAGE = Stage("embed", "Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.", relink,
+              needs=("patch", "kernel", "initramfs"), outputs=(VMLINUX, IMAGE),
+              tools=("gcc", "binutils", "make"), env=True,
+              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
+              cache=True)

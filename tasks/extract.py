@@ -52,12 +52,7 @@ def tree_present(ctx: Context) -> bool:
     return rec is not None and src is not None and rec.source_sha256 == src.sha256 and Path(rec.tree).is_dir()
 
 
-STAGE = Stage(
-    name="extract",
-    doc="Unpack the verified tarball safely into a tree shared by its hash.",
-    build=extract,
-    needs=("verify",),
-    outputs=(Output(Extracted.FILE),),
-    recipe=("tinyuki.formats.safetar",),
-    checks=(Predicate(tree_present, "the extracted tree exists"),),
-)
+STAGE = Stage("extract", "Unpack the verified tarball safely into a tree shared by its hash.", extract,
+              needs=("verify",), outputs=(Output(Extracted.FILE),),
+              recipe=("tinyuki.formats.safetar",),
+              checks=(Predicate(tree_present, "the extracted tree exists"),))

@@ -68,11 +68,7 @@ def still_there(ctx: Context) -> bool:
     return rec is not None and rec.present(ctx.paths.stored(rec.sha256))
 
 
-STAGE = Stage(
-    name="fetch",
-    doc="Download the kernel tarball from the profile's mirrors (resumable, hashed while streaming).",
-    build=fetch,
-    outputs=(Output(Fetched.FILE),),
-    inputs=local_files,
-    checks=(Predicate(still_there, "the fetched files still exist"),),
-)
+STAGE = Stage("fetch", build=fetch,
+              doc="Download the kernel tarball from the profile's mirrors (resumable, hashed while streaming).",
+              outputs=(Output(Fetched.FILE),), inputs=local_files,
+              checks=(Predicate(still_there, "the fetched files still exist"),))

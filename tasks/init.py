@@ -223,19 +223,11 @@ def deps_unchanged(ctx: Context) -> bool:
     return True
 
 
+# the tree: a new tree means a new nolibc
 STAGE = Stage(
-    name="init",
+    "init", build=build,
     doc="Build the profile's program statically (C with nolibc, musl or glibc; Go; Rust) or check a prebuilt one.",
-    build=build,
-    # the tree: a new tree means a new nolibc
-    needs=("patch",),
-    outputs=(INIT,),
-    inputs=headers,
-    discovered=discovered,
-    refresh=refresh,
-    checks=(Predicate(deps_unchanged, "the headers the compiler read are unchanged"),),
-    tools=builders.TOOLS,
-    env=True,
+    needs=("patch",), outputs=(INIT,), inputs=headers, discovered=discovered, refresh=refresh,
+    tools=builders.TOOLS, env=True,
     recipe=("tinyuki.toolchain.program", "tinyuki.toolchain.builders", "tinyuki.formats.elf"),
-    cache=True,
-)
+    cache=True, checks=(Predicate(deps_unchanged, "the headers the compiler read are unchanged"),))

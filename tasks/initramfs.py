@@ -120,14 +120,7 @@ def modes(ctx: Context) -> dict[str, Any]:
     return {"executable": [dest for dest, src in ctx.profile.init.files if os.stat(src).st_mode & 0o111]}
 
 
-STAGE = Stage(
-    name="initramfs",
-    doc="Pack /init and friends as a deterministic newc cpio, plus a gzip'd initrd.",
-    build=build,
-    needs=("init",),
-    outputs=(CPIO, INITRD),
-    derived=modes,
-    tools=("gzip",),
-    recipe=("tinyuki.formats.cpio",),
-    cache=True,
-)
+STAGE = Stage("initramfs", "Pack /init and friends as a deterministic newc cpio, plus a gzip'd initrd.", build,
+              needs=("init",), outputs=(CPIO, INITRD), derived=modes,
+              tools=("gzip",), recipe=("tinyuki.formats.cpio",),
+              cache=True)

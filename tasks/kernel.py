@@ -63,17 +63,10 @@ def build(ctx: Context) -> None:
           f"bzImage {bzimage.stat().st_size} B (without initramfs); log {log}")
 
 
-STAGE = Stage(
-    name="kernel",
-    doc="Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/.",
-    build=build,
-    # Not anything inside kbuild/ but its .config: embed rewrites the rest.
-    needs=("patch", "configure"),
-    outputs=(STAMP, KBUILD),
-    tools=("gcc", "binutils", "make"),
-    env=True,
-    recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
-    cache=True,
-    # a removed or half-deleted build dir must be rebuilt even though the inputs did not change
-    checks=(FilesPresent(*(f"{KBUILD_DIR}/{p}" for p in (".config", "vmlinux", BZIMAGE))),),
-)
+# Not anything inside kbuild/ but its .config: embed rewrites the rest.
+# a removed or half-deleted build dir must be rebuilt even though the inputs did not change
+STAGE = Stage("kernel", "Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/.", build,
+              needs=("patch", "configure"), outputs=(STAMP, KBUILD),
+              tools=("gcc", "binutils", "make"), env=True,
+              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
+              cache=True, checks=(FilesPresent(*(f"{KBUILD_DIR}/{p}" for p in (".config", "vmlinux", BZIMAGE))),))

@@ -138,14 +138,7 @@ def tree_present(ctx: Context) -> bool:
         and Path(rec.tree).is_dir()
 
 
-STAGE = Stage(
-    name="patch",
-    doc="Apply the profile's patch series (quilt-style) into a tree keyed by source and patches.",
-    build=patch,
-    needs=("extract",),
-    outputs=(Output(Tree.FILE),),
-    inputs=patch_files,
-    recipe=("tinyuki.formats.series",),
-    checks=(Predicate(tree_present, "the patched tree exists"),),
-    identity=tree_key,
-)
+STAGE = Stage("patch", "Apply the profile's patch series (quilt-style) into a tree keyed by source and patches.", patch,
+              needs=("extract",), outputs=(Output(Tree.FILE),), inputs=patch_files,
+              recipe=("tinyuki.formats.series",),
+              checks=(Predicate(tree_present, "the patched tree exists"),), identity=tree_key)

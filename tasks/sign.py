@@ -37,12 +37,8 @@ def build(ctx: Context) -> None:
 
 
 STAGE = Stage(
-    name="sign",
+    "sign", build=build,
     doc="Sign the UKI for Secure Boot with sbsign: tinyuki.signed.efi (on for profiles with [sign] key and cert).",
-    build=build,
-    needs=("uki",),
-    outputs=(SIGNED,),
-    tools=("sbsign", "openssl"),
-    recipe=("tinyuki.secureboot", "tinyuki.formats.pe"),
-    when=lambda ctx: ctx.profile.sign.enabled,
-)
+    needs=("uki",), outputs=(SIGNED,),
+    tools=("sbsign", "openssl"), recipe=("tinyuki.secureboot", "tinyuki.formats.pe"),
+    when=lambda ctx: ctx.profile.sign.enabled)

@@ -56,13 +56,7 @@ def build(ctx: Context) -> None:
     write_uki(ctx)
 
 
-STAGE = Stage(
-    name="uki",
-    doc="Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname.",
-    build=build,
-    needs=("embed",),
-    outputs=(UKI,),
-    tools=("pefile",),
-    recipe=("tinyuki.formats.pe",),
-    cache=True,
-)
+STAGE = Stage("uki", "Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname.", build,
+              needs=("embed",), outputs=(UKI,),
+              tools=("pefile",), recipe=("tinyuki.formats.pe",),
+              cache=True)

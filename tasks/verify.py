@@ -157,11 +157,7 @@ def trusted_still(ctx: Context) -> bool:
     return lock is not None and lock["sha256"] == rec.sha256
 
 
-STAGE = Stage(
-    name="verify",
-    doc="Check sha256, OpenPGP signature / sha256sums.asc / dpkg, then store the tarball by content.",
-    build=verify,
-    needs=("fetch",),
-    outputs=(Output(Verified.FILE),),
-    checks=(Predicate(trusted_still, "the verified tarball is stored and still trusted"),),
-)
+STAGE = Stage("verify", build=verify,
+              doc="Check sha256, OpenPGP signature / sha256sums.asc / dpkg, then store the tarball by content.",
+              needs=("fetch",), outputs=(Output(Verified.FILE),),
+              checks=(Predicate(trusted_still, "the verified tarball is stored and still trusted"),))

@@ -24,60 +24,44 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_PROFILE = "debian"
 
 
+class _Place:
+    """A fixed place below the cache dir or the build dir: one line of the layout."""
+
+    def __init__(self, base: str, name: str, doc: str) -> None:
+        self.base, self.name, self.__doc__ = base, name, doc
+
+    def __get__(self, paths: Paths | None, owner: type) -> Path:
+        if paths is None:
+            raise AttributeError(self.name)
+        return getattr(paths, self.base) / self.name
+
+
 @dataclass(frozen=True)
 class Paths:
     """The layout of one build dir and of the shared cache.
 
     cache/ is shared by all profiles and build dirs and holds only things named
     by their content: verified tarballs, extracted trees, trust records.
-    build/<profile>/ holds everything one profile produces.
+    build/<profile>/ holds everything one profile produces; each stage declares
+    its own outputs there (tasks/).
     """
 
     build: Path
     cache: Path
 
     # ---- shared cache
-    @property
-    def store(self) -> Path:
-        """Verified tarballs by sha256: store/ab/abcd... (content-addressed)."""
-        return self.cache / "sha256"
+    store = _Place("cache", "sha256", "Verified tarballs by sha256: store/ab/abcd... (content-addressed).")
+    incoming = _Place("cache", "incoming", "Downloads in progress (resumable .part files), not yet verified.")
+    locks = _Place("cache", "locks", "Trust-on-first-use records: the sha256 first seen for an unpinned source.")
+    trees = _Place("cache", "trees", "Extracted (and patched) source trees, named by the hashes that made them.")
+    # ---- one build
+    db = _Place("build", ".doit.db", "doit's record of what ran, by content (Sha256Checker).")
+    logs = _Place("build", "logs", "Every tool's full output, one log per stage.")
+    kbuild = _Place("build", KBUILD_DIR, "Kbuild's out-of-tree output (O=): configure, kernel and embed work in it.")
+    keys = _Place("build", "keys", "The key each cached stage last ran under (tinyuki/cache/keys.py).")
 
     def stored(self, sha256: str) -> Path:
         return self.store / sha256[:2] / sha256
-
-    @property
-    def incoming(self) -> Path:
-        """Downloads in progress (resumable .part files) and files awaiting verification."""
-        return self.cache / "incoming"
-
-    @property
-    def locks(self) -> Path:
-        """Trust-on-first-use records: the sha256 first seen for an unpinned source."""
-        return self.cache / "locks"
-
-    @property
-    def trees(self) -> Path:
-        """Extracted (and patched) source trees, named by the hashes that made them."""
-        return self.cache / "trees"
-
-    # ---- one build (each stage declares its own outputs: tasks/)
-    @property
-    def db(self) -> Path:
-        return self.build / ".doit.db"
-
-    @property
-    def logs(self) -> Path:
-        return self.build / "logs"
-
-    @property
-    def kbuild(self) -> Path:
-        """Kbuild's out-of-tree output directory (O=): configure, kernel and embed work in it."""
-        return self.build / KBUILD_DIR
-
-    @property
-    def keys(self) -> Path:
-        """The key each cached stage last ran under (tinyuki/cache/keys.py)."""
-        return self.build / "keys"
 
 
 @dataclass(frozen=True)

@@ -22,23 +22,23 @@ def _parse(value: str) -> bool | None:
     return None
 
 
+def _switch(value: str, name: str, choices: str, examples: str, hint: str | None) -> bool:
+    got = _parse(value)
+    if got is None:
+        raise die(f"{name}={value!r} is not a {choices} value",
+                  hint or f"use {examples} (also yes/no, true/false, on/off)")
+    return got
+
+
 def yes_no(value: str | None, name: str, default: bool = False, hint: str | None = None) -> bool:
     """`value` as a boolean; empty or None gives `default`; anything else is a clear error."""
     if value is None or not value.strip():
         return default
-    got = _parse(value)
-    if got is None:
-        raise die(f"{name}={value!r} is not a yes/no value",
-                  hint or f"use {name}=1 or {name}=0 (also yes/no, true/false, on/off)")
-    return got
+    return _switch(value, name, "yes/no", f"{name}=1 or {name}=0", hint)
 
 
 def yes_no_auto(value: str | None, name: str, hint: str | None = None) -> bool | None:
     """A switch that may also be left to tinyuki: True, False, or None for `auto` (also empty or None)."""
     if value is None or not value.strip() or value.strip().lower() == AUTO:
         return None
-    got = _parse(value)
-    if got is None:
-        raise die(f"{name}={value!r} is not a yes/no/auto value",
-                  hint or f"use {name}=1, {name}=0 or {name}=auto (also yes/no, true/false, on/off)")
-    return got
+    return _switch(value, name, "yes/no/auto", f"{name}=1, {name}=0 or {name}=auto", hint)
