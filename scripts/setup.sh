@@ -67,6 +67,27 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The tests check signed UKIs with osslsigncode; Debian 12's own 2.5 rejects sbsign's valid signatures
+# ("Invalid signature"), 2.9 from bookworm-backports reads them. Only the tests need it (dev).
+ossl_recent() {
+  osslsigncode --version 2>/dev/null | awk 'NR == 1 { split($2, v, "."); exit !(v[1] > 2 || (v[1] == 2 && v[2] >= 9)) }'
+}
+if [ "$want" = dev ] && ! ossl_recent; then
+  if grep -qs '^12' /etc/debian_version && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing osslsigncode from bookworm-backports (Debian 12's 2.5 cannot verify sbsign signatures)"
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
+      /usr/share/keyrings/debian-archive-keyring.gpg > /etc/apt/sources.list.d/tinyuki-bookworm-backports.sources
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports osslsigncode >/dev/null
+  fi
+  if ! ossl_recent; then
+    echo "setup: the tests need osslsigncode 2.9 or later (have: $(osslsigncode --version 2>/dev/null | head -1))" >&2
+    echo "setup: on Debian 12 install it from bookworm-backports: apt-get install -t bookworm-backports osslsigncode" >&2
+    exit 1
+  fi
+fi
+
 # The venv: recreated only when missing or broken, repopulated when the pins change.
 # Any Python 3.11 or later will do, Debian 12's own 3.11.2 included (requires-python in pyproject.toml).
 PY=${PYTHON:-python3}
