@@ -93,8 +93,9 @@ fi
 PY=${PYTHON:-python3}
 if ! .venv/bin/python -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   rm -rf .venv
-  if ! command -v "$PY" >/dev/null || ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
-    echo "setup: tinyuki needs Python 3.11 or later; '$PY' is $("$PY" -V 2>&1 || echo 'not installed')" >&2
+  if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    have=$("$PY" -c 'import sys; print("Python %d.%d.%d" % sys.version_info[:3])' 2>/dev/null || echo "not a Python that runs")
+    echo "setup: tinyuki needs Python 3.11 or later; '$PY' is $have" >&2
     echo "setup: install python3 (Debian 12 has 3.11), or name another one: PYTHON=/path/to/python3.11 $0" >&2
     exit 1
   fi

@@ -162,3 +162,32 @@ def test_the_cache_prune_command_prunes_trees_and_store_leftovers(tmp_path, caps
     assert task["actions"][0](keep=0.0) is True
     assert not gone.exists() and not stale.exists()
     assert "removed 1 trees" in capsys.readouterr().out
+
+
+def test_a_restore_sweeps_what_a_crashed_restore_left(tmp_path):
+    import io
+    import tarfile
+
+    from tinyuki.cache import store as cachestore
+
+    store = cachestore.Store(tmp_path / "artifacts")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("f")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    sha, size = store.put_bytes(buf.getvalue())
+    key = "ef" * 32
+    store.save_entry({"schema": cachestore.SCHEMA, "task": "kernel", "key": key, "created": time.time(),
+                      "built_in": 1.0, "files": {},
+                      "trees": {"kbuild": {"sha256": sha, "size": size, "files": 1, "relocated": 0}}})
+    build = tmp_path / "build"
+    build.mkdir()
+    crashed = build / ".kbuild.restore.abc123"
+    (crashed / "sub").mkdir(parents=True)
+    old(crashed)
+    young = build / ".kbuild.restore.def456"  # maybe another run's, right now: kept
+    young.mkdir()
+    store.restore(store.load(key), build, {"BUILD": build, "KBUILD": build / "kbuild"})
+    assert (build / "kbuild" / "f").read_bytes() == b"x"
+    assert not crashed.exists() and young.exists()
