@@ -57,9 +57,26 @@ def run_dodo(*args: str, dodo: Path = DODO, cwd: Path = ROOT, env: Mapping[str, 
                           capture_output=True, text=True, timeout=timeout)
 
 
-def output(proc: subprocess.CompletedProcess[str]) -> str:
-    """What a run printed, stdout then stderr."""
-    return proc.stdout + proc.stderr
+def output(proc: subprocess.CompletedProcess[str], check: bool = False) -> str:
+    """What a run printed, stdout then stderr; with `check`, the run must have succeeded."""
+    out = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, out
+    return out
+
+
+def cache_outcomes(out: str, stages: list[str], remote: bool = False) -> dict[str, str]:
+    """stage -> restored (or, with `remote`, local / remote: where it came from), built (ran and stored),
+    or doit's own word (ran / up to date), read from the stages' lines and doit's."""
+    result = outcomes(out)
+    for task in stages:
+        restored = [x for x in out.splitlines() if x.startswith(f"{task}: restored from artifact cache")]
+        if restored:
+            result[task] = ("remote" if any("from the remote cache" in x for x in restored) else "local") \
+                if remote else "restored"
+        elif f"{task}: stored in artifact cache" in out:
+            result[task] = "built"
+    return result
 
 
 def dodo_ok(*args: str, tail: int | None = None, **kwargs: Any) -> str:

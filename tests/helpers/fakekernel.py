@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import tarballs
 
@@ -16,3 +20,19 @@ def tarball(directory: Path, top: str = "linux-9.9") -> tuple[Path, str]:
     files = {str(p.relative_to(FAKE)): p.read_bytes() for p in sorted(FAKE.rglob("*")) if p.is_file()}
     tar = tarballs.write(directory / f"{top}.tar.xz", tarballs.tar_bytes(top, files))
     return tar, hashlib.sha256(tar.read_bytes()).hexdigest()
+
+
+# The fake pipeline runs real make, and its program is built with musl (the fake tree has no nolibc).
+NEEDS_MAKE_AND_MUSL = pytest.mark.skipif(shutil.which("make") is None or shutil.which("musl-gcc") is None,
+                                         reason="make and musl-gcc (musl-tools) are needed")
+DEFAULT_FRAGMENTS = ("base", "initramfs", "console", "block", "efi", "size")
+
+
+def write_profile(path: Path, tar: Path, sha: str, program: Path) -> Path:
+    """A profile that builds the fake tree from `tar` (pinned by `sha`) with `program` as /init, in musl."""
+    path.write_text("\n".join([
+        "[source]", f'urls = ["{tar}"]', f'sha256 = "{sha}"', "",
+        "[kernel]", f"fragments = {json.dumps(list(DEFAULT_FRAGMENTS))}", "",
+        "[init]", f'sources = ["{program}"]', 'libc = "musl"', "",
+    ]))
+    return path

@@ -8,6 +8,17 @@ from typing import Any
 
 from tinyuki.config.context import Context, make_context
 
+# The smallest valid [source] and [kernel]: a pinned url that is never fetched, and the base fragment.
+# Tests append the sections they are about (as TOML text, with str.format placeholders doubled).
+MINIMAL = """
+[source]
+urls = ["https://example.org/linux-6.1.tar.xz"]
+sha256 = "{zeros}"
+
+[kernel]
+fragments = ["base"]
+""".replace("{zeros}", "0" * 64)
+
 
 def _toml(v: Any) -> str:
     if isinstance(v, (list, tuple)):

@@ -10,6 +10,9 @@ from tasks import PIPELINE
 from tinyuki.config.context import Context
 from tinyuki.records import Tree
 
+# The stages the artifact cache stores, in pipeline order.
+CACHED = [s.name for s in PIPELINE if s.cache]
+
 
 def task(ctx: Context, name: str) -> dict[str, Any]:
     """The doit task dict of one stage, as dodo.py makes it."""

@@ -14,6 +14,7 @@ import pytest
 from tasks import init
 from tests.helpers import stages
 from tests.helpers.doit import run_stages
+from tests.helpers.profiles import MINIMAL
 from tests.helpers.stages import out, write_tree_record
 from tinyuki.config.context import Context, make_context
 from tinyuki.errors import TinyukiError
@@ -23,14 +24,7 @@ from tinyuki.toolchain import program
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "tinyuki: init started"
 
-PROFILE = """
-[source]
-urls = ["https://example.org/linux-6.1.tar.xz"]
-sha256 = "{sha}"
-
-[kernel]
-fragments = ["base"]
-source_date_epoch = 1700000000
+PROFILE = MINIMAL + """source_date_epoch = 1700000000
 
 [init]
 sources = {sources}
@@ -57,7 +51,7 @@ def context(tmp_path: Path, tree: Path | None, libc: str = "nolibc", sources: li
     """A build dir in tmp_path with the patch stage's record pointing at `tree`."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     profile = tmp_path / "p.toml"
-    profile.write_text(PROFILE.format(sha="0" * 64, libc=libc, sources=json.dumps(sources or ["init/init.c"]),
+    profile.write_text(PROFILE.format(libc=libc, sources=json.dumps(sources or ["init/init.c"]),
                                       marker=json.dumps(marker)))
     ctx = make_context(str(profile), build_dir=str(tmp_path / "build"), cache_dir=str(tmp_path / "cache"), root=ROOT)
     if tree is not None:

@@ -16,20 +16,14 @@ import pytest
 
 from tasks import init
 from tests.helpers.doit import run_stages
+from tests.helpers.profiles import MINIMAL
 from tests.helpers.stages import out, write_tree_record
 from tinyuki.config.context import Context, make_context
 from tinyuki.toolchain import program
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PROFILE = """
-[source]
-urls = ["https://example.org/linux-6.1.tar.xz"]
-sha256 = "{sha}"
-
-[kernel]
-fragments = ["base"]
-
+PROFILE = MINIMAL + """
 [init]
 sources = [{source}]
 cflags = ["-I{inc}"]
@@ -64,7 +58,7 @@ def project(tmp_path: Path) -> dict[str, Path]:
     inc.mkdir()
     (inc / "conf.h").write_text('#define CONF "one"\n')
     profile = tmp_path / "p.toml"
-    profile.write_text(PROFILE.format(sha="0" * 64, source=json.dumps(str(src)), inc=inc))
+    profile.write_text(PROFILE.format(source=json.dumps(str(src)), inc=inc))
     return {"src": src, "inc": inc, "profile": profile, "cache": tmp_path / "cache"}
 
 

@@ -18,40 +18,27 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE
 from tests.conftest import ROOT
 from tests.helpers import fakekernel
-from tests.helpers.doit import environ, outcomes, output, run_dodo, start_dodo, variables
+from tests.helpers.doit import cache_outcomes, environ, output, run_dodo, start_dodo, variables
+from tests.helpers.stages import CACHED
 
-CACHED = [s.name for s in PIPELINE if s.cache]
 ARTIFACTS = ["kernel.config", "kernel.requested.json", "init/init", "initramfs.cpio", "initrd.img", "bzImage",
              "vmlinux", "tinyuki.efi"]
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("musl-gcc") is None,
-                                reason="make and musl-gcc (musl-tools) are needed")
-
-
-@pytest.fixture(scope="module")
-def tarball(tmp_path_factory) -> tuple[Path, str]:
-    return fakekernel.tarball(tmp_path_factory.mktemp("src"))
+pytestmark = fakekernel.NEEDS_MAKE_AND_MUSL
 
 
 @pytest.fixture
-def project(tmp_path, tarball) -> Path:
+def project(tmp_path, fake_tarball) -> Path:
     """A profile whose program lives in tmp_path (so a test may change it); musl: the fake tree has no nolibc."""
-    tar, sha = tarball
+    tar, sha = fake_tarball
     program = tmp_path / "prog"
     program.mkdir()
     shutil.copy(ROOT / "init" / "init.c", program / "init.c")
     for h in (ROOT / "init").glob("*.h"):
         shutil.copy(h, program / h.name)
-    profile = tmp_path / "fake.toml"
-    profile.write_text("\n".join([
-        "[source]", f'urls = ["{tar}"]', f'sha256 = "{sha}"', "",
-        "[kernel]", 'fragments = ["base", "initramfs", "console", "block", "efi", "size"]', "",
-        "[init]", f'sources = ["{program / "init.c"}"]', 'libc = "musl"', "",
-    ]))
-    return profile
+    return fakekernel.write_profile(tmp_path / "fake.toml", tar, sha, program / "init.c")
 
 
 def doit(profile: Path, build: Path, *args: str, check: bool = True, start: bool = False):
@@ -59,22 +46,12 @@ def doit(profile: Path, build: Path, *args: str, check: bool = True, start: bool
     env = environ("TINYUKI_PROFILE", "TINYUKI_CACHE_DIR", "TINYUKI_ARTIFACT_CACHE")
     if start:
         return start_dodo(*args, cwd=profile.parent, env=env)
-    proc = run_dodo(*args, cwd=profile.parent, env=env, timeout=300)
-    out = output(proc)
-    if check:
-        assert proc.returncode == 0, out
-    return out
+    return output(run_dodo(*args, cwd=profile.parent, env=env, timeout=300), check)
 
 
 def outcome(out: str) -> dict[str, str]:
     """task -> ran / up to date / restored / built (ran and stored), from doit's and the tasks' lines."""
-    result = outcomes(out)
-    for task in CACHED:
-        if f"{task}: restored from artifact cache" in out:
-            result[task] = "restored"
-        elif f"{task}: stored in artifact cache" in out:
-            result[task] = "built"
-    return result
+    return cache_outcomes(out, CACHED)
 
 
 def digests(build: Path) -> dict[str, str]:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyuki.config.context import Context
+from tinyuki.config.context import Context, variable_or_env
 from tinyuki.errors import TinyukiError, die
 from tinyuki.util.flags import yes_no_auto
 from tinyuki.util.fs import atomic_write_json
@@ -81,13 +81,7 @@ def request_from(variables: Mapping[str, str | None], environ: Mapping[str, str]
     """doit variables win over the environment; empty values count as unset."""
 
     def pick(var: str, env: str) -> tuple[str | None, str]:
-        value = variables.get(var)
-        if value is not None and value.strip():
-            return value.strip(), var
-        value = environ.get(env)
-        if value is not None and value.strip():
-            return value.strip(), env
-        return None, var
+        return variable_or_env(variables, environ, var, env)
 
     switch, where = pick(VAR_SWITCH, ENV_SWITCH)
     remote, _ = pick(VAR_REMOTE, ENV_REMOTE)

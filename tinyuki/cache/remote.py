@@ -56,6 +56,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 
 from tinyuki.cache.store import CorruptEntry, Store, entry_problem
+from tinyuki.config.context import variable_or_env
 from tinyuki.errors import die
 from tinyuki.util.fs import CHUNK
 from tinyuki.util.runner import run
@@ -133,17 +134,6 @@ class RemoteSettings:
         return urlunsplit(parts._replace(netloc="***@" + parts.netloc))
 
 
-def _pick(variables: Mapping[str, str | None], environ: Mapping[str, str], var: str, env: str) -> tuple[
-        str | None, str]:
-    value = variables.get(var)
-    if value is not None and value.strip():
-        return value.strip(), var
-    value = environ.get(env)
-    if value is not None and value.strip():
-        return value.strip(), env
-    return None, var
-
-
 def parse_url(url: str, where: str) -> tuple[str, tuple[str, str] | None]:
     """The URL without credentials (trailing slash dropped), and the basic-auth pair it carried."""
     parts = urlsplit(url)
@@ -159,18 +149,18 @@ def parse_url(url: str, where: str) -> tuple[str, tuple[str, str] | None]:
 
 def settings_from(variables: Mapping[str, str | None], environ: Mapping[str, str]) -> RemoteSettings | None:
     """The remote cache of this run, or None; doit variables win over the environment."""
-    url, where = _pick(variables, environ, VAR_REMOTE, ENV_REMOTE)
+    url, where = variable_or_env(variables, environ, VAR_REMOTE, ENV_REMOTE)
     if url is None or url.lower() in ("off", "0", "no", "none"):
         return None
     base, auth = parse_url(url, where)
-    mode_value, mode_where = _pick(variables, environ, VAR_MODE, ENV_MODE)
+    mode_value, mode_where = variable_or_env(variables, environ, VAR_MODE, ENV_MODE)
     mode = MODES.get((mode_value or "rw").lower())
     if mode is None:
         raise die(f"{mode_where}={mode_value!r} is not a remote cache mode",
                   "use rw (read and write, the default) or ro (read only, e.g. for pull requests from forks)")
     paths: dict[str, Path | None] = {}
     for var, env in ((VAR_SIGNING, ENV_SIGNING), (VAR_TRUSTED, ENV_TRUSTED)):
-        value, w = _pick(variables, environ, var, env)
+        value, w = variable_or_env(variables, environ, var, env)
         paths[var] = Path(value).expanduser() if value else None
         if value and not paths[var].is_file():  # type: ignore[union-attr]
             raise die(f"{w}={value!r}: no such file",

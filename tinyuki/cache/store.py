@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from tinyuki.util.fs import CHUNK, atomic_write_json, fsync_dir, remove_tree, replace_dir, sweep
+from tinyuki.util.fs import CHUNK, atomic_write_json, fsync_dir, open_dir, remove_tree, replace_dir, sweep
 
 SCHEMA = 1
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -511,23 +511,6 @@ def _relative_ok(name: str, target: str) -> bool:
     return resolved not in ("..", ".") and not resolved.startswith("../")
 
 
-def _open_dir(root_fd: int, parts: Sequence[str], create: bool) -> int:
-    """An fd of root/parts, walked one component at a time: never through a symlink (O_NOFOLLOW)."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o755, dir_fd=fd)
-            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _mode(mode: int) -> int:
     """What a restored file may be: rwx for its owner at most, r-x for the others; never setuid or sticky."""
     return stat.S_IMODE(mode) & 0o755
@@ -565,7 +548,7 @@ def _extract_tree(blob: Path, dest: Path, locations: Mapping[str, Path | str]) -
                         raise CorruptEntry(f"{blob}: member {name!r} appears twice")
                     seen.add(name)
                     parts = name.split("/")
-                    parent_fd = _open_dir(root_fd, parts[:-1], create=True)
+                    parent_fd = open_dir(root_fd, parts[:-1], create=True)
                     try:
                         leaf = parts[-1]
                         if m.isdir():
@@ -599,7 +582,7 @@ def _extract_tree(blob: Path, dest: Path, locations: Mapping[str, Path | str]) -
                     finally:
                         os.close(parent_fd)
                 for name, m in reversed(dirs):
-                    fd = _open_dir(root_fd, name.split("/"), create=False)
+                    fd = open_dir(root_fd, name.split("/"), create=False)
                     try:
                         os.fchmod(fd, _mode(m.mode) | 0o700)
                         os.utime(fd, (m.mtime + shift, m.mtime + shift))
@@ -630,7 +613,7 @@ def _check_links(blob: Path, dest: Path, links: Sequence[str], locations: Mappin
 def _open_dest(dest_fd: int, dest: Path, parents: Sequence[str]) -> int:
     """The output's directory below `dest`, walked without following a symlink, or UnsafeDestination."""
     try:
-        return _open_dir(dest_fd, parents, create=True)
+        return open_dir(dest_fd, parents, create=True)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafeDestination(errno.ELOOP, f"refusing to restore below {dest}: {'/'.join(parents)} goes"

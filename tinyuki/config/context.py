@@ -139,3 +139,16 @@ def prepare_dirs(ctx: Context) -> None:
     """
     _usable_dir(ctx.paths.build, "build_dir", "build's outputs")
     _usable_dir(ctx.paths.cache, "cache_dir", "shared cache (tarballs, trees, artifacts)")
+
+
+def variable_or_env(variables: Mapping[str, str | None], environ: Mapping[str, str], var: str,
+                    env: str) -> tuple[str | None, str]:
+    """A how-to-build setting: the doit variable wins over the environment; empty counts as unset.
+
+    Returns the value and where it came from (the variable's or the environment variable's name),
+    so an error can name what the user typed.
+    """
+    for value, where in ((variables.get(var), var), (environ.get(env), env)):
+        if value is not None and value.strip():
+            return value.strip(), where
+    return None, var

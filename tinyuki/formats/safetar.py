@@ -33,6 +33,7 @@ from typing import IO
 
 from tinyuki.errors import TinyukiError, die
 from tinyuki.util import runner
+from tinyuki.util.fs import open_dir
 
 _MAGIC = (
     (b"\xfd7zXZ\x00", "xz"),
@@ -311,22 +312,6 @@ def _safe_mode(m: tarfile.TarInfo) -> int:
     return mode | 0o600
 
 
-def _open_dirs(root_fd: int, parts: list[str]) -> int:
-    """An fd of root/parts, made as needed and walked with O_NOFOLLOW: never through a symlink."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o777, dir_fd=fd)
-            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _write_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: Path) -> None:
     """Write one checked member (a directory, a file or a hard link) below `dest`.
 
@@ -340,7 +325,7 @@ def _write_member(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: Path) -> None:
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
-            parent_fd = _open_dirs(root_fd, parents)
+            parent_fd = open_dir(root_fd, parents, create=True, mode=0o777)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise HostileMember(f"member {m.name!r} would be written through a symlink or a file") from None

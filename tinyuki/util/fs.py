@@ -13,7 +13,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -246,3 +246,26 @@ def publish_dir(tmp: Path, final: Path) -> bool:
         raise
     fsync_dir(final.parent)
     return True
+
+
+def open_dir(root_fd: int, parts: Sequence[str], create: bool, mode: int = 0o755) -> int:
+    """An fd of root/parts, walked one component at a time with O_NOFOLLOW: never through a symlink.
+
+    What restores and extractions write below a directory they do not trust
+    (a cache entry, a tarball) is placed relative to such an fd, so a symlink
+    planted in the tree cannot send a write elsewhere. With `create`, missing
+    directories are made (with `mode`) on the way.
+    """
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, mode, dir_fd=fd)
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
