@@ -367,3 +367,16 @@ def test_a_pkcs11_key_names_no_file(tmp_path: Path, files: dict[str, Path]) -> N
     ctx = context(tmp_path, data, "p")
     assert ctx.profile.sign.pkcs11 and ctx.profile.sign.enabled
     assert PIPELINE["sign"].input_files(ctx) == [files["db-a.crt"]]
+
+
+def test_a_changed_recipe_reruns_the_stage_as_it_changes_its_key(tmp_path: Path, files: dict[str, Path],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build dir made by an earlier tinyuki reruns a stage whose code changed (as its cache key changes)."""
+    ctx = context(tmp_path, base_profile(files), "p")
+    stage = PIPELINE["uki"]
+    assert set(keys.staleness(ctx, stage)["recipe"]) == {"tasks.uki", *stage.recipe}
+    before = (keys.digest(keys.staleness(ctx, stage)), keys.compute(ctx, stage, PIPELINE)[0])
+    real = keys.module_hash
+    monkeypatch.setattr(keys, "module_hash", lambda m: "changed" if m == "tinyuki.formats.pe" else real(m))
+    after = (keys.digest(keys.staleness(ctx, stage)), keys.compute(ctx, stage, PIPELINE)[0])
+    assert before[0] != after[0] and before[1] != after[1]

@@ -165,9 +165,13 @@ def module_hash(name: str) -> str:
     return sha256_file(spec.origin)
 
 
+def recipe(stage: Stage) -> dict[str, str]:
+    """The source of the modules that run the stage, by content: a changed recipe is a changed output."""
+    return {m: module_hash(m) for m in sorted({stage.build.__module__, *stage.recipe})}
+
+
 def material(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
     """Everything that reaches the stage's bytes, as plain data (recorded beside the key for diffing)."""
-    recipe = sorted({stage.build.__module__, *stage.recipe})
     return {
         "schema": KEY_SCHEMA,
         "task": stage.name,
@@ -176,7 +180,7 @@ def material(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
         "settings": portable(stage.settings(ctx), ctx),
         "tools": {t: tools.version(t) for t in stage.tools},
         "env": relevant_env(os.environ) if stage.env else {},
-        "recipe": {m: module_hash(m) for m in recipe},
+        "recipe": recipe(stage),
     }
 
 
@@ -186,11 +190,12 @@ def compute(ctx: Context, stage: Stage, pipeline: Pipeline) -> tuple[str, dict[s
 
 
 def staleness(ctx: Context, stage: Stage) -> dict[str, Any]:
-    """What doit compares between runs besides file contents: the same settings as the key, a stat of the tools.
+    """What doit compares between runs besides file contents: the same settings as the key, a stat of the tools,
+    and the recipe, so that a build dir made by an earlier tinyuki reruns what a newer one makes differently.
 
     One value per task: doit keeps a single saved value for config_changed.
     """
-    state: dict[str, Any] = {"settings": portable(stage.settings(ctx), ctx)}
+    state: dict[str, Any] = {"settings": portable(stage.settings(ctx), ctx), "recipe": recipe(stage)}
     if stage.tools:
         state["tools"] = {t: tools.stamp(t) for t in stage.tools}
     if stage.env:
