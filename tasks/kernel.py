@@ -35,7 +35,7 @@ def build(ctx: Context) -> None:
 
     log = ctx.paths.logs / "kernel.log"
     fsutil.atomic_write(log, "")
-    # ccache/distcc: speed only, never part of this task's key (see tasks/compilecache.py)
+    # ccache/distcc: speed only, never part of this task's key (see tinyuki/cache/compile.py)
     compiling = compilecache.for_context(ctx)
     print(f"kernel: compiling with {compiling.describe()}")
     before = compilecache.read_counters(compiling)

@@ -1,6 +1,6 @@
 """The shared artifact cache: task outputs stored under the key of everything that made them.
 
-Modelled on BitBake's sstate cache. A task's key (tasks/taskkey.py) is the
+Modelled on BitBake's sstate cache. A task's key (tinyuki/cache/keys.py) is the
 sha256 of its inputs, settings, tools and upstream keys; after the task ran,
 its outputs are stored under that key, and a later run anywhere (another build
 dir, a fresh clone, another machine sharing cache/) restores them instead of

@@ -64,7 +64,7 @@ def make_cmd(tree: Path, kbuild: Path, *targets: str, jobs: int = 1, make_vars: 
     """`make` out of tree: -C the (read-only) source, O= the build dir.
 
     `make_vars` are VAR=value assignments such as the compile cache's CC
-    (tasks/compilecache.py); kbuild records each command line, so every make
+    (tinyuki/cache/compile.py); kbuild records each command line, so every make
     in one build dir must get the same ones, or it recompiles everything.
     """
     return ["make", "-C", str(tree), f"O={kbuild}", f"-j{jobs}", *make_vars, *targets]

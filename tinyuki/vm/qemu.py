@@ -197,7 +197,7 @@ class Console:
 
     marker: str
     lines: list[str] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)  # when each line arrived, for tasks/boottime.py
+    times: list[float] = field(default_factory=list)  # when each line arrived, for tinyuki/vm/boottime.py
     marker_at: float | None = None
     first_kernel_at: float | None = None
     panic_at: float | None = None
