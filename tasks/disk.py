@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks import sign
+from tasks.sign import SIGNED
+from tasks.sign import STAGE as SIGN
 from tasks.uki import UKI
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError
@@ -29,7 +30,7 @@ DISK = Output("tinyuki.img", manifest="disk")
 
 def loader(ctx: Context) -> Path:
     """The UKI the stick boots: the one signed for Secure Boot when the profile signs ([sign]), else the UKI."""
-    return sign.SIGNED.at(ctx) if sign.STAGE.active(ctx) else UKI.at(ctx)
+    return SIGNED.at(ctx) if SIGN.active(ctx) else UKI.at(ctx)
 
 
 def data_entries(ctx: Context) -> list[disk.Entry] | None:
@@ -55,7 +56,7 @@ def inputs(ctx: Context) -> list[Path]:
 def derived(ctx: Context) -> dict[str, Any]:
     """Which UKI goes on the stick, and the data folder's shape (names, empty folders): neither is in the
     contents of the files doit tracks (turning [sign] off leaves no file behind to notice)."""
-    out: dict[str, Any] = {"[disk] loader": "signed" if sign.STAGE.active(ctx) else "unsigned"}
+    out: dict[str, Any] = {"[disk] loader": "signed" if SIGN.active(ctx) else "unsigned"}
     entries = _listed(ctx)
     if isinstance(entries, str):
         out["[disk] data listing"] = f"refused: {entries}"
@@ -76,22 +77,22 @@ def plan(ctx: Context) -> tuple[disk.Layout, list[disk.Entry], list[disk.Entry] 
     return layout, esp, data
 
 
-def manifest_entry(ctx: Context) -> dict[str, Any]:
-    """What manifest.json says about the image: its layout and ids, and every file on it with its sha256."""
+def report(ctx: Context) -> dict[str, Any]:
+    """For manifest.json: the image's layout and ids, and every file on it with its sha256."""
     layout, esp, data = plan(ctx)
 
     def files(entries: list[disk.Entry] | None) -> list[dict[str, str]]:
         return [{"path": "/" + e.path, "sha256": fsutil.sha256_file(e.source)}
                 for e in entries or [] if e.source is not None]
 
-    return {
+    return {"disk": {
         "table": layout.table, "disk_id": layout.disk_id, "size": layout.size,
         "partitions": [{"role": p.role, "start_mib": p.start_mib, "size_mib": p.size_mib,
                         "filesystem": f"FAT{p.fat}" if p.fat else None,
                         "type": p.gpt_type() if layout.table == "gpt" else f"0x{p.mbr_type():02x}",
                         "uuid": p.uuid if layout.table == "gpt" else None} for p in layout.partitions],
         "esp_files": files(esp), "data_files": files(data),
-    }
+    }}
 
 
 def write_disk(ctx: Context, target: Path | None = None) -> disk.Layout:
@@ -115,4 +116,4 @@ STAGE = Stage(
     doc="Write tinyuki.img: a GPT or DOS disk whose EFI system partition holds the UKI as /EFI/BOOT/BOOTX64.EFI.",
     needs=("uki", "sign"), outputs=(DISK,), inputs=inputs, derived=derived,
     tools=("sfdisk", "mkfs.fat", "mtools"), recipe=("tinyuki.formats.disk",),
-    cache=True)
+    cache=True, report=report)

@@ -17,8 +17,6 @@ from typing import Any
 
 import pefile
 
-from tasks import disk as disk_stage
-from tinyuki import secureboot
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import pe
@@ -79,14 +77,11 @@ def build_manifest(
     tools: Mapping[str, str],
     stub: Path,
     source_date_epoch: int,
-    measured_boot: Mapping[str, Any] | None = None,
-    disk: Mapping[str, Any] | None = None,
-    signing: Mapping[str, Any] | None = None,
+    reports: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest as plain data; every file is named relative to the build dir or the project.
 
-    `measured_boot` is the UKI's expected PCR 11 (tinyuki/secureboot.py's
-    expected_pcr11), `signing` the certificate that signed it (when it is).
+    `reports` are the sections the stages add about their outputs (tinyuki/stage.py's `report`).
     """
 
     def rel(path: Path) -> str:
@@ -99,15 +94,8 @@ def build_manifest(
         return [{"path": rel(p), "sha256": fsutil.sha256_file(p)} for p in paths]
 
     stub_bytes = stub.read_bytes()
-    extra: dict[str, Any] = {}
-    if measured_boot is not None:
-        extra["measured_boot"] = dict(measured_boot)
-    if disk is not None:
-        extra["disk"] = dict(disk)  # tinyuki.img's layout, ids and files (tasks/disk.py)
-    if signing is not None:
-        extra["signing"] = dict(signing)
     return {
-        **extra,
+        **(reports or {}),
         "format": 1,
         "source_date_epoch": source_date_epoch,
         "artifacts": {name: file_entry(path, build_dir) for name, path in artifacts.items()},
@@ -144,15 +132,6 @@ def patch_inputs(ctx: Context) -> list[dict[str, Any]]:
     return [{"path": name, "sha256": hashes.get(name)} for name in applied]
 
 
-def signing_entry(ctx: Context, signed: Path | None) -> dict[str, Any] | None:
-    """Who signed the signed UKI and how: the certificate a verifier must trust, the tool, the signing time."""
-    sign = ctx.profile.sign
-    if signed is None or sign.cert is None:
-        return None
-    return {"certificate": secureboot.cert_identity(sign.cert), "tool": runner.tool_version(["sbsign", "--version"]),
-            "key": "pkcs11" if sign.pkcs11 else "file", "signing_time": ctx.profile.kernel.source_date_epoch}
-
-
 def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
     for path in remove_stale(ctx, pipeline.stages):
         print(f"manifest: removed {path}: its stage is off for profile {ctx.profile.name}")
@@ -173,9 +152,8 @@ def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
         tools={name: runner.tool_version(cmd) for name, cmd in TOOLS.items()},
         stub=ctx.profile.uki.stub,
         source_date_epoch=ctx.profile.kernel.source_date_epoch,
-        measured_boot=secureboot.expected_pcr11(files["uki"].read_bytes()) if "uki" in files else None,
-        signing=signing_entry(ctx, files.get("uki-signed")),
-        disk=disk_stage.manifest_entry(ctx) if "disk" in files else None,
+        reports={k: v for s in pipeline.stages if s.report is not None and s.active(ctx)
+                 for k, v in s.report(ctx).items()},
     )
     fsutil.atomic_write(MANIFEST.at(ctx), render(manifest))
     return manifest

@@ -14,10 +14,13 @@ on a PKCS#11 token has no contents to put in a cache key.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tasks.uki import UKI
 from tinyuki.config.context import Context
-from tinyuki.secureboot import SignRequest, sign_uki
+from tinyuki.secureboot import SignRequest, cert_identity, sign_uki
 from tinyuki.stage import Output, Stage
+from tinyuki.util.runner import tool_version
 
 SIGNED = Output("tinyuki.signed.efi", manifest="uki-signed")
 
@@ -36,9 +39,18 @@ def build(ctx: Context) -> None:
     print(f"sign: {out} (sha256 {sha[:16]}…), signed with {ctx.profile.sign.cert}")
 
 
+def report(ctx: Context) -> dict[str, Any]:
+    """For manifest.json: who signed the UKI and how (the certificate a verifier must trust, the tool, the time)."""
+    sign = ctx.profile.sign
+    assert sign.cert is not None, "the sign stage is on only with [sign] key and cert"
+    return {"signing": {"certificate": cert_identity(sign.cert), "tool": tool_version(["sbsign", "--version"]),
+                        "key": "pkcs11" if sign.pkcs11 else "file",
+                        "signing_time": ctx.profile.kernel.source_date_epoch}}
+
+
 STAGE = Stage(
     "sign", build=build,
     doc="Sign the UKI for Secure Boot with sbsign: tinyuki.signed.efi (on for profiles with [sign] key and cert).",
     needs=("uki",), outputs=(SIGNED,),
     tools=("sbsign", "openssl"), recipe=("tinyuki.secureboot", "tinyuki.formats.pe"),
-    when=lambda ctx: ctx.profile.sign.enabled)
+    when=lambda ctx: ctx.profile.sign.enabled, report=report)

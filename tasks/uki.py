@@ -8,11 +8,13 @@ bytes on every run.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tasks.embed import IMAGE
 from tinyuki.config.context import Context
 from tinyuki.errors import die
 from tinyuki.formats import pe
+from tinyuki.secureboot import expected_pcr11
 from tinyuki.stage import Output, Stage
 from tinyuki.util import fs as fsutil
 
@@ -56,7 +58,12 @@ def build(ctx: Context) -> None:
     write_uki(ctx)
 
 
+def report(ctx: Context) -> dict[str, Any]:
+    """For manifest.json: the PCR 11 value the UKI will measure, so a verifier knows it before the machine boots."""
+    return {"measured_boot": expected_pcr11(UKI.at(ctx).read_bytes())}
+
+
 STAGE = Stage("uki", "Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname.", build,
               needs=("embed",), outputs=(UKI,),
               tools=("pefile",), recipe=("tinyuki.formats.pe",),
-              cache=True)
+              cache=True, report=report)

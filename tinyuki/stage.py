@@ -141,6 +141,9 @@ class Stage:
     # not list its outputs, and stages that need it do not depend on its files. Signing is off for a
     # profile without [sign], so such a profile never needs a key.
     when: Callable[[Context], bool] | None = None
+    # What manifest.json records about the stage's outputs beyond their sizes and sha256s, as
+    # top-level sections (the UKI's expected PCR 11, who signed it, the disk's layout).
+    report: Callable[[Context], Mapping[str, Any]] | None = None
 
     def active(self, ctx: Context) -> bool:
         """Whether this stage runs (and its outputs exist) for ctx's profile."""
