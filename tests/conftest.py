@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.daemons import processes
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -101,13 +103,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def gpg_agent_homes(base: Path) -> list[Path]:
     """The --homedir of every gpg-agent (or keyboxd, dirmngr) whose home is under `base`."""
     homes = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
+    for _pid, argv, _zombie in processes():
         if not argv or Path(argv[0]).name not in ("gpg-agent", "keyboxd", "dirmngr") or "--homedir" not in argv:
             continue
         at = argv.index("--homedir") + 1

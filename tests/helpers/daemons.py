@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -10,6 +11,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+
+def processes() -> Iterator[tuple[int, list[str], bool]]:
+    """(pid, argv, is a zombie) of every process this user can see, read from /proc."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        yield int(pid), argv, state == "Z"
 
 
 def free_port() -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.daemons import processes
 from tinyuki.errors import TinyukiError
 from tinyuki.source import gpg
 
@@ -17,18 +17,7 @@ B = "b" * 64
 
 def agents_for(home: Path) -> list[int]:
     """gpg-agent (or keyboxd, dirmngr) processes started for `home`, found by their command line."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and str(home).encode() in argv:
-            found.append(int(pid))
-    return found
+    return [pid for pid, argv, zombie in processes() if not zombie and str(home) in argv]
 
 
 def test_the_private_keyring_stops_its_gpg_agent(tmp_path):

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.helpers.daemons import processes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 CONFTEST = """
@@ -81,18 +83,8 @@ def test_a_missing_tool_fails_in_ci(tmp_path):
 
 
 def agents_under(base: Path) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(a.startswith(str(base)) for a in argv) and "gpg-agent" in argv[0]:
-            found.append(" ".join(argv))
-    return found
+    return [" ".join(argv) for _pid, argv, zombie in processes()
+            if not zombie and any(a.startswith(str(base)) for a in argv) and "gpg-agent" in argv[0]]
 
 
 def test_no_gpg_agent_outlives_the_suite(tmp_path):
