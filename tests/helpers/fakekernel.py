@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,12 @@ def write_profile(path: Path, tar: Path, sha: str, program: Path) -> Path:
         "[init]", f'sources = ["{program}"]', 'libc = "musl"', "",
     ]))
     return path
+
+
+def log_in_tree_blob(blobs: Path, entry: dict) -> str:
+    """The fake kbuild's log as stored in a kernel entry's packed kbuild tree (blobs: the store's blobs dir)."""
+    sha = entry["trees"]["kbuild"]["sha256"]
+    with tarfile.open(blobs / sha[:2] / sha) as tar:
+        member = tar.extractfile("fakekernel.log")
+        assert member is not None
+        return io.TextIOWrapper(member).read()

@@ -14,7 +14,8 @@ FILES = {
 }
 
 
-def _add(tf: tarfile.TarFile, name: str, data: bytes | None = None, **kw: object) -> None:
+def add_member(tf: tarfile.TarFile, name: str, data: bytes | None = None, **kw: object) -> None:
+    """One member with a fixed mtime; `kw` sets any TarInfo field (type, mode, linkname, ...)."""
     ti = tarfile.TarInfo(name)
     ti.mtime = 1700000000
     for k, v in kw.items():
@@ -31,19 +32,19 @@ def tar_bytes(top: str = "linux-9.9", files: dict[str, bytes] | None = None, com
     """A tarball with one top-level directory; `extra` appends raw members (name, TarInfo fields)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=f"w:{compress}" if compress else "w") as tf:
-        _add(tf, top, type=tarfile.DIRTYPE, mode=0o755)
+        add_member(tf, top, type=tarfile.DIRTYPE, mode=0o755)
         dirs = set()
         for name, data in sorted((files or FILES).items()):
             parent = name.rsplit("/", 1)[0] if "/" in name else None
             if parent and parent not in dirs:
                 dirs.add(parent)
-                _add(tf, f"{top}/{parent}", type=tarfile.DIRTYPE, mode=0o755)
+                add_member(tf, f"{top}/{parent}", type=tarfile.DIRTYPE, mode=0o755)
             mode = 0o755 if data.startswith(b"#!") else 0o644
-            _add(tf, f"{top}/{name}", data, mode=mode)
-        _add(tf, f"{top}/scripts/link-to-makefile", type=tarfile.SYMTYPE, linkname="../Makefile")
+            add_member(tf, f"{top}/{name}", data, mode=mode)
+        add_member(tf, f"{top}/scripts/link-to-makefile", type=tarfile.SYMTYPE, linkname="../Makefile")
         for name, fields in extra or []:
             data = fields.pop("data", None) if isinstance(fields.get("data"), bytes) else None
-            _add(tf, name, data if isinstance(data, bytes) else None, **fields)
+            add_member(tf, name, data if isinstance(data, bytes) else None, **fields)
     return buf.getvalue()
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from tasks import PIPELINE
 from tests.helpers.profiles import context
+from tests.helpers.tarballs import add_member
 from tinyuki.cache import artifacts
 from tinyuki.cache import store as cachestore
 from tinyuki.cache.store import CorruptEntry, Store
@@ -49,16 +50,8 @@ def tree_blob(members: list[tuple[str, dict]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
         for name, fields in members:
-            info = tarfile.TarInfo(name)
-            info.mtime = 1_700_000_000
             data = fields.pop("data", None)
-            for k, v in fields.items():
-                setattr(info, k, v)
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
+            add_member(tar, name, data, **fields)
     return buf.getvalue()
 
 

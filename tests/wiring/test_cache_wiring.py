@@ -9,11 +9,9 @@ stored it, so "no make ran here" is: the log is exactly the stored one.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -67,12 +65,7 @@ def stored_log(build: Path, cache: Path) -> str:
     """The fake kbuild's log inside the kernel entry this build dir used."""
     cache = cache / "artifacts"
     key = json.loads((build / "keys" / "kernel.json").read_text())["key"]
-    entry = json.loads((cache / "entries" / f"{key}.json").read_text())
-    sha = entry["trees"]["kbuild"]["sha256"]
-    with tarfile.open(cache / "blobs" / sha[:2] / sha) as tar:
-        member = tar.extractfile("fakekernel.log")
-        assert member is not None
-        return io.TextIOWrapper(member).read()
+    return fakekernel.log_in_tree_blob(cache / "blobs", json.loads((cache / "entries" / f"{key}.json").read_text()))
 
 
 def test_a_second_build_dir_restores_everything_and_builds_nothing(project, tmp_path):

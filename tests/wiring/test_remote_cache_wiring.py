@@ -10,11 +10,9 @@ stored one, and the program's compiler (musl-gcc) was never echoed.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -81,11 +79,7 @@ def remote_entry(root: Path, build: Path, stage: str) -> tuple[str, Path, dict]:
 
 def stored_log(root: Path, build: Path) -> str:
     _, _, entry = remote_entry(root, build, "kernel")
-    sha = entry["trees"]["kbuild"]["sha256"]
-    with tarfile.open(root / "blobs" / sha[:2] / sha) as tar:
-        member = tar.extractfile("fakekernel.log")
-        assert member is not None
-        return io.TextIOWrapper(member).read()
+    return fakekernel.log_in_tree_blob(root / "blobs", entry)
 
 
 def test_a_fresh_machine_gets_the_uki_from_a_warm_remote_without_compiling(project, server):
