@@ -217,21 +217,9 @@ class Pipeline:
     def path(self, ctx: Context, name: str) -> Path:
         """Where an output lands in this build, by its manifest name or its path (uki, kernel.config, tree.json)."""
         for s in self.stages:
-            for o in s.outputs:
-                if name in (o.manifest, o.path):
-                    return o.at(ctx)
+            if any(name in (o.manifest, o.path) for o in s.outputs):
+                return s.output(name).at(ctx)
         raise KeyError(f"no stage writes {name!r}")
-
-    def upstream(self, name: str) -> list[Stage]:
-        """Every stage `name` depends on, directly or not, in pipeline order."""
-        wanted: set[str] = set()
-        todo = list(self[name].needs)
-        while todo:
-            n = todo.pop()
-            if n not in wanted:
-                wanted.add(n)
-                todo.extend(self[n].needs)
-        return [s for s in self.stages if s.name in wanted]
 
 
 def remove_stale(ctx: Context, stages: Sequence[Stage]) -> list[Path]:

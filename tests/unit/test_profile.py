@@ -196,9 +196,8 @@ def test_extra_file_must_not_replace_init(tmp_path: Path) -> None:
 
 def test_settings_are_plain_data(tmp_path: Path) -> None:
     p = parse(GOOD, tmp_path)
-    s = p.settings("kernel")
-    assert s["fragments"] == [str(ROOT / "configs" / "fragments" / "base.config")]
-    assert s["source_date_epoch"] == 1700000000
+    assert p.stage_settings("configure")["[kernel] fragments"] == [str(ROOT / "configs" / "fragments" / "base.config")]
+    assert p.stage_settings("kernel")["[kernel] source_date_epoch"] == 1700000000
 
 
 def test_readme_settings_table_is_the_generated_one() -> None:

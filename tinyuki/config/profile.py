@@ -292,16 +292,6 @@ class Profile:
                 out.extend(_paths_of(self.value(f)))
         return out
 
-    def settings(self, section: str) -> dict[str, Any]:
-        """A section's settings as plain data, for doit's config_changed and task keys."""
-        obj = getattr(self, section)
-        out = {}
-        for f in FIELDS:
-            if f.section == section:
-                v = getattr(obj, f.key)
-                out[f.key] = _plain(v)
-        return out
-
 
 # Kinds whose values name files; the stages they reach read those files.
 PATH_KINDS = ("path", "path_list", "fragment_list", "series", "file_map", "esp_file_map", "key")
