@@ -6,6 +6,8 @@ moment of the shared host hits all cases alike instead of one. A boot that
 times out, panics or never shows the marker is a hang: counted and reported
 with the timings, never silently dropped. Booting goes through the same code
 as `doit boot` (tinyuki/vm/qemu.py, tinyuki/vm/run.py's stream, tinyuki/vm/esp.py's ESP builder).
+A profile of another architecture (arm64: the Image on QEMU's virt, its UKI
+through AAVMF) gets the same cases its build can boot, emulated under TCG.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Case:
 
     profile: str
     name: str
-    image: str  # the pipeline output booted: "bzImage", "vmlinux" or "uki"
+    image: str  # the pipeline output booted: "bzImage", "vmlinux", "Image" (arm64) or "uki"
     machine: str
     initrd: bool = False
     add: tuple[str, ...] = ()  # kernel command line words added
@@ -61,6 +63,7 @@ def cases_for(ctx: Context, config: str, default_profile: bool) -> list[Case]:
     name = ctx.profile.name
     machine = ctx.profile.boot.machine
     image = ctx.profile.kernel.image
+    target = ctx.arch
     pvh = qemu.has_option(config, "CONFIG_PVH")
     efi = qemu.has_option(config, "CONFIG_EFI_STUB")
     quiet = "quiet" in ctx.profile.kernel.cmdline.split()
@@ -76,8 +79,8 @@ def cases_for(ctx: Context, config: str, default_profile: bool) -> list[Case]:
             Case(name, f"{machine} bzImage without tsc_early_khz", "bzImage", machine, tsc_khz=False,
                  baseline=base),
         ]
-    if image != "bzImage":
-        out.append(Case(name, f"{machine} bzImage", "bzImage", machine, baseline=base))
+    if image != target.image_name:
+        out.append(Case(name, f"{machine} {target.image_name}", target.image_name, machine, baseline=base))
     if pvh and image != "vmlinux":
         out.append(Case(name, f"{machine} vmlinux (PVH)", "vmlinux", machine, baseline=base))
     if not default_profile and pvh:
@@ -85,7 +88,10 @@ def cases_for(ctx: Context, config: str, default_profile: bool) -> list[Case]:
             out.append(Case(name, f"{base} without quiet", image, machine, drop=("quiet",), baseline=base))
         out.append(Case(name, f"{base} without tsc_early_khz", image, machine, tsc_khz=False, baseline=base))
         out.append(Case(name, f"pc {image}", image, "pc", baseline=base))
-    if efi:
+    if efi and target.name != "x86_64":
+        fw, fw_machine = qemu.firmware_name(target.name), qemu.firmware_machine(machine)
+        out.append(Case(name, f"UKI via {fw} ({fw_machine}, pflash)", "uki", fw_machine, baseline=base))
+    elif efi:
         out.append(Case(name, "UKI via OVMF (q35, pflash)", "uki", "q35", baseline=base))
         out.append(Case(name, "UKI via OVMF (q35, -bios OVMF.fd)", "uki", "q35", ovmf="bios",
                             baseline="UKI via OVMF (q35, pflash)"))
@@ -100,6 +106,7 @@ def spec_for(ctx: Context, case: Case, config: str, tsc: int | None, esp: Path |
     b = ctx.profile.boot
     spec = qemu.BootSpec(
         machine=case.machine, memory=b.memory, accel="tcg", cmdline=cmdline(ctx.profile.kernel.cmdline, case),
+        arch=ctx.arch.name, cpu=b.cpu,
         kernel=PIPELINE.path(ctx, case.image) if case.image != "uki" else None,
         initrd=PIPELINE.path(ctx, "initrd") if case.initrd else None,
         virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"),
@@ -143,7 +150,7 @@ def boot_once(ctx: Context, case: Case, config: str, tsc: int | None, work: Path
         esp = work / "esp.img"
         if not esp.exists():
             with contextlib.redirect_stderr(io.StringIO()):  # once per case, unechoed; a failure still raises
-                make_esp(PIPELINE.path(ctx, "uki"), work, work / "esp.log")
+                make_esp(PIPELINE.path(ctx, "uki"), work, work / "esp.log", ctx.arch.efi_boot_file)
         vars_copy = work / "OVMF_VARS.fd"
         shutil.copyfile(b.ovmf_vars, vars_copy)  # fresh for every boot, as doit boot does
     spec = spec_for(ctx, case, config, tsc, esp, vars_copy)

@@ -50,7 +50,7 @@ def _case(name: str, ours: Sequence[float], theirs: Sequence[float], what: str) 
 def noop(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
     """A no-op `doit` against kbuild's no-op `make bzImage` in the same build dir."""
     tree = Tree.load(ctx.paths.build).location()
-    make, env = kbuild_make(ctx, tree, "bzImage")
+    make, env = kbuild_make(ctx, tree, ctx.arch.image_target)
     args = [f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"]
     _timed(_doit(ctx, *args), cwd=ctx.root, log=log)  # make sure both are built and up to date
     _timed(make, cwd=ctx.root, env=env, log=log)
@@ -97,7 +97,7 @@ def one_line_change(text: str) -> str:
 def rebuild(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
     """doit after a one-line change to the program, against kbuild's relink of a new initramfs."""
     tree = Tree.load(ctx.paths.build).location()
-    make, env = kbuild_make(ctx, tree, "bzImage", "vmlinux")
+    make, env = kbuild_make(ctx, tree, ctx.arch.image_target, "vmlinux")
     real = [f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"]
     ours, theirs = [], []
     with tempfile.TemporaryDirectory(prefix="tinyuki-bench-init-") as tmp:
@@ -132,11 +132,13 @@ def cold(ctx: Context, runs: int, log: Path, scratch: Path) -> dict[str, Any]:
         hand.mkdir(parents=True)
         menv = make_env(ctx.profile.kernel, tree, hand, env)
         start = time.monotonic()
-        _timed(make_cmd(tree, hand, "tinyconfig", jobs=ctx.jobs), cwd=hand, env=menv, log=log)
+        arch_vars = ctx.arch.make_vars()
+        _timed(make_cmd(tree, hand, "tinyconfig", jobs=ctx.jobs, make_vars=arch_vars), cwd=hand, env=menv, log=log)
         _timed(["sh", tree / "scripts/kconfig/merge_config.sh", "-m", "-O", hand, hand / ".config",
                 *ctx.profile.kernel.fragments], cwd=hand, env=menv, log=log)
-        _timed(make_cmd(tree, hand, "olddefconfig", jobs=ctx.jobs), cwd=hand, env=menv, log=log)
-        _timed(make_cmd(tree, hand, "bzImage", "vmlinux", jobs=ctx.jobs), cwd=hand, env=menv, log=log)
+        _timed(make_cmd(tree, hand, "olddefconfig", jobs=ctx.jobs, make_vars=arch_vars), cwd=hand, env=menv, log=log)
+        _timed(make_cmd(tree, hand, ctx.arch.image_target, "vmlinux", jobs=ctx.jobs, make_vars=arch_vars), cwd=hand,
+               env=menv, log=log)
         theirs.append(time.monotonic() - start)
         shutil.rmtree(hand, ignore_errors=True)
     return _case("cold build of the kernel (configure + build)", ours, theirs,

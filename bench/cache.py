@@ -109,7 +109,7 @@ def noop_doit(profile: str, build: Path, cache: Path, runs: int) -> dict[str, An
 def noop_make(profile: str, build: Path, cache: Path, runs: int) -> dict[str, Any]:
     """kbuild's own no-op: the make the kernel task would run (its compile cache's CC too), in the same build dir."""
     ctx = make_context(profile, str(build), str(cache))
-    cmd, env = kbuild_make(ctx, Tree.load(ctx.paths.build).location(), "bzImage")
+    cmd, env = kbuild_make(ctx, Tree.load(ctx.paths.build).location(), ctx.arch.image_target)
 
     def once() -> float:
         elapsed, out = timed(cmd, env=env, what="bench.cache: make bzImage")

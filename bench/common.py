@@ -37,7 +37,8 @@ def timed(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path = ROOT, env: Mappi
 def kbuild_make(ctx: Context, tree: Path, *targets: str) -> tuple[list[str], dict[str, str]]:
     """The make command and environment the kernel stage itself uses (same CC, so kbuild sees no change)."""
     compiling = compilecache.for_context(ctx)
-    cmd = make_cmd(tree, ctx.paths.kbuild, *targets, jobs=compiling.jobs(ctx.jobs), make_vars=compiling.make_vars())
+    cmd = make_cmd(tree, ctx.paths.kbuild, *targets, jobs=compiling.jobs(ctx.jobs),
+                   make_vars=compiling.kbuild_vars(ctx.arch))
     return cmd, compiling.environ(make_env(ctx.profile.kernel, tree, ctx.paths.kbuild))
 
 

@@ -9,6 +9,9 @@ their own (tinyuki/vm/qemu.py). Variables: uki=1, stick=1 (tinyuki.img as a USB 
 bus=usb|virtio, disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FILE; secureboot=1 (efi=FILE,
 keys_dir=DIR): OVMF enforcing Secure Boot must start the signed UKI and the kernel must report
 Secure Boot on; the firmware's refusal is reported as such.
+The profile's [kernel] arch picks QEMU, the CPU, the firmware (OVMF on x86_64,
+AAVMF on arm64) and the ESP's loader name (tinyuki/arch.py); an arm64 guest on
+an x86_64 host is emulated (TCG), never probed for KVM.
 Running QEMU and probing KVM live in tinyuki/vm/run.py, shared with the boot
 benchmark; this module only reads doit's variables and reports.
 """
@@ -30,7 +33,7 @@ from cli.exitcode import exit_with_code
 from cli.keys import keys_dir
 from tasks.configure import CONFIG
 from tasks.disk import DISK
-from tasks.embed import IMAGE, VMLINUX
+from tasks.embed import VMLINUX, image_output
 from tasks.sign import SIGNED
 from tasks.uki import UKI
 from tinyuki import secureboot
@@ -60,7 +63,16 @@ def _var_path(name: str) -> Path | None:
 
 def profile_image(ctx: Context) -> Path:
     """The kernel `doit boot` starts by default: [kernel] image = "vmlinux" boots the ELF through PVH."""
-    return (VMLINUX if ctx.profile.kernel.image == "vmlinux" else IMAGE).at(ctx)
+    return (VMLINUX if ctx.profile.kernel.image == "vmlinux" else image_output(ctx)).at(ctx)
+
+
+def refuse_secureboot(ctx: Context) -> None:
+    """secureboot=1 needs OVMF's Secure Boot build and keys enrolled for it: x86_64 only, for now."""
+    if ctx.arch.name != "x86_64":
+        raise die(f"secureboot=1 is not supported for {ctx.arch.name} yet (profile {ctx.profile.name})",
+                  f"it boots OVMF's Secure Boot build on q35 with the keys `doit keys` enrolled for it, and there "
+                  f"is no such AAVMF setup for {ctx.arch.name} here: boot the UKI with uki=1 (or tinyuki.img with "
+                  "stick=1) without Secure Boot, or use an x86_64 profile for secureboot=1")
 
 
 def _want_uki() -> bool:
@@ -89,7 +101,8 @@ def _want_stick() -> bool:
 
 
 def _bus(stick: bool, firmware: bool) -> str:
-    """How OVMF sees what it boots: a USB stick on xHCI (stick=1's default) or a virtio disk (uki=1's)."""
+    """How the firmware (OVMF, AAVMF) sees what it boots: a USB stick on xHCI (stick=1's default) or a virtio
+    disk (uki=1's)."""
     value = (get_var("bus") or "").strip().lower()
     if value and not firmware:
         raise die(f"bus={value} applies to a boot through OVMF", "add stick=1 (tinyuki.img) or uki=1 (the UKI)")
@@ -106,9 +119,16 @@ def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
     requested = get_var("accel") or ctx.profile.boot.accel
     if requested not in ("auto", "kvm", "tcg"):
         raise die(f"accel={requested!r} is not kvm, tcg or auto", "use accel=kvm, accel=tcg or leave it out")
+    foreign = qemu.foreign_guest(spec.arch)
     if requested != "auto":
         source = "accel= on the command line" if get_var("accel") else f"[boot] accel in {ctx.profile.path.name}"
+        if requested == "kvm" and foreign:
+            raise die(f"accel=kvm ({source}) cannot run this guest: KVM only runs guests of the host's own"
+                      f" architecture, and this is an {foreign.removeprefix('TCG: ')}",
+                      "leave accel out (auto picks TCG) or use accel=tcg")
         return requested, f"set by {source}"
+    if foreign:
+        return "tcg", foreign
     probe = vmrun.remembered_probe(ctx.paths.cache / "kvm-probe.json", spec,
                                    lambda: vmrun.probe_kvm(replace(spec, accel="kvm"), ctx.profile.init.marker))
     if probe.usable:
@@ -124,6 +144,10 @@ def boot(ctx: Context) -> None:
         raise die("uki=1 and stick=1 both ask for a boot through OVMF",
                   "stick=1 boots tinyuki.img (the disk image for a USB stick); uki=1 boots the UKI on a throwaway ESP")
     secure = _want_secureboot()
+    if secure:
+        refuse_secureboot(ctx)
+    target = ctx.arch
+    fw = qemu.firmware_name(target.name)
     firmware = use_uki or use_stick or secure
     bus = _bus(use_stick, firmware)
     kernel = _var_path("kernel") or profile_image(ctx)
@@ -132,6 +156,7 @@ def boot(ctx: Context) -> None:
     config = CONFIG.at(ctx).read_text(encoding="utf-8") if CONFIG.at(ctx).is_file() else ""
     spec = qemu.BootSpec(
         machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline,
+        arch=target.name, cpu=b.cpu,
         kernel=kernel if kernel.is_file() or not firmware else None, initrd=initrd, disk=disk,
         virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"),
         tsc_khz=vmrun.host_tsc_khz(), extra=tuple(b.qemu_args),
@@ -143,28 +168,30 @@ def boot(ctx: Context) -> None:
     for path in needed:
         if not Path(path).is_file():
             if path in (ovmf_code, ovmf_vars):
-                raise die(f"OVMF firmware {path} does not exist",
-                          "install it (apt-get install ovmf; scripts/setup.sh does) or set [boot] ovmf_code/ovmf_vars")
+                raise die(f"{fw} firmware {path} does not exist ({target.name}'s UEFI firmware, from Debian's"
+                          f" {target.firmware_package})", vmrun.firmware_hint(target.name))
             raise die(f"{path} does not exist",
                       f"build it first: run `doit` (or `doit {'disk' if path == DISK.at(ctx) else 'uki'}`)")
+    vmrun.require_qemu(spec)
     accel, why = choose_accel(ctx, spec)
     spec = replace(spec, accel=accel)
     log_path = ctx.paths.logs / "boot.log"
     with tempfile.TemporaryDirectory(prefix="tinyuki-boot-") as tmp:
         if firmware:
             work = Path(tmp)
-            vars_copy = work / "OVMF_VARS.fd"
+            vars_copy = work / ("OVMF_VARS.fd" if target.name == "x86_64" else Path(ovmf_vars).name)
             shutil.copyfile(ovmf_vars, vars_copy)  # a fresh store: a reused one can drop into the UEFI shell
             # a stick is the whole disk image, read-only: booting it never changes the build's artifact
-            esp = loader if use_stick else make_esp(loader, work, ctx.paths.logs / "esp.log")
+            esp = loader if use_stick else make_esp(loader, work, ctx.paths.logs / "esp.log",
+                                                    target.efi_boot_file)
             spec = replace(spec, machine=qemu.firmware_machine(spec.machine), kernel=None, initrd=None, esp=esp,
                            esp_bus=bus, ovmf_code=ovmf_code, ovmf_vars=vars_copy)
             if secure:  # Secure Boot keeps its variables in SMM: q35 with SMM on, the flash marked secure
                 spec = replace(spec, machine=secureboot.SECURE_MACHINE,
                                extra=(*secureboot.SECURE_QEMU_ARGS, *spec.extra))
         device = "a USB stick" if bus == "usb" else "a virtio disk"
-        what = (f"{DISK.path} as {device} through OVMF" if use_stick
-                else f"the UKI through OVMF ({device})" if use_uki
+        what = (f"{DISK.path} as {device} through {fw}" if use_stick
+                else f"the UKI through {fw} ({device})" if use_uki
                 else kernel.name + (f" + {initrd.name}" if initrd else ""))
         if secure:
             what = (what if use_stick else f"{loader.name} through OVMF ({device})") + ", Secure Boot enforcing"
@@ -209,7 +236,9 @@ def boot(ctx: Context) -> None:
     # Where the time went, from the kernel's printk timestamps against the console's arrival times.
     split = boottime.split(console.lines, console.times, console.marker_at, seconds)
     direct_elf = not firmware and boottime.is_elf(kernel)
-    print(f"boot: time split: {boottime.describe(split, decompressor=not direct_elf)}", flush=True)
+    described = boottime.describe(split, decompressor=target.compressed and not direct_elf,
+                                  plain="PVH" if direct_elf else target.image_name)
+    print(f"boot: time split: {described}", flush=True)
 
 
 def task(ctx: Context) -> dict[str, Any]:
@@ -234,9 +263,10 @@ def task(ctx: Context) -> dict[str, Any]:
         "uptodate": [False],
         "verbosity": 2,
         "params": [
-            params.param("uki", "1: boot the UKI through OVMF instead of -kernel"),
-            params.param("stick", "1: boot tinyuki.img through OVMF as a USB stick (usb-storage on xHCI)"),
-            params.param("bus", "usb or virtio: how OVMF sees stick=1's image or uki=1's ESP (default usb, virtio)"),
+            params.param("uki", "1: boot the UKI through the UEFI firmware (OVMF, AAVMF) instead of -kernel"),
+            params.param("stick", "1: boot tinyuki.img through OVMF/AAVMF as a USB stick (usb-storage on xHCI)"),
+            params.param("bus", "usb or virtio: how the firmware sees stick=1's image or uki=1's ESP "
+                                "(default usb, virtio)"),
             params.param("disk", "attach FILE as a raw disk; the program prints its first bytes"),
             params.param("accel", "kvm or tcg instead of probing KVM"),
             params.param("kernel", "boot this kernel image instead of the build's bzImage"),

@@ -29,7 +29,7 @@ def file_dep(ctx: Context, stage: Stage, pipeline: Pipeline) -> list[str]:
     if not stage.active(ctx):
         return []
     deps = [str(p) for p in stage.input_files(ctx)]
-    deps += [str(o.at(ctx)) for name in stage.needs if pipeline[name].active(ctx) for o in pipeline[name].files]
+    deps += [str(o.at(ctx)) for name in stage.needs if pipeline[name].active(ctx) for o in pipeline[name].files_of(ctx)]
     return sorted(set(deps))
 
 
@@ -69,7 +69,7 @@ def task_dict(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
         "doc": stage.doc,
         "actions": [action(run)],
         "file_dep": file_dep(ctx, stage, pipeline),
-        "targets": [str(o.at(ctx)) for o in stage.files] if active else [],
+        "targets": [str(o.at(ctx)) for o in stage.files_of(ctx)] if active else [],
         # one config_changed per task: doit keeps a single saved value for it
         "uptodate": [config_changed(keys.staleness(ctx, stage)),
                      *(_check(c, ctx) for c in stage.checks if active)],

@@ -17,6 +17,8 @@ APT_PACKAGES=(
   gnupg dpkg
   # UKI and boot
   systemd-boot-efi ovmf qemu-system-x86 mtools dosfstools
+  # arm64 (tinyuki/arch.py): the cross compiler with its libc and kernel headers, QEMU's virt machine, AAVMF
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-efi-aarch64
   # the USB stick image (sfdisk; sgdisk checks it in the tests)
   fdisk gdisk
   # Secure Boot: signing, checking signatures, test keys, expected PCR 11 (systemd-measure is in systemd)
@@ -65,6 +67,36 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# arm64 UKIs need systemd's linuxaa64.efi.stub: Debian's systemd-boot-efi for arm64, the same version
+# as the host's, downloaded and unpacked under .deps/arm64 (nothing for arm64 gets installed).
+STUB=.deps/arm64/usr/lib/systemd/boot/efi/linuxaa64.efi.stub
+if [ ! -s "$STUB" ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "setup: adding arm64 to apt's architectures (to download systemd-boot-efi:arm64's stub)"
+    $SUDO dpkg --add-architecture arm64
+    $SUDO apt-get update -qq
+  fi
+  version=$(dpkg-query -W -f='${Version}' systemd-boot-efi)
+  tmp=$(mktemp -d)
+  # apt-get download writes to the cwd; as root it warns that _apt cannot write there, harmlessly
+  if ! (cd "$tmp" && { apt-get download -q "systemd-boot-efi:arm64=$version" || apt-get download -q systemd-boot-efi:arm64; } \
+        >/dev/null 2>&1); then
+    $SUDO apt-get update -qq
+    (cd "$tmp" && apt-get download -q systemd-boot-efi:arm64 >/dev/null 2>&1) || {
+      echo "setup: cannot download systemd-boot-efi:arm64 (is arm64 in apt's sources?); arm64 UKIs need it" >&2
+      rm -rf "$tmp"; exit 1; }
+  fi
+  rm -rf .deps/arm64.tmp
+  mkdir -p .deps
+  dpkg-deb -x "$tmp"/systemd-boot-efi_*_arm64.deb .deps/arm64.tmp
+  rm -rf "$tmp" .deps/arm64
+  mv .deps/arm64.tmp .deps/arm64
+  echo "setup: unpacked $(basename "$STUB") of systemd-boot-efi:arm64 under .deps/arm64"
 fi
 
 # The tests check signed UKIs with osslsigncode; Debian 12's own 2.5 rejects sbsign's valid signatures

@@ -69,18 +69,20 @@ def configure(ctx: Context) -> None:
     log = ctx.paths.logs / "configure.log"
     fsutil.atomic_write(log, "")
     dot_config = kbuild / ".config"
-    run(make_cmd(tree, kbuild, "tinyconfig", jobs=ctx.jobs), env=env, log=log, what="make tinyconfig",
-        hint=f"see {log}; the tree must be clean (no .config in it) for an out-of-tree build")
+    ctx.arch.require_compiler()
+    arch_vars = ctx.arch.make_vars()  # ARCH= and CROSS_COMPILE= for another architecture; none for x86_64
+    run(make_cmd(tree, kbuild, "tinyconfig", jobs=ctx.jobs, make_vars=arch_vars), env=env, log=log,
+        what="make tinyconfig", hint=f"see {log}; the tree must be clean (no .config in it) for an out-of-tree build")
     # merge_config.sh makes its temp files in the cwd: run it in the build dir, never in the tree.
     run(["sh", tree / "scripts" / "kconfig" / "merge_config.sh", "-m", "-O", kbuild, dot_config, *fragments],
         cwd=kbuild, env=env, log=log, what="merging the config fragments", hint=MERGE_HINT)
-    run(make_cmd(tree, kbuild, "olddefconfig", jobs=ctx.jobs), env=env, log=log, what="make olddefconfig",
-        hint=f"see {log}")
+    run(make_cmd(tree, kbuild, "olddefconfig", jobs=ctx.jobs, make_vars=arch_vars), env=env, log=log,
+        what="make olddefconfig", hint=f"see {log}")
 
     text = dot_config.read_text(encoding="utf-8")
     mismatches = kconfig.check(requests, kconfig.parse_config(text))
     if mismatches:
-        hints = kconfig.tree_depends(tree, [m.request.symbol for m in mismatches])
+        hints = kconfig.tree_depends(tree, [m.request.symbol for m in mismatches], ctx.arch.srcarch)
         mismatches = [kconfig.Mismatch(m.request, m.actual, tuple(hints.get(m.request.symbol, ())))
                       for m in mismatches]
         raise die(f"{kconfig.render(mismatches)}\n  resulting config: {dot_config}",

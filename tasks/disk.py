@@ -1,6 +1,6 @@
 """disk: tinyuki.img, a whole-disk image to write to a USB stick, booting the UKI on any UEFI machine.
 
-The UKI goes where firmware looks on removable media (/EFI/BOOT/BOOTX64.EFI)
+The UKI goes where firmware looks on removable media (/EFI/BOOT/BOOTX64.EFI, BOOTAA64.EFI on arm64)
 on an EFI system partition, under a GPT (or a DOS label, [disk] table), with
 the profile's extra files beside it and an optional second partition for the
 program. With [sign], the UKI on the stick is the signed one (tasks/sign.py),
@@ -68,7 +68,7 @@ def derived(ctx: Context) -> dict[str, Any]:
 def plan(ctx: Context) -> tuple[disk.Layout, list[disk.Entry], list[disk.Entry] | None]:
     """The layout and the contents of both partitions, from the UKI and the profile (no tool runs)."""
     d = ctx.profile.disk
-    esp = disk.esp_entries(loader(ctx), d.files)
+    esp = disk.esp_entries(loader(ctx), d.files, f"EFI/BOOT/{ctx.arch.efi_boot_file}")
     data = data_entries(ctx)
     seed = disk.seed_of(table=d.table, esp=esp, data=data, esp_size=d.esp_size, data_size=d.data_size,
                         epoch=ctx.profile.kernel.source_date_epoch)

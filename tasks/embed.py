@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tasks.initramfs import CPIO
+from tinyuki.arch import ARCHES
 from tinyuki.cache import compile as compilecache
 from tinyuki.config.context import Context
 from tinyuki.errors import die
@@ -21,7 +22,6 @@ from tinyuki.formats.elf import has_pvh_entry
 from tinyuki.records import Tree
 from tinyuki.stage import Output, Stage
 from tinyuki.toolchain.kbuild import (
-    BZIMAGE,
     embedded_payload,
     make_cmd,
     make_env,
@@ -31,9 +31,15 @@ from tinyuki.toolchain.kbuild import (
 from tinyuki.util import fs as fsutil
 from tinyuki.util.runner import run
 
-# The kernel with the initramfs inside: these are what boots.
+# The kernel with the initramfs inside: these are what boots. The image is the
+# architecture's own, under its own name: bzImage (x86_64), Image (arm64).
 VMLINUX = Output("vmlinux", manifest="vmlinux")
-IMAGE = Output("bzImage", manifest="bzImage")
+IMAGES = {a.name: Output(a.image_name, manifest=a.image_name, arch=a.name) for a in ARCHES.values()}
+
+
+def image_output(ctx: Context) -> Output:
+    """The bootable image this profile's build writes (bzImage, Image)."""
+    return IMAGES[ctx.arch.name]
 
 
 def check_cpio_path(cpio: Path) -> None:
@@ -74,8 +80,9 @@ def relink(ctx: Context) -> None:
     remove_initramfs_outputs(kbuild)
 
     # the same CC as the kernel stage: kbuild recompiles everything when a command line changes
+    ctx.arch.require_compiler()
     compiling = compilecache.for_context(ctx)
-    cc = compiling.make_vars()
+    cc = compiling.kbuild_vars(ctx.arch)
     env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
     log = ctx.paths.logs / "embed.log"
     fsutil.atomic_write(log, "")
@@ -86,7 +93,7 @@ def relink(ctx: Context) -> None:
         raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}: became {kconfig.describe(got)}",
                   "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
     start = time.monotonic()
-    stream_make(make_cmd(tree, kbuild, "bzImage", "vmlinux", jobs=compiling.jobs(ctx.jobs), make_vars=cc),
+    stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs), make_vars=cc),
                 env=env, log=log,
                 what="relink with the initramfs", hint=f"the whole output is in {log}")
     verified = verify_embedded(kbuild, cpio.read_bytes())
@@ -94,15 +101,16 @@ def relink(ctx: Context) -> None:
         raise die(f'{ctx.profile.path.name} boots vmlinux ([kernel] image = "vmlinux"), but {kbuild / "vmlinux"} '
                   "has no PVH entry note, so QEMU cannot start it",
                   "add the pvh fragment (CONFIG_PVH=y) to [kernel] fragments, or boot the bzImage")
+    image = image_output(ctx).at(ctx)
     fsutil.atomic_copy(kbuild / "vmlinux", VMLINUX.at(ctx))
-    fsutil.atomic_copy(kbuild / BZIMAGE, IMAGE.at(ctx))
-    print(f"embed: relinked in {time.monotonic() - start:.1f}s, bzImage {IMAGE.at(ctx).stat().st_size} B"
+    fsutil.atomic_copy(kbuild / ctx.arch.image, image)
+    print(f"embed: relinked in {time.monotonic() - start:.1f}s, {image.name} {image.stat().st_size} B"
           + ("" if verified else " (embedded initramfs compressed in a format not checked here)"))
 
 
 # Not kbuild/.config nor kbuild/vmlinux: this stage rewrites them itself.
 STAGE = Stage("embed", "Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.", relink,
-              needs=("patch", "kernel", "initramfs"), outputs=(VMLINUX, IMAGE),
+              needs=("patch", "kernel", "initramfs"), outputs=(VMLINUX, *IMAGES.values()),
               tools=("gcc", "binutils", "make"), env=True,
               recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
               cache=True)

@@ -4,8 +4,10 @@ The builder comes from the profile (tinyuki/toolchain/builders.py): C is
 compiled here with the commands of tinyuki/toolchain/program.py (through
 ccache, with the compiler's header discovery); Go, Rust and a prebuilt binary
 are the builder's own. Whatever the builder, the result must be a static
-x86-64 ELF: the initramfs holds no dynamic loader, and a dynamic /init fails
-at boot with a bare "No working init found".
+ELF for the profile's architecture (ctx.arch): the initramfs holds no dynamic
+loader, and a dynamic /init, or one for another machine, fails at boot with a
+bare "No working init found". For arm64 on an x86-64 host C compiles with the
+cross gcc (aarch64-linux-gnu-gcc), through ccache like the host's gcc.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tinyuki.toolchain.program import (
     depend_commands,
     depfiles,
     parse_depfile,
+    require_compiler,
 )
 from tinyuki.util.fs import atomic_copy, atomic_write_json, read_json, remove_tree, sha256_file
 from tinyuki.util.runner import run
@@ -47,8 +50,9 @@ def kernel_tree(ctx: Context) -> Path:
     """The tree the patch stage prepared, checked to carry nolibc."""
     tree = Path(Tree.load(ctx.paths.build).tree)
     if not (tree / NOLIBC_HEADER).is_file():
+        other = "glibc" if ctx.arch.compiler_prefix() else "musl"  # musl-gcc builds only for the host
         raise die(f"the kernel tree {tree} has no {NOLIBC_HEADER}",
-                  'nolibc ships with Linux 5.1 and later; for another tree set [init] libc = "musl"')
+                  f'nolibc ships with Linux 5.1 and later; for another tree set [init] libc = "{other}"')
     return tree
 
 
@@ -62,19 +66,29 @@ def _command(ctx: Context, output: str) -> tuple[list[str], list[str], dict[str,
                   f"fix it in {ctx.profile.path}")
     sources = [display(s, ctx.root) for s in init.sources]
     cmd = compile_command(libc=init.libc, sources=sources, output=output, marker=marker,
-                          cflags=init.cflags, tree=tree, root=ctx.root)
+                          cflags=init.cflags, tree=tree, root=ctx.root, arch=ctx.arch)
+    require_compiler(cmd[0], ctx.arch)
     env = {**os.environ, "LC_ALL": "C", "SOURCE_DATE_EPOCH": str(ctx.profile.kernel.source_date_epoch)}
     hint = f"fix the error shown above in the program, or the [init] cflags in {ctx.profile.path}"
     if init.libc == "musl":
         hint += "; musl-gcc comes with Debian's musl-tools"
+    if ctx.arch.compiler_prefix():
+        hint += (f"; {cmd[0]} and the {ctx.arch.name} headers and static glibc come with Debian's"
+                 f" {ctx.arch.cross_package} and {ctx.arch.libc_package}")
     return cmd, sources, env, hint
 
 
 def builder(ctx: Context) -> builders.Builder:
-    """The profile's builder (tinyuki/toolchain/builders.py): a binary, else the language and the libc."""
+    """The profile's builder (tinyuki/toolchain/builders.py): a binary, else the language and the libc.
+
+    Checked against the target here, so a combination that cannot build
+    (arm64 and musl) fails when the stage starts, with the settings that work.
+    """
     init = ctx.profile.init
     builders.check_sources(init.language, init.sources, init.binary)
-    return builders.select(init.language, init.libc, init.binary)
+    chosen = builders.select(init.language, init.libc, init.binary)
+    builders.check_arch(chosen, ctx.arch)
+    return chosen
 
 
 def build(ctx: Context) -> None:
@@ -99,7 +113,7 @@ def build(ctx: Context) -> None:
             if proc.stdout.strip():
                 print(proc.stdout.decode(errors="replace").rstrip())  # warnings: shown, not fatal
         data = (tmp / "init").read_bytes()
-        problem = elf_problem(data)
+        problem = elf_problem(data, ctx.arch.elf_machine)
         if problem:
             raise die(f"the compiled program {', '.join(sources)} is {problem}",
                       "the kernel runs /init with no dynamic loader and only 64-bit programs:"
@@ -120,13 +134,13 @@ def build_other(ctx: Context, chosen: builders.Builder) -> None:
     try:
         job = builders.Job(sources=init.sources, output=tmp / "init", marker=marker_of(ctx), flags=init.cflags,
                            root=ctx.root, cache=ctx.paths.cache / "program", epoch=ctx.profile.kernel.source_date_epoch,
-                           log=ctx.paths.logs / "init.log", binary=init.binary)
+                           log=ctx.paths.logs / "init.log", binary=init.binary, arch=ctx.arch)
         assert chosen.build is not None
         chosen.build(job)
         data = (tmp / "init").read_bytes()
-        problem = elf_problem(data)
+        problem = elf_problem(data, ctx.arch.elf_machine)
         if problem:
-            raise die(f"the {chosen.name} program is {problem}", builders.prebuilt_hint(data))
+            raise die(f"the {chosen.name} program is {problem}", builders.prebuilt_hint(data, ctx.arch))
         atomic_write_json(deps_file(ctx), {"files": {}})  # no compiler-discovered files: inputs() lists them all
         atomic_copy(tmp / "init", out, mode=0o755)
     finally:
@@ -229,5 +243,6 @@ STAGE = Stage(
     doc="Build the profile's program statically (C with nolibc, musl or glibc; Go; Rust) or check a prebuilt one.",
     needs=("patch",), outputs=(INIT,), inputs=headers, discovered=discovered, refresh=refresh,
     tools=builders.TOOLS, env=True,
-    recipe=("tinyuki.toolchain.program", "tinyuki.toolchain.builders", "tinyuki.formats.elf"),
+    # tinyuki.arch: its rows' cross prefix, GOARCH, Rust target and ELF machine shape the program
+    recipe=("tinyuki.toolchain.program", "tinyuki.toolchain.builders", "tinyuki.formats.elf", "tinyuki.arch"),
     cache=True, checks=(Predicate(deps_unchanged, "the headers the compiler read are unchanged"),))

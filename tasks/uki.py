@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.embed import IMAGE
+from tasks.embed import image_output
 from tinyuki.config.context import Context
 from tinyuki.errors import die
 from tinyuki.formats import pe
@@ -36,11 +36,16 @@ def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = No
     """Assemble the UKI from the built kernel and write it atomically; returns its path."""
     stub_path = ctx.profile.uki.stub
     if not stub_path.is_file():
-        raise die(f"systemd's EFI stub is missing: {stub_path}",
-                  "install it with `apt-get install systemd-boot-efi`, or set [uki] stub in the profile")
-    kernel = IMAGE.at(ctx).read_bytes()
+        hint = ("install it with `apt-get install systemd-boot-efi`" if ctx.arch.native() else
+                f"run scripts/setup.sh: it downloads Debian's systemd-boot-efi for {ctx.arch.name} and unpacks it"
+                f" under {ctx.arch.stub_dir} (nothing gets installed)")
+        raise die(f"systemd's EFI stub for {ctx.arch.name} is missing: {stub_path}",
+                  f"{hint}; or set [uki] stub in the profile")
+    stub = stub_path.read_bytes()
+    kernel = image_output(ctx).at(ctx).read_bytes()
+    check_machines(ctx, stub_path, stub, kernel)
     image = pe.build_uki(
-        stub_path.read_bytes(),
+        stub,
         kernel,
         cmdline=ctx.profile.kernel.cmdline,
         os_release_fields=ctx.profile.uki.os_release,
@@ -52,6 +57,20 @@ def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = No
     fsutil.atomic_write(out, image)
     print(f"uki: {out} ({len(image)} bytes)")
     return out
+
+
+def check_machines(ctx: Context, stub_path: Path, stub: bytes, kernel: bytes) -> None:
+    """The stub and the kernel's own EFI entry must both be the target's: firmware refuses a foreign one late."""
+    want = ctx.arch.pe_machine
+    got = pe.pe_machine(stub)
+    if got != want:
+        what = "not a PE image" if got is None else f"for {pe.machine_name(got)}"
+        raise die(f"the EFI stub {stub_path} is {what}, not {ctx.arch.name}'s {pe.machine_name(want)}",
+                  f"set [uki] stub to systemd's {ctx.arch.stub_name}, or leave it unset for the architecture's own")
+    got = pe.pe_machine(kernel)
+    if got is not None and got != want:
+        raise die(f"the kernel image {image_output(ctx).at(ctx)} is an EFI application for {pe.machine_name(got)},"
+                  f" not {ctx.arch.name}'s {pe.machine_name(want)}", "run `doit embed` to rebuild it for this profile")
 
 
 def build(ctx: Context) -> None:

@@ -151,7 +151,7 @@ class KernelStamp(Record, file="kernel.json", stage="kernel"):
     tree: str
     config_sha256: str
     vmlinux_sha256: str
-    bzimage_sha256: str
+    image_sha256: str
     release: str | None
     settings: dict[str, Any]
 

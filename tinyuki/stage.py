@@ -33,9 +33,15 @@ class Output:
     manifest: str | None = None
     # A directory: the artifact cache packs it as one tar, doit does not track it.
     tree: bool = False
+    # The target architecture this output exists for (bzImage on x86_64, Image on arm64); None: every one.
+    arch: str | None = None
 
     def at(self, ctx: Context) -> Path:
         return ctx.paths.build / self.path
+
+    def made_for(self, ctx: Context) -> bool:
+        """Whether a build for ctx's profile writes this output (its architecture's image, not another's)."""
+        return self.arch is None or self.arch == ctx.profile.kernel.arch
 
 
 # ---------------------------------------------------------------- freshness checks
@@ -175,6 +181,13 @@ class Stage:
     def trees(self) -> tuple[Output, ...]:
         return tuple(o for o in self.outputs if o.tree)
 
+    def files_of(self, ctx: Context) -> tuple[Output, ...]:
+        """The files this stage writes for ctx's profile (its target architecture's, when they differ)."""
+        return tuple(o for o in self.files if o.made_for(ctx))
+
+    def trees_of(self, ctx: Context) -> tuple[Output, ...]:
+        return tuple(o for o in self.trees if o.made_for(ctx))
+
 
 class Pipeline:
     """The ordered stages, looked up by name; checks the declarations hang together."""
@@ -211,8 +224,8 @@ class Pipeline:
         return tuple((o.manifest, s, o) for s in self.stages for o in s.outputs if o.manifest)
 
     def artifacts_of(self, ctx: Context) -> tuple[tuple[str, Stage, Output], ...]:
-        """The artifacts this profile's build hands out: those of the stages that are on for it."""
-        return tuple(a for a in self.artifacts() if a[1].active(ctx))
+        """The artifacts this profile's build hands out: those of the stages that are on for it, for its arch."""
+        return tuple(a for a in self.artifacts() if a[1].active(ctx) and a[2].made_for(ctx))
 
     def path(self, ctx: Context, name: str) -> Path:
         """Where an output lands in this build, by its manifest name or its path (uki, kernel.config, tree.json)."""
@@ -223,17 +236,20 @@ class Pipeline:
 
 
 def remove_stale(ctx: Context, stages: Sequence[Stage]) -> list[Path]:
-    """Delete the files that those of `stages` which are off for ctx's profile wrote for an earlier profile.
+    """Delete the files that `stages` wrote for an earlier profile and do not write for this one.
 
-    Left in place, an old output (a UKI signed before [sign] was removed) would
-    look current to a user and to `doit boot`, though nothing keeps it so.
+    Those are the files of a stage that is off for ctx's profile, and another
+    architecture's image. Left in place, an old output (a UKI signed before
+    [sign] was removed, an x86_64 bzImage beside a new arm64 Image) would look
+    current to a user and to `doit boot`, though nothing keeps it so.
     Returns what was removed.
     """
     removed = []
     for stage in stages:
-        if stage.active(ctx):
-            continue
+        active = stage.active(ctx)
         for o in stage.files:
+            if active and o.made_for(ctx):
+                continue
             path = o.at(ctx)
             if path.is_file():
                 path.unlink()

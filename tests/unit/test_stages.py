@@ -87,7 +87,7 @@ def base_profile(files: dict[str, Path]) -> dict[str, Any]:
             "retries": 4, "timeout": 30, "size": 1000, "deadline": 3600, "max_size": 2048,
         },
         "kernel": {
-            "fragments": ["base"], "patches": str(files["series-one"]), "cmdline": "console=ttyS0",
+            "arch": "x86_64", "fragments": ["base"], "patches": str(files["series-one"]), "cmdline": "panic=-1",
             "source_date_epoch": 1700000000, "build_user": "u", "build_host": "h", "build_version": "1",
             "image": "bzImage",
         },
@@ -95,7 +95,7 @@ def base_profile(files: dict[str, Path]) -> dict[str, Any]:
                  "cflags": [], "marker": "m",
                  "files": {"/etc/a": str(files["extra-a"])}},
         "uki": {"stub": str(files["stub-a"]), "os_release": {"ID": "x"}},
-        "boot": {"machine": "microvm", "memory": "128M", "accel": "auto", "timeout": 60, "qemu_args": [],
+        "boot": {"machine": "auto", "cpu": "max", "memory": "128M", "accel": "auto", "timeout": 60, "qemu_args": [],
                  "ovmf_code": str(files["ovmf-a"]), "ovmf_vars": str(files["ovmf-a"])},
         "disk": {"table": "gpt", "esp_size": "8M", "files": {"/EFI/tinyuki/a.txt": str(files["extra-a"])},
                  "data": str(files["data-one"]), "data_size": "4M"},
@@ -110,8 +110,8 @@ def changed(f: Field, value: Any, files: dict[str, Path]) -> Any:
         return value + "-changed"
     if kind == "int":
         return value + 1
-    if kind == "choice":
-        return next(c for c in f.choices if c != value)
+    if kind == "choice":  # another concrete value ("auto" resolves to one of them); an image x86_64 has
+        return next(c for c in f.choices if c not in (value, "auto", "Image"))
     if kind == "str_list":
         return [*value, "-DCHANGED"]
     if kind == "url":
@@ -175,6 +175,8 @@ def test_a_setting_changes_exactly_the_stages_it_reaches(tmp_path: Path, files: 
                                                          field: Field) -> None:
     base = base_profile(files)
     table = base if not field.section else base[field.section]
+    if field.label == "[kernel] arch":
+        table["image"] = "auto"  # the architecture's own image: bzImage on x86_64, as before
     before = fingerprints(context(tmp_path, base, "profile"))
     table[field.key] = changed(field, table[field.key], files)
     after = fingerprints(context(tmp_path, base, "profile"))
@@ -206,9 +208,9 @@ def test_doit_tasks_follow_the_declarations(tmp_path: Path, files: dict[str, Pat
     for stage in PIPELINE:
         t = task_dict(ctx, stage, PIPELINE)
         assert t["basename"] == stage.name and t["doc"] == stage.doc
-        assert t["targets"] == [str(o.at(ctx)) for o in stage.outputs if not o.tree]
+        assert t["targets"] == [str(o.at(ctx)) for o in stage.outputs if not o.tree and o.made_for(ctx)]
         for need in stage.needs:
-            for o in PIPELINE[need].files:
+            for o in PIPELINE[need].files_of(ctx):
                 assert str(o.at(ctx)) in t["file_dep"], f"{stage.name} does not depend on {o.path}"
         for p in stage.input_files(ctx):
             assert str(p) in t["file_dep"]
@@ -242,6 +244,8 @@ def test_the_cache_stores_what_a_stage_declares(tmp_path: Path, files: dict[str,
     for stage in cached:
         for o in stage.outputs:
             path = o.at(ctx)
+            if not o.made_for(ctx):
+                continue
             if o.tree:
                 (path / "sub").mkdir(parents=True, exist_ok=True)
                 (path / "sub" / "file").write_text(stage.name)
@@ -250,8 +254,27 @@ def test_the_cache_stores_what_a_stage_declares(tmp_path: Path, files: dict[str,
                 path.write_text(f"{stage.name} {o.path}\n")
         entry = artifacts.save(ctx, stage, "f" * 64, store, 1.0)
         assert entry is not None
-        assert set(entry["files"]) == {o.path for o in stage.outputs if not o.tree}
+        assert set(entry["files"]) == {o.path for o in stage.outputs if not o.tree and o.made_for(ctx)}
         assert set(entry["trees"]) == {o.path for o in stage.outputs if o.tree}
+
+
+def test_each_architecture_writes_its_own_image(tmp_path: Path, files: dict[str, Path]) -> None:
+    """The embed stage's targets, cache entry and manifest name are the target's image, never another's."""
+    data = base_profile(files)
+    data["kernel"]["image"] = "auto"
+    (tmp_path / "x86").mkdir()
+    (tmp_path / "arm").mkdir()
+    x86 = context(tmp_path / "x86", data, "p")
+    data["kernel"]["arch"] = "arm64"
+    arm = context(tmp_path / "arm", data, "p")
+    embed = PIPELINE["embed"]
+    assert [o.path for o in embed.files_of(x86)] == ["vmlinux", "bzImage"]
+    assert [o.path for o in embed.files_of(arm)] == ["vmlinux", "Image"]
+    assert task_dict(arm, embed, PIPELINE)["targets"] == [str(arm.paths.build / "vmlinux"),
+                                                         str(arm.paths.build / "Image")]
+    assert "bzImage" not in {name for name, _s, _o in PIPELINE.artifacts_of(arm)}
+    assert "Image" not in {name for name, _s, _o in PIPELINE.artifacts_of(x86)}
+    assert str(arm.paths.build / "Image") in task_dict(arm, PIPELINE["uki"], PIPELINE)["file_dep"]
 
 
 def test_checks_are_registered_by_name() -> None:

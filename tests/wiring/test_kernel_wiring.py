@@ -266,3 +266,21 @@ def test_same_image_from_different_tree_and_build_paths(tmp_path: Path) -> None:
     a, c = (one.build / "bzImage").read_bytes(), (two.build / "bzImage").read_bytes()
     assert a == c
     assert b"/usr/src/linux/init/main.c" in a and b"@1700000000" in a
+
+
+def test_an_arm64_build_cross_compiles_and_writes_its_own_image(tmp_path: Path) -> None:
+    """ARCH=arm64 and the cross compiler reach every make (the objects are AArch64), and the image is Image."""
+    b = make_build(tmp_path, unpack_fake_tree(tmp_path), fragments=["base", "initramfs"])
+    b.profile.write_text(b.profile.read_text().replace("[kernel]\n", '[kernel]\narch = "arm64"\n'))
+    cpio = b.write_cpio(b"arm64 program")
+    assert b.doit() == 0, b.report
+    image = (b.build / "Image").read_bytes()
+    assert image.startswith(b"FAKEIMAGE") and cpio in image
+    assert not (b.build / "bzImage").exists() and not (b.kbuild / "arch" / "x86").exists()
+    objects = sorted(b.kbuild.rglob("*.o"))
+    assert objects and all(o.read_bytes()[18] == 183 for o in objects)  # e_machine EM_AARCH64
+    assert "make Image" in b.log() and "make bzImage" not in b.log()
+    mark = len(b.log())
+    b.write_cpio(b"arm64 program v2")
+    assert b.doit() == 0, b.report
+    assert b.steps_since(mark)["compile"] == 0  # the relink kept every object: same ARCH, same CC

@@ -60,7 +60,7 @@ def warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
-def undeclared(stage: Stage, entry: dict[str, Any]) -> str | None:
+def undeclared(ctx: Context, stage: Stage, entry: dict[str, Any]) -> str | None:
     """Why an entry may not be restored for `stage`: it must hold exactly the stage's declared outputs.
 
     Whoever can write the shared cache could add a file anywhere in the build
@@ -70,7 +70,7 @@ def undeclared(stage: Stage, entry: dict[str, Any]) -> str | None:
     if entry.get("task") != stage.name:
         return f"it is an entry of {entry.get('task')!r}, not of {stage.name!r}"
     files, trees = set(entry.get("files", {})), set(entry.get("trees", {}))
-    want_files, want_trees = {o.path for o in stage.files}, {o.path for o in stage.trees}
+    want_files, want_trees = {o.path for o in stage.files_of(ctx)}, {o.path for o in stage.trees_of(ctx)}
     if files != want_files or trees != want_trees:
         extra = sorted((files - want_files) | (trees - want_trees))
         missing = sorted((want_files - files) | (want_trees - trees))
@@ -86,7 +86,7 @@ def try_restore(ctx: Context, stage: Stage, key: str, store: Store) -> dict[str,
         entry = store.load(key)
         if entry is None:
             return None
-        problem = undeclared(stage, entry)
+        problem = undeclared(ctx, stage, entry)
         if problem:
             raise CorruptEntry(problem)
         return store.restore(entry, ctx.paths.build, keys.locations(ctx))
@@ -105,14 +105,14 @@ def save(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float) -> 
     entry: dict[str, Any] = {"schema": SCHEMA, "task": stage.name, "key": key, "profile": ctx.name,
                              "created": time.time(), "built_in": round(elapsed, 3), "files": {}, "trees": {}}
     try:
-        for out in stage.files:
+        for out in stage.files_of(ctx):
             path = out.at(ctx)
             data = path.read_bytes()
             moved = relocate_out(data, locs)
             sha, size = store.put_bytes(moved if moved is not None else data)
             entry["files"][out.path] = {
                 "sha256": sha, "size": size, "mode": path.stat().st_mode & 0o7777, "relocated": moved is not None}
-        for out in stage.trees:
+        for out in stage.trees_of(ctx):
             entry["trees"][out.path] = store.put_tree(out.at(ctx), locs)
         store.save_entry(entry)
     except OSError as e:

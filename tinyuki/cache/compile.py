@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyuki.arch import Arch
 from tinyuki.config.context import Context, variable_or_env
 from tinyuki.errors import TinyukiError, die
 from tinyuki.util.flags import yes_no_auto
@@ -195,6 +196,13 @@ class CompileSetup:
         the same dir, so a different HOSTCC there would rebuild them.
         """
         return [f"CC={shlex.join(self.compiler(cc))}"] if self.wrapper() else []
+
+    def kbuild_vars(self, target: Arch) -> list[str]:
+        """Everything kbuild's make gets on its command line: the target's ARCH= and CROSS_COMPILE=, then CC.
+
+        For a native x86_64 build that is CC alone, exactly as before there were targets.
+        """
+        return [*target.make_vars(), *self.make_vars(target.compiler_prefix() + "gcc")]
 
     def jobs(self, default: int) -> int:
         """make -j: one job per distcc slot, so every remote slot is kept busy."""

@@ -155,7 +155,7 @@ def upstream(ctx: Context, stage: Stage) -> dict[str, Any]:
         key = rec.key if rec is not None else None
     elif stage.identity is not None:
         key = stage.identity(ctx)
-    return {"key": key, "files": {o.path: portable_hash(o.at(ctx), locs) for o in stage.files}}
+    return {"key": key, "files": {o.path: portable_hash(o.at(ctx), locs) for o in stage.files_of(ctx)}}
 
 
 def module_hash(name: str) -> str:
@@ -178,7 +178,7 @@ def material(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
         "upstream": {n: upstream(ctx, pipeline[n]) for n in stage.needs},
         "inputs": {str(portable(p, ctx)): sha256_file(p) for p in (*stage.input_files(ctx), *stage.discovered(ctx))},
         "settings": portable(stage.settings(ctx), ctx),
-        "tools": {t: tools.version(t) for t in stage.tools},
+        "tools": {t: tools.version(t, ctx.arch.compiler_prefix()) for t in stage.tools},
         "env": relevant_env(os.environ) if stage.env else {},
         "recipe": recipe(stage),
     }
@@ -197,7 +197,7 @@ def staleness(ctx: Context, stage: Stage) -> dict[str, Any]:
     """
     state: dict[str, Any] = {"settings": portable(stage.settings(ctx), ctx), "recipe": recipe(stage)}
     if stage.tools:
-        state["tools"] = {t: tools.stamp(t) for t in stage.tools}
+        state["tools"] = {t: tools.stamp(t, ctx.arch.compiler_prefix()) for t in stage.tools}
     if stage.env:
         state["env"] = relevant_env(os.environ)
     return state

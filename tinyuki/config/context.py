@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinyuki.arch import ARCHES, Arch
 from tinyuki.config.profile import Profile, load_profile
 from tinyuki.errors import die
 
@@ -76,6 +77,11 @@ class Context:
     @property
     def name(self) -> str:
         return self.profile.name
+
+    @property
+    def arch(self) -> Arch:
+        """The target architecture's row (tinyuki/arch.py): what differs between x86_64 and arm64."""
+        return ARCHES[self.profile.kernel.arch]
 
 
 def _jobs(value: str | None) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinyuki import arch
 from tinyuki.errors import TinyukiError, die
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -88,14 +89,20 @@ FIELDS: tuple[Field, ...] = (
           "largest file a download may bring, in MiB, when its size is not recorded with its hash; a mirror's"
           " announced size caps it further", reaches=(), least=1, most=1 << 20),
     # -- the kernel
+    Field("kernel", "arch", "choice", arch.DEFAULT,
+          "the target architecture (tinyuki/arch.py): its kbuild ARCH and cross compiler, image, ELF machine, EFI stub,"
+          " QEMU, firmware and console", tuple(arch.ARCHES),
+          reaches=("configure", "kernel", "init", "embed", "uki", "disk")),
     Field("kernel", "fragments", "fragment_list", REQUIRED,
-          "config fragments merged over `make tinyconfig`, in order: names in configs/fragments/ or paths",
+          "config fragments merged over `make tinyconfig`, in order: names in configs/fragments/<arch>/ or"
+          " configs/fragments/ (an architecture's own version first), or paths",
           reaches=("configure",)),
     Field("kernel", "patches", "series", None,
           "patch series: a name in patches/ (holding a quilt-style `series` file) or a path to a series file",
           reaches=("patch",)),
-    Field("kernel", "cmdline", "str", "console=ttyS0 panic=-1",
-          "kernel command line, used for QEMU's -append and the UKI's .cmdline", reaches=("uki",)),
+    Field("kernel", "cmdline", "str", None,
+          "kernel command line, used for QEMU's -append and the UKI's .cmdline; unset: console=<the architecture's"
+          " serial port> panic=-1 (ttyS0 on x86_64, ttyAMA0 on arm64)", reaches=("uki",)),
     Field("kernel", "source_date_epoch", "int", 1700000000,
           "the one timestamp every artifact carries (KBUILD_BUILD_TIMESTAMP, cpio mtimes, PE header, signing time)",
           reaches=("configure", "kernel", "init", "initramfs", "embed", "uki", "disk", "sign"), least=0),
@@ -103,7 +110,9 @@ FIELDS: tuple[Field, ...] = (
     Field("kernel", "build_host", "str", "tinyuki", "KBUILD_BUILD_HOST", reaches=("configure", "kernel", "embed")),
     Field("kernel", "build_version", "str", "1", "KBUILD_BUILD_VERSION (the #N in uname -v)",
           reaches=("configure", "kernel", "embed")),
-    Field("kernel", "image", "choice", "bzImage", "kernel image to boot and pack", ("bzImage", "vmlinux"),
+    Field("kernel", "image", "choice", "auto",
+          "kernel image to boot and pack: auto is the architecture's own (bzImage on x86_64, the uncompressed Image"
+          " on arm64); vmlinux boots x86_64's PVH entry directly", ("auto", "bzImage", "Image", "vmlinux"),
           reaches=("embed",)),
     # -- the one program
     Field("init", "sources", "path_list", ["init/init.c"],
@@ -125,21 +134,27 @@ FIELDS: tuple[Field, ...] = (
     Field("init", "files", "file_map", {},
           "extra files for the initramfs: { \"/path/in/image\" = \"path/in/project\" }", reaches=("initramfs",)),
     # -- the UKI
-    Field("uki", "stub", "path", "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-          "systemd's EFI stub (Debian package systemd-boot-efi)", reaches=("uki",)),
+    Field("uki", "stub", "path", None,
+          "systemd's EFI stub; unset: the architecture's from Debian's systemd-boot-efi (linuxx64.efi.stub;"
+          " for arm64 linuxaa64.efi.stub, which scripts/setup.sh unpacks under .deps/arm64/)", reaches=("uki",)),
     Field("uki", "os_release", "str_map", {"ID": "tinyuki", "NAME": "tinyuki", "VERSION_ID": "1"},
           "fields of the UKI's .osrel section", reaches=("uki",)),
     # -- booting it
-    Field("boot", "machine", "choice", "microvm", "QEMU machine type", ("microvm", "pc", "q35"), reaches=()),
+    Field("boot", "machine", "choice", "auto", "QEMU machine type; auto: microvm on x86_64, virt on arm64",
+          ("auto", *dict.fromkeys(m for a in arch.ARCHES.values() for m in a.machines)), reaches=()),
     Field("boot", "memory", "str", "128M", "guest memory (QEMU -m)", reaches=()),
     Field("boot", "accel", "choice", "auto",
           "auto probes KVM and falls back to TCG; kvm or tcg force one", ("auto", "kvm", "tcg"), reaches=()),
     Field("boot", "timeout", "int", 60, "seconds before a boot that has not powered off is a failure", reaches=(),
           least=1, most=86400),
+    Field("boot", "cpu", "str", None, "QEMU -cpu; unset: the architecture's default (QEMU's own on x86_64,"
+          " cortex-a57 on arm64)", reaches=()),
     Field("boot", "qemu_args", "str_list", [], "extra QEMU arguments", reaches=()),
-    Field("boot", "ovmf_code", "path", "/usr/share/OVMF/OVMF_CODE_4M.fd", "OVMF firmware for UKI boots", reaches=()),
-    Field("boot", "ovmf_vars", "path", "/usr/share/OVMF/OVMF_VARS_4M.fd",
-          "OVMF variable store template; every boot gets a fresh copy"),
+    Field("boot", "ovmf_code", "path", None,
+          "UEFI firmware for UKI boots; unset: OVMF_CODE_4M.fd on x86_64, AAVMF_CODE.fd on arm64", reaches=()),
+    Field("boot", "ovmf_vars", "path", None,
+          "the firmware's variable store template, every boot gets a fresh copy; unset: OVMF_VARS_4M.fd /"
+          " AAVMF_VARS.fd"),
     # -- the bootable disk image, tinyuki.img (tasks/disk.py)
     Field("disk", "table", "choice", "gpt",
           "partition table of tinyuki.img: GPT, or a DOS label whose EFI system partition has type 0xEF",
@@ -207,6 +222,7 @@ class Kernel:
     build_host: str
     build_version: str
     image: str
+    arch: str = arch.DEFAULT  # a row of tinyuki/arch.py
 
 
 @dataclass(frozen=True)
@@ -229,6 +245,7 @@ class Uki:
 @dataclass(frozen=True)
 class Boot:
     machine: str
+    cpu: str | None
     memory: str
     accel: str
     timeout: int
@@ -371,8 +388,9 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
                 continue
         else:
             raw = table[f.key]
-        values[f.section][f.key] = _convert(f, raw, where, label, root)
+        values[f.section][f.key] = _convert(f, raw, where, label, root, values)
 
+    _resolve_arch_defaults(values, where, root)
     src = values["source"]
     _check_trust(src, where)
     sign = values["sign"]
@@ -388,6 +406,40 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
         uki=Uki(**values["uki"]), boot=Boot(**values["boot"]), disk=Disk(**values["disk"]),
         sign=Sign(**values["sign"]), raw=data,
     )
+
+
+def _resolve_arch_defaults(values: dict[str, dict[str, Any]], where: str, root: Path) -> None:
+    """Fill the settings left to the architecture (image, stub, machine, firmware), and refuse mismatches.
+
+    An x86_64 profile resolves to exactly what it said before there was an
+    [kernel] arch, so its settings, keys and bytes do not move.
+    """
+    target = arch.ARCHES[values["kernel"]["arch"]]
+    kernel, uki, boot = values["kernel"], values["uki"], values["boot"]
+    images = (target.image_name, "vmlinux") if target.name == "x86_64" else (target.image_name,)
+    if kernel["image"] == "auto":
+        kernel["image"] = target.image_name
+    elif kernel["image"] not in images:
+        raise die(f"{where}: [kernel] image {kernel['image']!r} is not an image of {target.name}",
+                  f"use one of: auto, {', '.join(images)} (or set [kernel] arch)")
+    if boot["machine"] == "auto":
+        boot["machine"] = target.machines[0]
+    elif boot["machine"] not in target.machines:
+        raise die(f"{where}: [boot] machine {boot['machine']!r} is not a QEMU machine of {target.name}",
+                  f"use one of: auto, {', '.join(target.machines)}")
+    if kernel["cmdline"] is None:
+        kernel["cmdline"] = f"console={target.console} panic=-1"
+    if uki["stub"] is None:
+        uki["stub"] = target.stub(root)
+    boot["ovmf_code"] = boot["ovmf_code"] or Path(target.firmware_code)
+    boot["ovmf_vars"] = boot["ovmf_vars"] or Path(target.firmware_vars)
+    consoles = re.findall(r"(?:^|\s)console=([A-Za-z]+)", kernel["cmdline"])
+    foreign = [c for c in consoles if any(c == a.console.rstrip("0123456789") for a in arch.ARCHES.values()
+                                          if a.console != target.console)]
+    if foreign:
+        raise die(f"{where}: [kernel] cmdline asks for console={foreign[0]}..., a serial port {target.name}'s"
+                  f" QEMU machine does not have",
+                  f"use console={target.console} for {target.name}")
 
 
 def _display(path: Path, root: Path) -> str:
@@ -428,7 +480,11 @@ def _want(where: str, label: str, what: str, got: Any, hint: str) -> TinyukiErro
     return die(f"{where}: {label} must be {what}, not {_tname(got)} ({got!r})", hint)
 
 
-def _convert(f: Field, raw: Any, where: str, label: str, root: Path) -> Any:
+def _convert(f: Field, raw: Any, where: str, label: str, root: Path,
+             parsed: dict[str, dict[str, Any]] | None = None) -> Any:
+    if f.kind == "fragment_list":  # which file a name means depends on [kernel] arch, parsed before it
+        target = (parsed or {}).get("kernel", {}).get("arch", arch.DEFAULT)
+        return _fragment_list(f, raw, where, label, root, target)
     conv = _CONVERTERS[f.kind]
     return conv(f, raw, where, label, root)
 
@@ -554,20 +610,41 @@ def _path_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[
                  for i, s in enumerate(_str_list(f, raw, where, label, root)))
 
 
-def _fragment_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[Path, ...]:
+def _fragment_list(f: Field, raw: Any, where: str, label: str, root: Path,
+                   target: str = arch.DEFAULT) -> tuple[Path, ...]:
+    """Fragment names resolved for the target: configs/fragments/<arch>/NAME.config, else configs/fragments/NAME.config.
+
+    A name that only another architecture has (x86_64's pvh on arm64) is an
+    error naming it, not a configure that fails minutes later.
+    """
     items = _str_list(f, raw, where, label, root)
     if not items:
         raise die(f"{where}: {label} is empty", "list at least the fragment that sets CONFIG_64BIT=y")
     out = []
     fragdir = root / "configs" / "fragments"
     for i, s in enumerate(items):
-        p = _resolve(root, s) if ("/" in s or s.endswith(".config")) else fragdir / f"{s}.config"
+        if "/" in s or s.endswith(".config"):
+            p = _resolve(root, s)
+        else:
+            own, shared = fragdir / target / f"{s}.config", fragdir / f"{s}.config"
+            p = own if own.is_file() else shared
+            others = [a for a in arch.ARCHES if a != target and (fragdir / a / f"{s}.config").is_file()]
+            if not p.is_file() and others:
+                raise die(f"{where}: {label}[{i}]: fragment {s!r} is for {' and '.join(others)} only"
+                          f" ({_display(fragdir / others[0] / f'{s}.config', root)}), and [kernel] arch is {target}",
+                          f"drop {s!r} from the fragments; {target} has: {', '.join(fragment_names(root, target))}")
         if not p.is_file():
-            known = sorted(x.stem for x in fragdir.glob("*.config"))
             raise die(f"{where}: {label}[{i}]: fragment {s!r} not found ({p})",
-                      f"shipped fragments: {', '.join(known)}; or give a path to a .config file")
+                      f"shipped fragments for {target}: {', '.join(fragment_names(root, target))};"
+                      " or give a path to a .config file")
         out.append(p)
     return tuple(out)
+
+
+def fragment_names(root: Path, target: str) -> list[str]:
+    """The fragment names a profile for `target` can use: the shared ones and the architecture's own."""
+    fragdir = root / "configs" / "fragments"
+    return sorted({x.stem for x in (*fragdir.glob("*.config"), *(fragdir / target).glob("*.config"))})
 
 
 def _series(f: Field, raw: Any, where: str, label: str, root: Path) -> Path:
@@ -611,8 +688,9 @@ def _str_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[tu
 
 
 SIZE_RE = re.compile(r"^([1-9][0-9]*)\s*(M|MiB|G|GiB)$")
-# The path firmware looks for on removable media; the disk stage puts the UKI there.
-ESP_LOADER = "/EFI/BOOT/BOOTX64.EFI"
+# The paths firmware looks for on removable media, one per architecture; the disk stage puts the UKI
+# at its architecture's, and no extra file may take any of them.
+ESP_LOADERS = tuple(f"/EFI/BOOT/{a.efi_boot_file}" for a in arch.ARCHES.values())
 FAT_FORBIDDEN = set('"*:<>?\\|') | {chr(c) for c in range(32)}
 
 
@@ -634,7 +712,7 @@ def _esp_file_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tup
         raise _want(where, label, "a table", raw, f'write {f.key} = {{ "/EFI/tinyuki/notes.txt" = "notes.txt" }}')
     out = []
     # FAT compares names without case: a file may share its name with no other file and no folder
-    files = {ESP_LOADER.upper()}
+    files = {loader.upper() for loader in ESP_LOADERS}
     folders = {"/EFI", "/EFI/BOOT"}
     for dest, src in sorted(raw.items()):
         parts = dest.split("/")[1:]
@@ -646,9 +724,10 @@ def _esp_file_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tup
                       ' none of " * : < > ? \\ |, no part ending in a dot or a space')
         ancestors = {"/" + "/".join(parts[:i]).upper() for i in range(1, len(parts))}
         if dest.upper() in files | folders or ancestors & files:
-            what = "the UKI's place" if dest.upper() == ESP_LOADER.upper() else "another file or folder"
+            loaders = {loader.upper() for loader in ESP_LOADERS}
+            what = "the UKI's place" if dest.upper() in loaders else "another file or folder"
             raise die(f"{where}: {label}: {dest!r} clashes with {what} (FAT names ignore case)",
-                      f"give every extra file a path of its own; the UKI is always {ESP_LOADER}")
+                      f"give every extra file a path of its own; the UKI goes to {' or '.join(ESP_LOADERS)}")
         files.add(dest.upper())
         folders |= ancestors
         p = _path(f, src, where, f"{label}.{dest!r}", root)

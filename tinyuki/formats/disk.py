@@ -96,9 +96,12 @@ def with_folders(files: Iterable[tuple[str, Path]]) -> list[Entry]:
     return sorted(entries.values(), key=lambda e: PurePosixPath(e.path).parts)
 
 
-def esp_entries(uki: Path, files: Sequence[tuple[str, Path]]) -> list[Entry]:
-    """The EFI system partition's contents: the UKI where removable media's loader goes, and the extra files."""
-    return with_folders([(ESP_LOADER, uki), *files])
+def esp_entries(uki: Path, files: Sequence[tuple[str, Path]], loader: str = ESP_LOADER) -> list[Entry]:
+    """The EFI system partition's contents: the UKI where removable media's loader goes, and the extra files.
+
+    `loader` is that place for the target architecture (EFI/BOOT/BOOTAA64.EFI on arm64).
+    """
+    return with_folders([(loader, uki), *files])
 
 
 def folder_entries(folder: Path) -> list[Entry]:

@@ -17,6 +17,13 @@ def machine_name(e_machine: int) -> str:
     return f"{MACHINES.get(e_machine, 'machine')} (ELF machine {e_machine})"
 
 
+def machine_of(data: bytes) -> int | None:
+    """The e_machine of an ELF file, None for anything else: says which architecture a wrong program is for."""
+    if data[:4] != b"\x7fELF" or len(data) < 20:
+        return None
+    return int(struct.unpack_from("<H", data, 18)[0])
+
+
 def interpreter(data: bytes) -> str | None:
     """The program interpreter (dynamic loader) an ELF64 file asks for, or None if it asks for none."""
     if data[:4] != b"\x7fELF" or len(data) < 64 or data[4] != 2:
@@ -33,9 +40,12 @@ def interpreter(data: bytes) -> str | None:
     return None
 
 
-def elf_problem(data: bytes) -> str | None:
-    """Why this file cannot be the kernel's /init, or None if it is a static x86-64 ELF executable.
+def elf_problem(data: bytes, machine: int = EM_X86_64) -> str | None:
+    """Why this file cannot be the kernel's /init, or None if it is a static ELF executable for `machine`.
 
+    `machine` is the target's e_machine (tinyuki/arch.py's elf_machine): the
+    kernel runs only programs of its own architecture, and a program for
+    another one fails at boot with a bare "No working init found".
     Each answer names what the file is, so the error says what to change: a
     script, another architecture's program, a library, a dynamic program and
     its loader.
@@ -57,8 +67,8 @@ def elf_problem(data: bytes) -> str | None:
     if e_type not in (2, 3):  # ET_EXEC, or ET_DYN for static-pie
         what = {1: "an object file (ET_REL): link it", 4: "a core dump"}.get(e_type, f"ELF type {e_type}")
         return f"not an executable ({what})"
-    if e_machine != EM_X86_64:
-        return f"built for {machine_name(e_machine)}, not the kernel's x86-64 (62)"
+    if e_machine != machine:
+        return f"built for {machine_name(e_machine)}, not the kernel's {MACHINES.get(machine, 'machine')} ({machine})"
     phoff, = struct.unpack_from("<Q", data, 32)
     phentsize, phnum = struct.unpack_from("<HH", data, 54)
     if phoff + phnum * phentsize > len(data):

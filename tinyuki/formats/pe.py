@@ -47,6 +47,19 @@ SECURITY_DIRECTORY = pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]
 UKI_SBAT_LINE = "uki,1,UKI,uki,1,https://uapi-group.org/specifications/specs/unified_kernel_image/\n"
 
 
+# AArch64's NOP (0xd503201f, little-endian): systemd's arm64 stub keeps its PE header inside the code
+# section of the ELF it was made from, so the header's slack up to SizeOfHeaders is alignment padding
+# of NOPs instead of zeros. Nothing runs or reads it; new section headers may go there as in zeros.
+AARCH64_NOP = bytes.fromhex("1f2003d5")
+
+
+def is_padding(data: bytes) -> bool:
+    """Whether header slack holds only padding: zeros, or AArch64 NOPs (word-aligned, whole words)."""
+    if not any(data):
+        return True
+    return len(data) % 4 == 0 and data == AARCH64_NOP * (len(data) // 4)
+
+
 def round_up(value: int, alignment: int) -> int:
     if alignment <= 1:
         return value
@@ -96,6 +109,22 @@ def strip_symbol_table(image: bytes) -> bytes:
     packed = pe.FILE_HEADER.__pack__()
     data[off:off + len(packed)] = packed
     return bytes(data)
+
+
+def strip_unmapped_tail(image: bytes) -> bytes:
+    """`image` without the bytes after its last section's raw data, when nothing points at them.
+
+    systemd's arm64 stub (made with gnu-efi's objcopy -O binary method) ends
+    with its ELF .sbat and .sdmagic copied into the file but in no PE section:
+    the firmware never loads them, and new sections placed after them would
+    leave a gap that Authenticode does not hash. A file with a certificate
+    table or a symbol table is left as it is (strip_symbol_table deals with the latter).
+    """
+    pe = _parse(image, "the image")
+    if pe.OPTIONAL_HEADER.DATA_DIRECTORY[SECURITY_DIRECTORY].VirtualAddress or pe.FILE_HEADER.PointerToSymbolTable:
+        return image
+    end = max(s.PointerToRawData + s.SizeOfRawData for s in pe.sections)
+    return image[:end] if len(image) > end else image
 
 
 def pe_virtual_size(kernel: bytes) -> int:
@@ -169,7 +198,7 @@ def add_sections(
         raise die(f"{what} has no sections", "use systemd's EFI stub, not a bare PE file")
     if pe.OPTIONAL_HEADER.DATA_DIRECTORY[SECURITY_DIRECTORY].VirtualAddress:
         raise die(f"{what} is signed", "use the unsigned stub: the UKI is signed as a whole, after assembly")
-    image = strip_symbol_table(image)
+    image = strip_unmapped_tail(strip_symbol_table(image))
     pe = _parse(image, what)
     opt = pe.OPTIONAL_HEADER
     file_align, sect_align = opt.FileAlignment, opt.SectionAlignment
@@ -180,7 +209,7 @@ def add_sections(
     if len(sections) > room:
         raise die(f"{what} has room for {room} more section headers, {len(sections)} are needed",
                   "use a stub whose SizeOfHeaders leaves space after its section table (systemd's does)")
-    if any(image[table_end:table_end + SECTION_HEADER_SIZE * len(sections)]):
+    if not is_padding(image[table_end:table_end + SECTION_HEADER_SIZE * len(sections)]):
         raise die(f"{what} has data right after its section table, where new section headers go",
                   "use an unmodified systemd EFI stub")
 
@@ -376,6 +405,23 @@ def os_release(fields: Iterable[tuple[str, str]] | Mapping[str, str]) -> bytes:
         escaped = "".join("\\" + c if c in '\\"$`' else c for c in value)
         lines.append(f'{key}="{escaped}"\n')
     return "".join(lines).encode()
+
+
+PE_MACHINES = {0x14C: "i386", 0x8664: "x86-64", 0xAA64: "AArch64", 0x1C2: "ARM Thumb", 0x5064: "RISC-V 64"}
+
+
+def pe_machine(image: bytes) -> int | None:
+    """The COFF header's Machine of a PE image (0x8664, 0xaa64), or None if it is not a PE image."""
+    if len(image) < 0x40 or image[:2] != b"MZ":
+        return None
+    offset = struct.unpack_from("<I", image, 0x3C)[0]
+    if offset + 6 > len(image) or image[offset:offset + 4] != b"PE\0\0":
+        return None
+    return int(struct.unpack_from("<H", image, offset + 4)[0])
+
+
+def machine_name(machine: int) -> str:
+    return f"{PE_MACHINES.get(machine, 'machine')} ({machine:#06x})"
 
 
 def bzimage_release(image: bytes) -> str | None:

@@ -11,8 +11,13 @@ The C builders (nolibc, musl, glibc) compile through tinyuki/toolchain/program.p
 in the stage itself, because they share ccache and the compiler's header
 discovery; Go, Rust and a prebuilt binary are built (or read) here.
 
-Every builder gives a static x86-64 ELF, stripped, with no build id and no path
-of this machine inside, so that two builds give the same bytes.
+Every builder gives a static ELF for the profile's architecture ([kernel] arch,
+tinyuki/arch.py), stripped, with no build id and no path of this machine
+inside, so that two builds give the same bytes. The target reaches each
+builder in its Job (or, for C, as an argument): the cross gcc for C, GOARCH for
+Go, --target and the cross linker for Rust, the ELF machine a prebuilt binary
+must have. For x86_64 on an x86-64 host every command and environment is the
+one it was before there were other architectures.
 """
 
 from __future__ import annotations
@@ -24,15 +29,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinyuki.arch import ARCHES, DEFAULT, Arch
 from tinyuki.errors import die
-from tinyuki.formats.elf import elf_problem, interpreter
+from tinyuki.formats.elf import MACHINES, elf_problem, interpreter, machine_of
+from tinyuki.toolchain import program
 from tinyuki.util.runner import run
 
 # The kernel options each language's runtime needs beyond tinyuki's base (configs/fragments/<name>.config).
 # C needs none: its libcs only make the system calls a program asks for.
 RUNTIME_FRAGMENTS: dict[str, str | None] = {"c": None, "go": "go-runtime", "rust": "rust-runtime"}
-GO_TARGET = {"GOOS": "linux", "GOARCH": "amd64", "GOAMD64": "v1"}
-RUST_TARGET = "x86_64-unknown-linux-gnu"
 # Build trees and caches that are not sources: never part of the key, never copied.
 SKIP_DIRS = {"target", ".git", "__pycache__"}
 
@@ -51,6 +56,7 @@ class Job:
     log: Path
     binary: Path | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    arch: Arch = ARCHES[DEFAULT]  # the target: the profile's [kernel] arch (Context.arch)
 
 
 @dataclass(frozen=True)
@@ -139,11 +145,19 @@ def go_command(job: Job) -> list[str]:
             *job.flags, "-o", str(job.output), "."]
 
 
+def go_target(arch: Arch) -> dict[str, str]:
+    """GOOS and the target's GOARCH (and its level: GOAMD64=v1 runs on any x86-64 QEMU CPU)."""
+    return {"GOOS": "linux", **dict(arch.go_env)}
+
+
 def go_environ(job: Job, module: Path) -> dict[str, str]:
-    """The environment of go build: offline, the local toolchain, a fixed target, caches under cache_dir."""
+    """The environment of go build: offline, the local toolchain, a fixed target, caches under cache_dir.
+
+    CGO is off, so Go cross-compiles by itself: no C compiler for the target is needed.
+    """
     env = {k: v for k, v in job.environ.items() if not k.startswith(("GO", "CGO_"))}
     vendored = (module / "vendor" / "modules.txt").is_file()
-    env.update(GO_TARGET)
+    env.update(go_target(job.arch))
     env.update({
         "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOPROXY": "off", "GONOSUMDB": "*", "GOFLAGS":
         "-mod=vendor" if vendored else "-mod=readonly", "GOWORK": "off", "GOTELEMETRY": "off",
@@ -179,16 +193,56 @@ def cargo_binary_name(manifest: Path) -> str:
     return name
 
 
+def rust_linker(arch: Arch) -> str | None:
+    """The linker of a cross build (aarch64-linux-gnu-gcc): rustc's default `cc` links only for the host."""
+    prefix = arch.compiler_prefix()
+    return f"{prefix}gcc" if prefix else None
+
+
 def rust_flags(job: Job, package: Path, target_dir: Path, cargo_home: Path) -> list[str]:
-    """rustc flags: a static C runtime, stripped, no build id, this machine's paths mapped away."""
+    """rustc flags: a static C runtime, stripped, no build id, this machine's paths mapped away.
+
+    With --target, cargo gives these to the target's crates only (build
+    scripts stay host programs), so the cross linker never links a build script.
+    """
+    linker = rust_linker(job.arch)
     return ["-C", "target-feature=+crt-static", "-C", "strip=symbols", "-C", "link-arg=-Wl,--build-id=none",
+            *(("-C", f"linker={linker}") if linker else ()),
             f"--remap-path-prefix={package}=.", f"--remap-path-prefix={target_dir}=/target",
             f"--remap-path-prefix={cargo_home}=/cargo"]
 
 
 def cargo_command(job: Job, package: Path, target_dir: Path) -> list[str]:
-    return ["cargo", "build", "--release", "--offline", "--locked", "--target", RUST_TARGET,
+    return ["cargo", "build", "--release", "--offline", "--locked", "--target", job.arch.rust_target,
             "--manifest-path", str(package / "Cargo.toml"), "--target-dir", str(target_dir), *job.flags]
+
+
+def debian_arch(arch: Arch) -> str:
+    """Debian's name of the architecture (amd64, arm64), as its cross libc package spells it."""
+    return arch.libc_package.removeprefix("libc6-dev-").removesuffix("-cross")
+
+
+def check_rust_target(job: Job, package: Path, env: Mapping[str, str]) -> None:
+    """Fail clearly when rustc has no standard library for the target, or the cross linker is missing.
+
+    rustc ships only its host's std (Debian's rustc as well as rustup's
+    default), and without it cargo stops with "can't find crate for `std`",
+    which does not say what to install.
+    """
+    rustc = env.get("RUSTC") or "rustc"
+    proc = run([rustc, "--print", "sysroot"], cwd=package, env=env, what="asking rustc for its sysroot", quiet=True,
+               hint="install Debian's rustc and cargo (scripts/setup.sh does)")
+    sysroot = Path(proc.stdout.decode(errors="replace").strip())
+    std = sysroot / "lib" / "rustlib" / job.arch.rust_target / "lib"
+    if not std.is_dir():
+        raise die(f"rustc has no standard library for {job.arch.rust_target} (no {std}),"
+                  f" so cargo cannot build /init for {job.arch.name}",
+                  f"with rustup: rustup target add {job.arch.rust_target}; with Debian's rustc: apt-get install"
+                  f" libstd-rust-dev:{debian_arch(job.arch)} (a foreign-architecture package, which tinyuki's"
+                  " scripts/setup.sh does not install); or build the program elsewhere and set [init] binary")
+    linker = rust_linker(job.arch)
+    if linker is not None:
+        program.require_compiler(linker, job.arch, env.get("PATH"))
 
 
 def rust_environ(job: Job, package: Path, target_dir: Path) -> dict[str, str]:
@@ -212,10 +266,13 @@ def build_rust(job: Job) -> None:
                   "run `cargo generate-lockfile` once and commit it: the build is --locked")
     # One target dir per package under cache_dir: a one-line change recompiles only the crate.
     target_dir = job.cache / "cargo-target" / package.name
-    run(cargo_command(job, package, target_dir), cwd=package, env=rust_environ(job, package, target_dir),
+    env = rust_environ(job, package, target_dir)
+    if job.arch.compiler_prefix():  # the host's own target has its std and linker wherever rustc is installed
+        check_rust_target(job, package, env)
+    run(cargo_command(job, package, target_dir), cwd=package, env=env,
         what=f"cargo build in {display(package, job.root)}", log=job.log,
         hint="fix the error shown above; crates must be vendored (`cargo vendor`): the build is --offline --locked")
-    built = target_dir / RUST_TARGET / "release" / cargo_binary_name(package / "Cargo.toml")
+    built = target_dir / job.arch.rust_target / "release" / cargo_binary_name(package / "Cargo.toml")
     shutil.copyfile(built, job.output)
 
 
@@ -230,20 +287,40 @@ def read_prebuilt(job: Job) -> None:
         data = path.read_bytes()
     except OSError as e:
         raise die(f"[init] binary {path}: cannot read it: {e.strerror}", "fix the path in the profile") from e
-    problem = elf_problem(data)
+    problem = elf_problem(data, job.arch.elf_machine)
     if problem:
-        raise die(f"[init] binary {display(path, job.root)} is {problem}", prebuilt_hint(data))
+        raise die(f"[init] binary {display(path, job.root)} is {problem}", prebuilt_hint(data, job.arch))
     job.output.write_bytes(data)
 
 
-def prebuilt_hint(data: bytes) -> str:
-    """What to do about an unfit prebuilt binary, by what is wrong with it."""
+def prebuilt_hint(data: bytes, arch: Arch | None = None) -> str:
+    """What to do about an unfit prebuilt binary, by what is wrong with it (and the target it must run on)."""
+    target = arch or ARCHES[DEFAULT]
     if data[:2] == b"#!":
         return "/init runs without a shell or interpreter: give a compiled program, or build it from source"
     if interpreter(data) is not None:
         return ("link it statically: gcc -static, CGO_ENABLED=0 go build, or RUSTFLAGS='-C target-feature=+crt-static'"
                 " (or let tinyuki build it: [init] language and sources)")
-    return "give a static x86-64 Linux executable (the kernel tinyuki builds is x86-64)"
+    hint = f"give a static {target.elf_name} Linux executable (the kernel tinyuki builds is {target.elf_name})"
+    machine = machine_of(data)
+    other = next((a for a in ARCHES.values() if a.elf_machine == machine and a != target), None)
+    if other is not None:  # a program for an architecture tinyuki can also build a kernel for
+        hint += (f"; or set [kernel] arch = \"{other.name}\" to build a kernel that runs this"
+                 f" {MACHINES.get(other.elf_machine, other.elf_name)} program")
+    return hint
+
+
+# ---------------------------------------------------------------- the target architecture
+
+def check_arch(chosen: Builder, arch: Arch) -> None:
+    """Refuse a builder that cannot make a program for the target, before anything runs.
+
+    Only the C builders depend on an installed per-target toolchain here:
+    musl has no cross compiler in Debian (program.compiler says so). Go
+    cross-compiles by itself; Rust's std is checked when cargo is about to run.
+    """
+    if chosen.language == "c":
+        program.compiler(chosen.name, arch)
 
 
 # ---------------------------------------------------------------- the registry

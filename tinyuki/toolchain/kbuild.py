@@ -28,8 +28,6 @@ from tinyuki.util import fmt, runner
 
 # Fixed paths the tree and the build dir are known by inside the binaries.
 SOURCE_PREFIX = "/usr/src/linux"
-# The compressed kernel image, relative to the build dir.
-BZIMAGE = "arch/x86/boot/bzImage"
 BUILD_PREFIX = "/usr/src/linux-build"
 
 

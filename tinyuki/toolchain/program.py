@@ -4,14 +4,23 @@ By default against nolibc, the header-only libc that ships inside the very
 kernel tree being built (tools/include/nolibc): no extra package, and a
 binary of a few KiB. `libc = "musl"` uses musl-gcc instead, for programs
 that need a real libc.
+
+For another architecture than the host's (arm64 on an x86-64 machine) nolibc
+and glibc compile with the cross gcc (aarch64-linux-gnu-gcc), which finds the
+target's kernel UAPI headers and static glibc in Debian's libc6-dev-arm64-cross;
+musl-gcc has no such counterpart in Debian. The host's own architecture keeps
+the plain `gcc` and the very command line it always had.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from tinyuki.arch import ARCHES, DEFAULT, Arch
 from tinyuki.errors import die
 
 NOLIBC_HEADER = Path("tools/include/nolibc/nolibc.h")
@@ -33,6 +42,49 @@ COMMON_FLAGS = (
 # nolibc brings its own _start and syscalls; it has no stack-protector support in 6.1.
 NOLIBC_FLAGS = ("-nostdlib", "-fno-stack-protector")
 COMPILERS = {"nolibc": "gcc", "musl": "musl-gcc", "glibc": "gcc"}
+# The libcs a cross gcc builds against: nolibc is headers from the kernel tree, glibc is the cross libc package.
+CROSS_LIBCS = ("nolibc", "glibc")
+# What puts the host's own compiler in place, for the error when it is missing.
+HOST_PACKAGES = {"gcc": "build-essential", "musl-gcc": "musl-tools"}
+
+
+def compiler(libc: str, arch: Arch | None = None) -> str:
+    """The C compiler for `libc` and the target (default x86_64): the host's, or its cross gcc.
+
+    A libc without a cross compiler (musl) is refused here, before anything
+    runs, so an arm64 profile with libc = "musl" fails with the reason and the
+    settings that work rather than with musl-gcc building an x86-64 program.
+    """
+    if libc not in COMPILERS:
+        raise die(f"[init] libc = {libc!r} is not supported", f"use one of: {', '.join(COMPILERS)}")
+    target = arch or ARCHES[DEFAULT]
+    prefix = target.compiler_prefix()
+    if not prefix:
+        return COMPILERS[libc]
+    if libc not in CROSS_LIBCS:
+        raise die(f'[init] libc = "{libc}" cannot build /init for {target.name} on this {os.uname().machine} machine:'
+                  f" Debian has no {libc} cross toolchain ({COMPILERS[libc]} of musl-tools only builds for the"
+                  " machine it runs on)",
+                  f'set [init] libc = "nolibc" (the kernel tree\'s own, a few KiB) or "glibc" (static, through'
+                  f" {prefix}gcc), or build the program elsewhere and set [init] binary")
+    return prefix + COMPILERS[libc]
+
+
+def require_compiler(cc: str, arch: Arch | None = None, path: str | None = None) -> None:
+    """Fail with the package to install when the compiler is missing (from `path`, default $PATH).
+
+    Asked up front because behind ccache a missing compiler is ccache's
+    "Could not find compiler" rather than tinyuki's missing-tool message, and
+    a cross compiler's package name is not guessable from its command name.
+    """
+    if shutil.which(cc, path=path) is not None:
+        return
+    target = arch or ARCHES[DEFAULT]
+    if target.compiler_prefix() and cc.startswith(target.compiler_prefix()):
+        raise die(f"{cc} is not installed: it compiles /init for {target.name} on this {os.uname().machine} machine",
+                  f"apt-get install {target.cross_package} {target.libc_package} (scripts/setup.sh installs them)")
+    package = HOST_PACKAGES.get(cc, "build-essential")
+    raise die(f"{cc} is not installed: it compiles /init", f"apt-get install {package} (scripts/setup.sh does)")
 
 
 
@@ -58,15 +110,16 @@ def compile_command(
     cflags: Sequence[str] = (),
     tree: Path | None = None,
     root: Path | None = None,
+    arch: Arch | None = None,
 ) -> list[str]:
     """The compiler command line; `tree` (the kernel tree) is needed for nolibc.
 
     Paths that would leak into the binary (__FILE__ in assert messages) are
-    mapped: the project root to ".", the kernel tree to "linux".
+    mapped: the project root to ".", the kernel tree to "linux". `arch` (the
+    profile's target, default x86_64) changes only the compiler's name: the
+    flags are the same for every architecture.
     """
-    if libc not in COMPILERS:
-        raise die(f"[init] libc = {libc!r} is not supported", f"use one of: {', '.join(COMPILERS)}")
-    cmd = [COMPILERS[libc], *COMMON_FLAGS]
+    cmd = [compiler(libc, arch), *COMMON_FLAGS]
     if libc == "nolibc":
         if tree is None:
             raise die("nolibc needs the kernel tree", "build the tree first (`doit patch`)")

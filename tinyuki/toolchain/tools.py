@@ -28,15 +28,24 @@ class Tool:
     python: str | None = None
     # The start of the output line that holds the version, for a tool that does not print it first (mkfs.fat).
     line: str | None = None
+    # A compiler or binutil that exists per target: for another architecture, the cross one
+    # (aarch64-linux-gnu-gcc) is the tool whose version reaches the bytes (tinyuki/arch.py).
+    cross: bool = False
 
     @property
     def binary(self) -> str | None:
         return self.version_cmd[0] if self.version_cmd else None
 
+    def command(self, prefix: str = "") -> tuple[str, ...]:
+        """The version command for a target whose compilers carry `prefix` (empty: the host's own)."""
+        if not self.cross or not prefix:
+            return self.version_cmd
+        return (prefix + self.version_cmd[0], *self.version_cmd[1:])
+
 
 TOOLS: dict[str, Tool] = {t.name: t for t in (
-    Tool("gcc", ("gcc", "--version")),
-    Tool("binutils", ("ld", "--version")),
+    Tool("gcc", ("gcc", "--version"), cross=True),
+    Tool("binutils", ("ld", "--version"), cross=True),
     Tool("make", ("make", "--version")),
     Tool("gzip", ("gzip", "--version")),
     Tool("musl-gcc", ("musl-gcc", "--version")),
@@ -59,15 +68,20 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
 
 
 @functools.cache
-def version(name: str) -> str:
-    """The tool's version line, once per process ('missing' when it is not installed)."""
+def version(name: str, prefix: str = "") -> str:
+    """The tool's version line, once per process ('missing' when it is not installed).
+
+    `prefix` is the target's compiler prefix (aarch64-linux-gnu-): a cross
+    tool is asked under that name, a host tool (make, pahole) as it is.
+    """
     tool = TOOLS[name]
     if tool.python:
         try:
             return metadata.version(tool.python)
         except metadata.PackageNotFoundError:
             return "missing"
-    cmd = [shutil.which(tool.version_cmd[0]) or tool.version_cmd[0], *tool.version_cmd[1:]]
+    first, *rest = tool.command(prefix)
+    cmd = [shutil.which(first) or first, *rest]
     if tool.line is None:
         return tool_version(cmd)
     try:
@@ -77,12 +91,12 @@ def version(name: str) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.startswith(tool.line)), "unknown")
 
 
-def stamp(name: str) -> Any:
+def stamp(name: str, prefix: str = "") -> Any:
     """What identifies the installed tool without running it: a stat of its resolved binary."""
     tool = TOOLS[name]
     if tool.python:
         return version(name)
-    exe = shutil.which(tool.binary or name)
+    exe = shutil.which(tool.command(prefix)[0])
     if exe is None:
         return None
     real = os.path.realpath(exe)

@@ -7,15 +7,20 @@ the moment the kernel's clock read zero is taken from a line that went out as
 it was logged: `Run /init as init process`. From that one offset the boot
 splits into
 
-  before the kernel: QEMU's own start, the firmware (qboot, SeaBIOS or OVMF),
-      the real-mode setup, the decompressor, and the kernel's earliest setup
-      before its clock starts; a PVH vmlinux skips the setup and decompressor,
-      so the difference to a bzImage of the same build is the decompression;
+  before the kernel: QEMU's own start, the firmware (qboot, SeaBIOS, OVMF or
+      AAVMF), the real-mode setup, the decompressor, and the kernel's earliest
+      setup before its clock starts; a PVH vmlinux skips the setup and
+      decompressor, so the difference to a bzImage of the same build is the
+      decompression; arm64's Image has no decompressor at all (QEMU loads it
+      as it is, or AAVMF starts it through its EFI stub);
   kernel init: kernel t=0 to `Run /init as init process`, by the kernel's clock;
   exec: from there to the program's marker line on the console;
   program: the marker line to QEMU's exit (the program's work and power-off).
 
 Under `quiet` the kernel prints no info lines: the parts that need them are None.
+Only the printk stamp `[    0.123456]` and `Run /init as init process` are
+read, which every architecture prints alike (x86's ttyS0 and arm64's PL011
+ttyAMA0); nothing here depends on x86-only lines such as "Decompressing".
 """
 
 from __future__ import annotations
@@ -91,9 +96,13 @@ def is_elf(path: Path) -> bool:
         return False
 
 
-def describe(s: Split, *, decompressor: bool = True) -> str:
-    """One line for `doit boot`: the parts that are known, in boot order."""
-    before = "QEMU, firmware" + (", setup and decompressor" if decompressor else " (PVH: no decompressor)")
+def describe(s: Split, *, decompressor: bool = True, plain: str = "PVH") -> str:
+    """One line for `doit boot`: the parts that are known, in boot order.
+
+    `plain` names why a kernel without a decompressor has none: a PVH
+    vmlinux, or arm64's uncompressed Image.
+    """
+    before = "QEMU, firmware" + (", setup and decompressor" if decompressor else f" ({plain}: no decompressor)")
     parts = []
     for label, value in ((before, s.before_kernel), ("kernel init to Run /init", s.kernel_init),
                          ("exec to the program's first line", s.exec_init),

@@ -7,11 +7,19 @@ testable without starting a VM.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinyuki import arch as arches
+
 QEMU = "qemu-system-x86_64"
+# What a firmware boot adds on each architecture, beyond the pflash pair. AAVMF (arm64's edk2) counts down
+# PcdPlatformBootTimeOut, 5 s, before it boots; `-boot menu=on,splash-time=0` is QEMU's fw_cfg
+# etc/boot-menu-wait = 0, which edk2's QemuBootOrderLib takes as the timeout instead: 0 s, nothing to wait
+# for (measured: the firmware hands over ~4.5 s sooner). OVMF's own default timeout is 0 already: x86 adds nothing.
+FIRMWARE_QEMU_ARGS: dict[str, tuple[str, ...]] = {"arm64": ("-boot", "menu=on,splash-time=0")}
 
 PANIC_RE = re.compile(r"Kernel panic - not syncing|end Kernel panic")
 # How a program's result reaches the host, on every machine type (no device needed):
@@ -32,7 +40,9 @@ class BootSpec:
     """One boot: what to boot, on which machine, with which devices.
 
     Either `kernel` (direct -kernel boot, optionally with `initrd`) or `esp`
-    (a FAT image holding EFI/BOOT/BOOTX64.EFI, booted by OVMF) is set.
+    (a FAT image holding EFI/BOOT/BOOTX64.EFI, or BOOTAA64.EFI, booted by OVMF
+    or AAVMF) is set. `arch` is the guest's architecture (tinyuki/arch.py):
+    it picks QEMU's binary and the CPU when `qemu` and `cpu` are not given.
     """
 
     machine: str
@@ -51,7 +61,49 @@ class BootSpec:
     virtio_mmio: bool = False
     tsc_khz: int | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
-    qemu: str = QEMU
+    qemu: str | None = None  # None: the architecture's (qemu-system-x86_64, qemu-system-aarch64)
+    arch: str = arches.DEFAULT
+    cpu: str | None = None  # -cpu; None: the architecture's default (none on x86_64, cortex-a57 on arm64)
+
+
+def binary(spec: BootSpec) -> str:
+    """The QEMU program that runs this guest."""
+    return spec.qemu or arches.get(spec.arch).qemu
+
+
+def cpu(spec: BootSpec) -> str | None:
+    """-cpu for this boot: the profile's, else the architecture's under TCG, `host` under KVM.
+
+    KVM runs the host's own cores: an emulated model (cortex-a57) only works
+    with KVM on a host that has that very core, so a native arm64 host asks for `host`.
+    """
+    if spec.cpu:
+        return spec.cpu
+    default = arches.get(spec.arch).cpu
+    if default is None:
+        return None
+    return "host" if spec.accel == "kvm" else default
+
+
+def foreign_guest(guest: str, host: str | None = None) -> str | None:
+    """Why KVM cannot run this guest on this host (another architecture), or None when it might.
+
+    KVM runs guests of the host's own architecture only: an arm64 guest on an
+    x86_64 host is emulated by TCG, and there is nothing to probe.
+    """
+    row = arches.get(guest)
+    machine = host or os.uname().machine
+    if row.native(machine):
+        return None
+    return f"TCG: {row.name} guest on an {machine} host"
+
+
+FIRMWARE_NAMES = {"x86_64": "OVMF", "arm64": "AAVMF"}
+
+
+def firmware_name(guest: str) -> str:
+    """What the architecture's UEFI firmware is called in messages (edk2's OVMF, its arm64 build AAVMF)."""
+    return FIRMWARE_NAMES.get(guest, "UEFI firmware")
 
 
 def firmware_machine(machine: str) -> str:
@@ -113,9 +165,11 @@ def command(spec: BootSpec) -> list[str]:
         raise ValueError("a boot needs exactly one of kernel or esp")
     if spec.accel not in ("kvm", "tcg"):
         raise ValueError(f"accelerator must be kvm or tcg, not {spec.accel!r}")
-    cmd = [
-        spec.qemu,
-        "-M", _machine_arg(spec),
+    cmd = [binary(spec), "-M", _machine_arg(spec)]
+    model = cpu(spec)
+    if model:
+        cmd += ["-cpu", model]
+    cmd += [
         "-accel", spec.accel,
         "-m", spec.memory,
         "-nographic", "-no-reboot", "-nodefaults",
@@ -129,6 +183,7 @@ def command(spec: BootSpec) -> list[str]:
             "-drive", f"if=pflash,format=raw,unit=1,file={drive_path(spec.ovmf_vars)}",
             "-drive", f"file={drive_path(spec.esp)},format=raw,if=none,id=esp,readonly=on",
             *_esp_devices(spec),
+            *FIRMWARE_QEMU_ARGS.get(spec.arch, ()),
         ]
     else:
         cmd += ["-kernel", str(spec.kernel)]

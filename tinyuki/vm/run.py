@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from tinyuki import arch as arches
 from tinyuki.util import fs as fsutil
 from tinyuki.util import runner
 from tinyuki.vm import qemu
@@ -25,6 +26,29 @@ from tinyuki.vm import qemu
 # A KVM test boot that shows no kernel line within this long is taken as KVM hanging (nested hosts).
 KVM_PROBE_SECONDS = 4.0
 QEMU_HINT = "install QEMU: apt-get install qemu-system-x86"
+SETUP_INSTALLS = "scripts/setup.sh installs it"
+
+
+def qemu_hint(program: str) -> str:
+    """How to get a missing QEMU: the Debian package of the architecture whose QEMU it is."""
+    row = next((a for a in arches.ARCHES.values() if a.qemu == program), None)
+    if row is None or row.name == arches.DEFAULT:
+        return QEMU_HINT
+    return f"install QEMU for {row.name} guests: apt-get install {row.qemu_package} ({SETUP_INSTALLS})"
+
+
+def firmware_hint(guest: str) -> str:
+    """How to get the UEFI firmware of `guest`'s architecture, when its files are missing."""
+    row = arches.get(guest)
+    return (f"install it: apt-get install {row.firmware_package} ({SETUP_INSTALLS}),"
+            " or set [boot] ovmf_code/ovmf_vars")
+
+
+def require_qemu(spec: qemu.BootSpec) -> None:
+    """Refuse, before anything else runs, a boot whose QEMU is not installed: named with its package."""
+    program = qemu.binary(spec)
+    if shutil.which(program) is None:
+        raise runner.MissingTool(f"booting needs {program}, which is not installed", qemu_hint(program))
 # One probe per command line and process: `doit boot` and the benchmark ask for every boot.
 _kvm_probes: dict[tuple[str, ...], qemu.KvmProbe] = {}
 
@@ -65,19 +89,23 @@ def stream(
 
     return runner.stream(cmd, timeout=timeout, on_output=chunk, on_line=console.feed,
                          stop=(lambda: stop(console)) if stop is not None else None,
-                         stdin=subprocess.DEVNULL, quiet=quiet, what="booting", missing_hint=QEMU_HINT)
+                         stdin=subprocess.DEVNULL, quiet=quiet, what="booting", missing_hint=qemu_hint(str(cmd[0])))
 
 
 def probe_kvm(spec: qemu.BootSpec, marker: str) -> qemu.KvmProbe:
     """Is KVM usable for this boot? Once per run: /dev/kvm, then a short test boot of the same kernel.
 
     Only a kernel log line proves the guest runs: on nested hosts QEMU starts
-    fine and the guest hangs silently in the kernel's decompressor.
+    fine and the guest hangs silently in the kernel's decompressor. A guest of
+    another architecture than the host's never gets KVM: that is said, not probed.
     """
+    foreign = qemu.foreign_guest(spec.arch)
+    if foreign:
+        return qemu.KvmProbe(False, foreign)
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return qemu.KvmProbe(False, "/dev/kvm is missing or not accessible")
     if spec.kernel is None:
-        return qemu.KvmProbe(False, "no bzImage beside the UKI to test KVM with")
+        return qemu.KvmProbe(False, f"no {arches.get(spec.arch).image_name} beside the UKI to test KVM with")
     test = replace(spec, accel="kvm", cmdline=f"{spec.cmdline} ignore_loglevel", disk=None)
     cmd = qemu.command(test)
     key = tuple(cmd)
@@ -99,7 +127,7 @@ def _host_identity(spec: qemu.BootSpec) -> str:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""  # no boot id: never reuse a verdict
-    exe = shutil.which("qemu-system-x86_64") or ""
+    exe = shutil.which(getattr(spec, "qemu", None) or arches.get(getattr(spec, "arch", arches.DEFAULT)).qemu) or ""
     stamp = os.stat(exe).st_mtime_ns if exe else 0
     return f"{boot_id}:{exe}:{stamp}:{spec.machine}"
 
@@ -109,8 +137,12 @@ def remembered_probe(store: Path, spec: qemu.BootSpec, probe: Callable[[], qemu.
 
     The probe is a test boot that costs up to a few seconds when KVM hangs; the
     answer only changes when the host reboots or QEMU changes, so every later
-    `doit boot` on this host reuses it (and says so).
+    `doit boot` on this host reuses it (and says so). A guest of another
+    architecture is TCG without a probe, and nothing is stored for it.
     """
+    foreign = qemu.foreign_guest(getattr(spec, "arch", arches.DEFAULT))
+    if foreign:
+        return qemu.KvmProbe(False, foreign)
     ident = _host_identity(spec)
     if ident:
         try:

@@ -160,7 +160,7 @@ def build():
         if not sym.startswith("CONFIG_INITRAMFS"):
             objects_key.update(f"{sym}={v}\n".encode())
     for var in ("KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST", "KBUILD_BUILD_VERSION",
-                "KCFLAGS", "CC"):  # kbuild recompiles when a command line changes
+                "KCFLAGS", "CC", "ARCH"):  # kbuild recompiles when a command line changes
         objects_key.update(f"{var}={os.environ.get(var, '')}\n".encode())
     for src in sources:
         objects_key.update(src.read_bytes())
@@ -204,12 +204,14 @@ def build():
         print("  LD      vmlinux", flush=True)
         write(vm, vmlinux)
         log("link")
-    bz = OUT / "arch" / "x86" / "boot" / "bzImage"
-    if TARGET == "bzImage":
-        if not bz.is_file() or bz.read_bytes() != b"FAKEBZIMAGE\n" + vmlinux:
-            print("  BUILD   arch/x86/boot/bzImage", flush=True)
-            write(bz, b"FAKEBZIMAGE\n" + vmlinux)
-        print("Kernel: arch/x86/boot/bzImage is ready  (#1)", flush=True)
+    images = {"bzImage": ("arch/x86/boot/bzImage", b"FAKEBZIMAGE\n"), "Image": ("arch/arm64/boot/Image", b"FAKEIMAGE\n")}
+    if TARGET in images:
+        rel, magic = images[TARGET]
+        image = OUT / rel
+        if not image.is_file() or image.read_bytes() != magic + vmlinux:
+            print(f"  {'BUILD' if TARGET == 'bzImage' else 'OBJCOPY'}   {rel}", flush=True)
+            write(image, magic + vmlinux)
+        print(f"Kernel: {rel} is ready  (#1)", flush=True)
 
 
 def main():
@@ -223,7 +225,10 @@ def main():
         tinyconfig()
     elif TARGET == "olddefconfig":
         olddefconfig()
-    elif TARGET in ("bzImage", "vmlinux"):
+    elif TARGET in ("bzImage", "Image", "vmlinux"):
+        arm64 = os.environ.get("ARCH") == "arm64"
+        if TARGET == ("bzImage" if arm64 else "Image"):  # each arch/*/Makefile has its own image targets
+            fail(f"make[1]: *** No rule to make target '{TARGET}'.  Stop.")
         build()
     else:
         fail(f"make: *** No rule to make target '{TARGET}'.  Stop.")

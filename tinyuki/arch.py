@@ -1,0 +1,142 @@
+"""What differs per target architecture, one row each: the rest of tinyuki asks this table.
+
+A profile picks its row with `[kernel] arch`. Everything that used to be
+hard-wired to x86-64 (kbuild's ARCH and cross compiler, the image kbuild
+makes, the ELF machine /init must have, the systemd EFI stub and the name the
+firmware looks for on a stick, QEMU, its machine and CPU, the firmware, the
+console and how the VM powers off) is a field here.
+
+The x86-64 row built on an x86-64 host adds nothing to the kernel's make
+command or to the compiler names, so its bytes are what they were before
+there was a table. Another architecture is one more row (plus its config
+fragments under configs/fragments/<arch>/): see `ARCHES`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyuki.errors import die
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str  # as [kernel] arch spells it
+    uname: str  # `uname -m` of a host of this architecture (no cross compiler needed there)
+    # kbuild
+    kbuild_arch: str  # make ARCH=
+    cross_prefix: str  # make CROSS_COMPILE= (and the compiler the program is built with) on another host
+    cross_package: str  # the Debian package that has the cross compiler
+    image_target: str  # the make target of the bootable image
+    image: str  # where it lands in the build dir
+    compressed: bool  # whether the image decompresses itself (an EFI stub can start it either way)
+    # the program
+    elf_machine: int  # e_machine /init must have
+    elf_name: str
+    go_env: tuple[tuple[str, str], ...]  # GOARCH and its level
+    rust_target: str
+    libc_package: str  # headers and static libc for the cross compiler (nolibc needs the kernel UAPI headers)
+    # the UKI and the stick
+    stub_name: str  # systemd-boot-efi's stub for this architecture
+    stub_dir: str  # where it is: the host's systemd-boot-efi, or setup.sh's unpacked copy (relative to the project)
+    efi_boot_file: str  # what firmware starts from a removable disk: /EFI/BOOT/<this>
+    pe_machine: int  # IMAGE_FILE_MACHINE_* of the stub and the UKI
+    # booting
+    qemu: str
+    qemu_package: str
+    machines: tuple[str, ...]  # the first is the default
+    cpu: str | None  # -cpu, when the machine has no sensible default
+    firmware_code: str
+    firmware_vars: str
+    firmware_package: str
+    console: str  # the serial console's device name, for console= on the command line
+    power_off: str  # how the guest's power-off reaches QEMU, for documentation and errors
+
+    @property
+    def image_name(self) -> str:
+        """The image's file name (bzImage, Image): its name in the build dir and in manifest.json."""
+        return Path(self.image).name
+
+    @property
+    def srcarch(self) -> str:
+        """kbuild's SRCARCH, the directory under arch/ (x86 for x86_64): Kconfig files of other ones do not apply."""
+        return Path(self.image).parts[1]
+
+    def native(self, host: str | None = None) -> bool:
+        """Whether a host of this machine (`uname -m`) builds for this architecture without a cross compiler."""
+        return (host or os.uname().machine) == self.uname
+
+    def compiler_prefix(self, host: str | None = None) -> str:
+        """The prefix of gcc, ld, objcopy, ... for this architecture on the host: empty when native."""
+        return "" if self.native(host) else self.cross_prefix
+
+    def make_vars(self, host: str | None = None) -> list[str]:
+        """ARCH= and CROSS_COMPILE= for kbuild: none for a native x86-64 build, as before the table existed.
+
+        kbuild records the command line, so these are the same for every make
+        in one build dir (configure's, the kernel's, embed's relink).
+        """
+        if self.native(host) and self.name == "x86_64":
+            return []
+        out = [f"ARCH={self.kbuild_arch}"]
+        prefix = self.compiler_prefix(host)
+        if prefix:
+            out.append(f"CROSS_COMPILE={prefix}")
+        return out
+
+    def require_compiler(self, host: str | None = None) -> None:
+        """Fail before minutes of make when the cross compiler is not installed, naming the package."""
+        prefix = self.compiler_prefix(host)
+        if prefix and shutil.which(prefix + "gcc") is None:
+            raise die(f"the {self.name} cross compiler {prefix}gcc is not installed"
+                      f" (this host is {os.uname().machine})",
+                      f"apt-get install {self.cross_package} {self.libc_package} (scripts/setup.sh installs them)")
+
+    def stub(self, root: Path) -> Path:
+        base = Path(self.stub_dir)
+        return (base if base.is_absolute() else root / base) / self.stub_name
+
+
+ARCHES: dict[str, Arch] = {a.name: a for a in (
+    Arch(
+        name="x86_64", uname="x86_64",
+        kbuild_arch="x86_64", cross_prefix="x86_64-linux-gnu-", cross_package="gcc-x86-64-linux-gnu",
+        image_target="bzImage", image="arch/x86/boot/bzImage", compressed=True,
+        elf_machine=62, elf_name="x86-64",
+        go_env=(("GOARCH", "amd64"), ("GOAMD64", "v1")), rust_target="x86_64-unknown-linux-gnu",
+        libc_package="libc6-dev-amd64-cross",
+        stub_name="linuxx64.efi.stub", stub_dir="/usr/lib/systemd/boot/efi", efi_boot_file="BOOTX64.EFI",
+        pe_machine=0x8664,
+        qemu="qemu-system-x86_64", qemu_package="qemu-system-x86", machines=("microvm", "pc", "q35"), cpu=None,
+        firmware_code="/usr/share/OVMF/OVMF_CODE_4M.fd", firmware_vars="/usr/share/OVMF/OVMF_VARS_4M.fd",
+        firmware_package="ovmf",
+        console="ttyS0", power_off="ACPI (the efi fragment), or a restart that QEMU's -no-reboot ends",
+    ),
+    Arch(
+        name="arm64", uname="aarch64",
+        kbuild_arch="arm64", cross_prefix="aarch64-linux-gnu-", cross_package="gcc-aarch64-linux-gnu",
+        # arm64's EFI stub cannot decompress: the UKI carries the plain Image
+        image_target="Image", image="arch/arm64/boot/Image", compressed=False,
+        elf_machine=183, elf_name="AArch64",
+        go_env=(("GOARCH", "arm64"),), rust_target="aarch64-unknown-linux-gnu",
+        libc_package="libc6-dev-arm64-cross",
+        # Debian's systemd-boot-efi:arm64, downloaded and unpacked (never installed) by scripts/setup.sh
+        stub_name="linuxaa64.efi.stub", stub_dir=".deps/arm64/usr/lib/systemd/boot/efi", efi_boot_file="BOOTAA64.EFI",
+        pe_machine=0xAA64,
+        qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", machines=("virt",), cpu="cortex-a57",
+        firmware_code="/usr/share/AAVMF/AAVMF_CODE.fd", firmware_vars="/usr/share/AAVMF/AAVMF_VARS.fd",
+        firmware_package="qemu-efi-aarch64",
+        console="ttyAMA0", power_off="PSCI SYSTEM_OFF (arm64 always has the PSCI driver)",
+    ),
+)}
+DEFAULT = "x86_64"
+
+
+def get(name: str) -> Arch:
+    try:
+        return ARCHES[name]
+    except KeyError:
+        raise die(f"unknown architecture {name!r}", f"[kernel] arch is one of: {', '.join(ARCHES)}") from None
