@@ -241,7 +241,9 @@ def _sizes(size: Mapping[str, Any]) -> list[str]:
     rows = []
     for name, s in size.get("profiles", {}).items():
         v = s.get("vmlinux") or {}
-        rows.append([name, fmt_bytes(s.get("bzImage")), fmt_bytes(s.get("uki")),
+        image = s.get("kernel_image") or "bzImage"  # arm64's is the uncompressed Image: named in its cell
+        rows.append([name, fmt_bytes(s.get(image)) + ("" if image == "bzImage" else f" ({image})"),
+                     fmt_bytes(s.get("uki")),
                      f"{v.get('text', 0):,} / {v.get('data', 0):,} / {v.get('bss', 0):,}" if v else "n/a",
                      fmt_bytes(s.get("init")), fmt_bytes(s.get("initramfs")), fmt_bytes(s.get("initrd")),
                      fmt_ratio(s.get("bzImage_ratio"))])

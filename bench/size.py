@@ -5,6 +5,11 @@ text/data/bss by binutils' `size`; the per-profile difference in symbols
 comes from the kernel's own scripts/bloat-o-meter, run from the profile's
 extracted tree. Debian's own kernel in /boot, where installed, is the
 yardstick a general-purpose kernel sets.
+
+Each profile's kernel image is its architecture's: bzImage on x86_64 (under
+that key, as always), the uncompressed Image on arm64 (under "Image"), named
+by "kernel_image". Ratios and bloat-o-meter only compare builds of one
+architecture: an arm64 Image against an x86_64 bzImage says nothing.
 """
 
 from __future__ import annotations
@@ -58,10 +63,13 @@ def profile_sizes(ctx: Context) -> dict[str, Any] | None:
     def size(name: str) -> int | None:
         return _file_size(PIPELINE.path(ctx, name))
 
-    if not PIPELINE.path(ctx, "bzImage").is_file():
+    target = ctx.arch
+    if not PIPELINE.path(ctx, target.image_name).is_file():
         return None
     return {
-        "bzImage": size("bzImage"),
+        target.image_name: size(target.image_name),
+        "kernel_image": target.image_name,
+        "arch": target.name,
         "uki": size("uki"),
         "vmlinux_file": size("vmlinux"),
         "vmlinux": vmlinux_sections(PIPELINE.path(ctx, "vmlinux")),
@@ -114,7 +122,7 @@ def measure(contexts: Sequence[Context], default: str) -> dict[str, Any]:
     out: dict[str, Any] = {"profiles": profiles, "vendor": vendor_kernel(), "bloat": {}}
     if default in by and default in profiles:
         for name in profiles:
-            if name != default:
+            if name != default and by[name].arch.name == by[default].arch.name:
                 b = bloat(by[default], by[name])
                 if b:
                     out["bloat"][name] = b

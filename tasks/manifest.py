@@ -17,6 +17,7 @@ from typing import Any
 
 import pefile
 
+from tinyuki.arch import Arch
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import pe
@@ -30,12 +31,17 @@ from tinyuki.util.fmt import text_table
 MANIFEST = Output("manifest.json")
 
 SOURCE_KEYS = ("sha256", "filename", "trust", "package", "package_version")
-TOOLS = {
-    "gcc": ["gcc", "--version"],
-    "ld": ["ld", "--version"],
-    "make": ["make", "--version"],
-    "qemu": ["qemu-system-x86_64", "--version"],
-}
+
+
+def tools_of(target: Arch) -> dict[str, list[str]]:
+    """The tools whose versions the manifest records: the target's compiler and linker, and its QEMU."""
+    prefix = target.compiler_prefix()
+    return {
+        "gcc": [f"{prefix}gcc", "--version"],
+        "ld": [f"{prefix}ld", "--version"],
+        "make": ["make", "--version"],
+        "qemu": [target.qemu, "--version"],
+    }
 
 
 def artifacts(ctx: Context, pipeline: Pipeline) -> dict[str, Path]:
@@ -149,11 +155,12 @@ def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
         init_sources=list(ctx.profile.init.sources),
         profile_name=ctx.profile.name,
         profile_path=ctx.profile.path,
-        tools={name: runner.tool_version(cmd) for name, cmd in TOOLS.items()},
+        tools={name: runner.tool_version(cmd) for name, cmd in tools_of(ctx.arch).items()},
         stub=ctx.profile.uki.stub,
         source_date_epoch=ctx.profile.kernel.source_date_epoch,
-        reports={k: v for s in pipeline.stages if s.report is not None and s.active(ctx)
-                 for k, v in s.report(ctx).items()},
+        reports={"arch": ctx.arch.name,
+                 **{k: v for s in pipeline.stages if s.report is not None and s.active(ctx)
+                    for k, v in s.report(ctx).items()}},
     )
     fsutil.atomic_write(MANIFEST.at(ctx), render(manifest))
     return manifest
