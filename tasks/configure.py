@@ -103,5 +103,5 @@ STAGE = Stage("configure", build=configure,
               doc="make tinyconfig + the profile's fragments + olddefconfig, then prove every option held.",
               needs=("patch",), outputs=(CONFIG, REQUESTED), inputs=runtime_fragments,
               tools=("gcc", "binutils", "make", "pahole", "rustc", "bindgen"), env=True,
-              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
+              recipe=("tinyuki.arch", "tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
               cache=True)

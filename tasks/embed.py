@@ -112,5 +112,5 @@ def relink(ctx: Context) -> None:
 STAGE = Stage("embed", "Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.", relink,
               needs=("patch", "kernel", "initramfs"), outputs=(VMLINUX, *IMAGES.values()),
               tools=("gcc", "binutils", "make"), env=True,
-              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
+              recipe=("tinyuki.arch", "tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
               cache=True)

@@ -83,5 +83,5 @@ class KbuildPresent(Check):
 STAGE = Stage("kernel", "Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/.", build,
               needs=("patch", "configure"), outputs=(STAMP, KBUILD),
               tools=("gcc", "binutils", "make"), env=True,
-              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
+              recipe=("tinyuki.arch", "tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
               cache=True, checks=(KbuildPresent(),))

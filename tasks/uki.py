@@ -84,5 +84,5 @@ def report(ctx: Context) -> dict[str, Any]:
 
 STAGE = Stage("uki", "Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname.", build,
               needs=("embed",), outputs=(UKI,),
-              tools=("pefile",), recipe=("tinyuki.formats.pe",),
+              tools=("pefile",), recipe=("tinyuki.arch", "tinyuki.formats.pe"),
               cache=True, report=report)

@@ -14,7 +14,9 @@ import os
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,12 +69,10 @@ def elf64(machine: int, e_type: int = 2) -> bytes:
     return bytes(header)
 
 
-def job(tmp_path: Path, arch: str, **kw: object) -> builders.Job:
-    base: dict[str, object] = dict(sources=(EXAMPLES / "hello-go" / "main.go",), output=tmp_path / "o", marker="m",
-                                   flags=(), root=ROOT, cache=tmp_path / "c", epoch=1, log=tmp_path / "log",
-                                   arch=ARCHES[arch])
-    base.update(kw)
-    return builders.Job(**base)  # type: ignore[arg-type]
+def job(tmp_path: Path, arch: str, **changes: Any) -> builders.Job:
+    base = builders.Job(sources=(EXAMPLES / "hello-go" / "main.go",), output=tmp_path / "o", marker="m", flags=(),
+                        root=ROOT, cache=tmp_path / "c", epoch=1, log=tmp_path / "log", arch=ARCHES[arch])
+    return replace(base, **changes)
 
 
 # ---------------------------------------------------------------- C: the compiler is the target's, nothing else moves
@@ -81,11 +81,13 @@ def job(tmp_path: Path, arch: str, **kw: object) -> builders.Job:
 @pytest.mark.parametrize("libc", ["nolibc", "glibc"])
 def test_c_commands_differ_only_in_the_compiler(libc: str) -> None:
     tree = Path("/src/linux") if libc == "nolibc" else None
-    args = dict(libc=libc, sources=["init/init.c"], output="out", marker="m", cflags=["-Werror"], tree=tree,
-                root=Path("/p"))
-    before = program.compile_command(**args)  # type: ignore[arg-type]  # as every caller had it: no arch
-    x86 = program.compile_command(**args, arch=X86)  # type: ignore[arg-type]
-    arm = program.compile_command(**args, arch=ARM)  # type: ignore[arg-type]
+
+    def command(**arch: Any) -> list[str]:
+        return program.compile_command(libc=libc, sources=["init/init.c"], output="out", marker="m",
+                                       cflags=["-Werror"], tree=tree, root=Path("/p"), **arch)
+
+    before = command()  # as every caller had it: no arch
+    x86, arm = command(arch=X86), command(arch=ARM)
     assert x86 == before and x86[0] == "gcc"  # x86_64's bytes cannot move
     assert arm[0] == "aarch64-linux-gnu-gcc" and arm[1:] == x86[1:]
     assert "-static" in arm
