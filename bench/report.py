@@ -251,7 +251,9 @@ def _sizes(size: Mapping[str, Any]) -> list[str]:
     if vendor:
         rows.append([f"Debian vendor kernel {vendor['release']}", fmt_bytes(vendor["size"]), "", "", "", "",
                      fmt_bytes(vendor.get("initrd")), ""])
-    lines.append(markdown_table(["profile", "bzImage", "UKI", "vmlinux text / data / bss", "init",
+    images = {s.get("kernel_image") or "bzImage" for s in size.get("profiles", {}).values()}
+    lines.append(markdown_table(["profile", "bzImage" if images <= {"bzImage"} else "kernel image", "UKI",
+                                 "vmlinux text / data / bss", "init",
                                  "initramfs (cpio)", "initrd (gzip)", "bzImage vs debian"], rows))
     if not vendor:
         lines += ["", "- No Debian vendor kernel (/boot/vmlinuz-*) is installed on this machine: no row for it."]

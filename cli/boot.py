@@ -75,6 +75,15 @@ def refuse_secureboot(ctx: Context) -> None:
                   "stick=1) without Secure Boot, or use an x86_64 profile for secureboot=1")
 
 
+def require_firmware(ctx: Context, *files: Path) -> None:
+    """The UEFI firmware's files (code, vars template) exist, or an error naming the package that has them."""
+    target = ctx.arch
+    for path in files:
+        if not Path(path).is_file():
+            raise die(f"{qemu.firmware_name(target.name)} firmware {path} does not exist ({target.name}'s UEFI"
+                      f" firmware, from Debian's {target.firmware_package})", vmrun.firmware_hint(target.name))
+
+
 def _want_uki() -> bool:
     return yes_no(get_var("uki"), "uki", hint="use uki=1 to boot the UKI through OVMF")
 
@@ -164,14 +173,12 @@ def boot(ctx: Context) -> None:
     loader = DISK.at(ctx) if use_stick else secure_image(ctx) if secure else UKI.at(ctx)
     # secureboot=1: OVMF's Secure Boot build and the store `doit keys` enrolled (tinyuki/secureboot.py)
     ovmf_code, ovmf_vars = secureboot.firmware_files(keys_dir(ctx)) if secure else (b.ovmf_code, b.ovmf_vars)
-    needed = [loader, ovmf_code, ovmf_vars] if firmware else [kernel]
-    for path in needed:
+    for path in [loader] if firmware else [kernel]:
         if not Path(path).is_file():
-            if path in (ovmf_code, ovmf_vars):
-                raise die(f"{fw} firmware {path} does not exist ({target.name}'s UEFI firmware, from Debian's"
-                          f" {target.firmware_package})", vmrun.firmware_hint(target.name))
             raise die(f"{path} does not exist",
                       f"build it first: run `doit` (or `doit {'disk' if path == DISK.at(ctx) else 'uki'}`)")
+    if firmware:
+        require_firmware(ctx, ovmf_code, ovmf_vars)
     vmrun.require_qemu(spec)
     accel, why = choose_accel(ctx, spec)
     spec = replace(spec, accel=accel)
@@ -269,7 +276,7 @@ def task(ctx: Context) -> dict[str, Any]:
                                 "(default usb, virtio)"),
             params.param("disk", "attach FILE as a raw disk; the program prints its first bytes"),
             params.param("accel", "kvm or tcg instead of probing KVM"),
-            params.param("kernel", "boot this kernel image instead of the build's bzImage"),
+            params.param("kernel", "boot this kernel image instead of the build's (bzImage, arm64: Image)"),
             params.param("initrd", "pass FILE as an external initrd"),
             params.param("secureboot", "1: boot the signed UKI (or with stick=1 tinyuki.img) through OVMF with "
                                        "Secure Boot enforcing and check the kernel reports it on"),
