@@ -68,7 +68,7 @@ def profile_image(ctx: Context) -> Path:
 
 def refuse_secureboot(ctx: Context) -> None:
     """secureboot=1 needs OVMF's Secure Boot build and keys enrolled for it: x86_64 only, for now."""
-    if ctx.arch.name != "x86_64":
+    if not ctx.arch.secure_boot:
         raise die(f"secureboot=1 is not supported for {ctx.arch.name} yet (profile {ctx.profile.name})",
                   f"it boots OVMF's Secure Boot build on q35 with the keys `doit keys` enrolled for it, and there "
                   f"is no such AAVMF setup for {ctx.arch.name} here: boot the UKI with uki=1 (or tinyuki.img with "
@@ -186,7 +186,7 @@ def boot(ctx: Context) -> None:
     with tempfile.TemporaryDirectory(prefix="tinyuki-boot-") as tmp:
         if firmware:
             work = Path(tmp)
-            vars_copy = work / ("OVMF_VARS.fd" if target.name == "x86_64" else Path(ovmf_vars).name)
+            vars_copy = work / Path(ovmf_vars).name
             shutil.copyfile(ovmf_vars, vars_copy)  # a fresh store: a reused one can drop into the UEFI shell
             # a stick is the whole disk image, read-only: booting it never changes the build's artifact
             esp = loader if use_stick else make_esp(loader, work, ctx.paths.logs / "esp.log",

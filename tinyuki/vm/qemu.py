@@ -14,15 +14,6 @@ from pathlib import Path
 
 from tinyuki import arch as arches
 
-QEMU = "qemu-system-x86_64"
-# What a firmware boot adds on each architecture, beyond the pflash pair. AAVMF (arm64's edk2) counts down
-# PcdPlatformBootTimeOut, 5 s, before it boots; `-boot menu=on,splash-time=0` is QEMU's fw_cfg
-# etc/boot-menu-wait = 0, which edk2's QemuBootOrderLib takes as the timeout instead: 0 s, nothing to wait
-# for (measured under TCG on 2 loaded cores: the UKI reaches the program in 1.4-2.2 s instead of 6.3-7.0 s).
-# OVMF's own default timeout is 0 already: x86 adds nothing. (A Timeout variable of 0 in the vars copy would
-# do too, but needs a varstore editor per boot; virt-fw-vars fails on AAVMF's 64 MiB store.)
-FIRMWARE_QEMU_ARGS: dict[str, tuple[str, ...]] = {"arm64": ("-boot", "menu=on,splash-time=0")}
-
 PANIC_RE = re.compile(r"Kernel panic - not syncing|end Kernel panic")
 # How a program's result reaches the host, on every machine type (no device needed):
 # - it exits: the kernel panics with init's wait status, which the console shows;
@@ -74,17 +65,11 @@ def binary(spec: BootSpec) -> str:
 
 
 def cpu(spec: BootSpec) -> str | None:
-    """-cpu for this boot: the profile's, else the architecture's under TCG, `host` under KVM.
-
-    KVM runs the host's own cores: an emulated model (cortex-a57) only works
-    with KVM on a host that has that very core, so a native arm64 host asks for `host`.
-    """
+    """-cpu for this boot: the profile's, else the architecture's for the accelerator (tinyuki/arch.py)."""
     if spec.cpu:
         return spec.cpu
-    default = arches.get(spec.arch).cpu
-    if default is None:
-        return None
-    return "host" if spec.accel == "kvm" else default
+    row = arches.get(spec.arch)
+    return row.kvm_cpu if spec.accel == "kvm" else row.cpu
 
 
 def foreign_guest(guest: str, host: str | None = None) -> str | None:
@@ -100,12 +85,9 @@ def foreign_guest(guest: str, host: str | None = None) -> str | None:
     return f"TCG: {row.name} guest on an {machine} host"
 
 
-FIRMWARE_NAMES = {"x86_64": "OVMF", "arm64": "AAVMF"}
-
-
 def firmware_name(guest: str) -> str:
     """What the architecture's UEFI firmware is called in messages (edk2's OVMF, its arm64 build AAVMF)."""
-    return FIRMWARE_NAMES.get(guest, "UEFI firmware")
+    return arches.get(guest).firmware_name
 
 
 def firmware_machine(machine: str) -> str:
@@ -125,25 +107,12 @@ def kernel_cmdline(spec: BootSpec) -> str:
     return cmdline
 
 
-# A firmware boot's machine options. On virt QEMU builds ACPI tables for the firmware, and AAVMF, seeing
-# them, hands the OS ACPI and hides the device tree: the EFI stub then makes an empty DTB ("Generating
-# empty DTB"), and a kernel without CONFIG_ACPI (tinyuki's) finds no console and no devices: nothing more
-# is printed. acpi=off keeps the device tree ("Using DTB from configuration table"), as a direct -kernel
-# boot gets it from QEMU.
-FIRMWARE_MACHINE_OPTIONS: dict[str, str] = {"virt": "acpi=off"}
-# Under KVM (a native arm64 host) virt's interrupt controller must be one the host's can back: QEMU's
-# default GICv2 is missing on GICv3-only hosts. TCG emulates any, and keeps QEMU's default.
-KVM_MACHINE_OPTIONS: dict[str, str] = {"virt": "gic-version=host"}
-
-
 def _machine_arg(spec: BootSpec) -> str:
-    if spec.machine in FIRMWARE_MACHINE_OPTIONS or spec.machine in KVM_MACHINE_OPTIONS:
-        options = [spec.machine]
-        if spec.esp is not None and spec.machine in FIRMWARE_MACHINE_OPTIONS:
-            options.append(FIRMWARE_MACHINE_OPTIONS[spec.machine])
-        if spec.accel == "kvm" and spec.machine in KVM_MACHINE_OPTIONS:
-            options.append(KVM_MACHINE_OPTIONS[spec.machine])
-        return ",".join(options)
+    row = arches.get(spec.arch)
+    options = [row.firmware_machine_options if spec.esp is not None else "",
+               row.kvm_machine_options if spec.accel == "kvm" else ""]
+    if any(options):
+        return ",".join([spec.machine, *(o for o in options if o)])
     if spec.machine != "microvm":
         return spec.machine
     # Without virtio-mmio drivers the kernel needs microvm's PCIe host for a virtio-blk disk.
@@ -203,7 +172,7 @@ def command(spec: BootSpec) -> list[str]:
             "-drive", f"if=pflash,format=raw,unit=1,file={drive_path(spec.ovmf_vars)}",
             "-drive", f"file={drive_path(spec.esp)},format=raw,if=none,id=esp,readonly=on",
             *_esp_devices(spec),
-            *FIRMWARE_QEMU_ARGS.get(spec.arch, ()),
+            *arches.get(spec.arch).firmware_args,
         ]
     else:
         cmd += ["-kernel", str(spec.kernel)]
