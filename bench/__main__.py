@@ -29,7 +29,7 @@ from tinyuki.errors import TinyukiError, die
 from tinyuki.util import fs as fsutil
 from tinyuki.util import runner
 
-DEFAULT_PROFILES = ("debian", "fast-boot", "small")
+DEFAULT_PROFILES = ("debian", "fast-boot", "small", "arm64")
 DEFAULT = "debian"
 RESULTS = ROOT / "bench" / "results"
 HANG_PROFILES = ("fast-boot",)  # whose default boot is repeated --hang-runs times: the "0 hangs in 100" goal
@@ -52,7 +52,7 @@ GOALS = (
 
 
 def ensure_built(ctx: Context, build_missing: bool) -> bool:
-    needed = PIPELINE.path(ctx, "bzImage")
+    needed = PIPELINE.path(ctx, ctx.arch.image_name)
     if needed.is_file():
         return True
     if not build_missing:
@@ -84,8 +84,9 @@ def run_boot(ctxs: list[Context], runs: int, only: str | None = None, hang_runs:
         config_file = PIPELINE.path(ctx, "kernel.config")
         config = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
         cases = bboot.cases_for(ctx, config, default_profile=ctx.profile.name == DEFAULT)
-        if ctx.profile.name != DEFAULT and cases:
-            d = make_context(DEFAULT).profile
+        d = make_context(DEFAULT).profile
+        # another architecture's boot is emulated differently: a ratio against debian's would say nothing
+        if ctx.profile.name != DEFAULT and cases and ctx.profile.kernel.arch == d.kernel.arch:
             cases[0] = bboot.Case(**{**cases[0].__dict__,
                                      "baseline": f"{DEFAULT}:{d.boot.machine} {d.kernel.image}"})
         if ctx.profile.name in HANG_PROFILES and cases and hang_runs > runs:
