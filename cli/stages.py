@@ -49,6 +49,13 @@ def off(ctx: Context, stage: Stage) -> None:
     print(f"{stage.name}: off for profile {ctx.profile.name} ({stage.doc})")
 
 
+def drop_foreign(ctx: Context, stage: Stage) -> None:
+    """Before a stage writes its outputs: remove those it wrote for another architecture (a bzImage beside a new
+    Image), whether this run builds or restores from the cache."""
+    for path in remove_stale(ctx, [stage]):
+        print(f"{stage.name}: removed {path}, left from a build for another [kernel] arch")
+
+
 def task_dict(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
     """One stage as a doit task; a stage that is off for this profile only says so (no targets)."""
     active = stage.active(ctx)
@@ -57,9 +64,11 @@ def task_dict(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
             off(ctx, stage)
     elif stage.cache:
         def run() -> None:
+            drop_foreign(ctx, stage)
             restore_or_build(ctx, stage, pipeline)
     else:
         def run() -> None:
+            drop_foreign(ctx, stage)
             if stage.refresh is not None:
                 stage.refresh(ctx)
             stage.build(ctx)

@@ -17,8 +17,8 @@ APT_PACKAGES=(
   gnupg dpkg
   # UKI and boot
   systemd-boot-efi ovmf qemu-system-x86 mtools dosfstools
-  # arm64 (tinyuki/arch.py): the cross compiler with its libc and kernel headers, QEMU's virt machine, AAVMF
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-efi-aarch64
+  # arm64 (tinyuki/arch.py): QEMU's virt machine and AAVMF (the cross compiler: below, on other hosts)
+  qemu-system-arm qemu-efi-aarch64
   # the USB stick image (sfdisk; sgdisk checks it in the tests)
   fdisk gdisk
   # Secure Boot: signing, checking signatures, test keys, expected PCR 11 (systemd-measure is in systemd)
@@ -34,6 +34,12 @@ APT_PACKAGES=(
   # tests and CI
   git
 )
+
+# arm64 programs and kernels: the cross compiler with its libc and kernel headers, where the host is another
+# architecture (an arm64 host builds arm64 with its own gcc).
+if [ "$(dpkg --print-architecture 2>/dev/null || uname -m)" != arm64 ]; then
+  APT_PACKAGES+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+fi
 
 # Wanted where the distribution has it: Debian's kernel source (the default profile's
 # tarball) exists on Debian only; elsewhere the kernel.org profile is the one to use.

@@ -7,9 +7,12 @@ succeeds is a .config in which each requested option holds.
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 from tinyuki.config.context import Context
+from tinyuki.config.profile import fragment_path
 from tinyuki.errors import die
 from tinyuki.formats import kconfig
 from tinyuki.records import Tree
@@ -49,7 +52,7 @@ def runtime_fragments(ctx: Context) -> list[Path]:
     name = runtime_fragment(ctx.profile.init.language)
     if name is None:
         return []
-    path = ctx.root / "configs" / "fragments" / f"{name}.config"
+    path = fragment_path(ctx.root, ctx.arch.name, name)  # the architecture's own version first, as a profile's
     return [] if path in ctx.profile.kernel.fragments else [path]
 
 
@@ -57,9 +60,31 @@ def fragments_of(ctx: Context) -> tuple[Path, ...]:
     return (*ctx.profile.kernel.fragments, *runtime_fragments(ctx))
 
 
+CONFIG_ARCH_RE = re.compile(r"^# Linux/(\S+) ", re.M)
+
+
+def forget_other_arch(ctx: Context, kbuild: Path) -> bool:
+    """Empty the build dir when it holds another architecture's build; True if it did.
+
+    kbuild keeps one architecture per O= dir: a build dir reused after [kernel]
+    arch changed would mix both (and the artifact cache would store the other
+    one's files with this one's kernel).
+    """
+    dot_config = kbuild / ".config"
+    if not dot_config.is_file():
+        return False
+    m = CONFIG_ARCH_RE.search(dot_config.read_text(encoding="utf-8", errors="replace")[:400])
+    if m is None or m.group(1) == ctx.arch.srcarch:
+        return False
+    print(f"configure: {kbuild} holds a {m.group(1)} build and [kernel] arch is {ctx.arch.name}: starting it afresh")
+    shutil.rmtree(kbuild)
+    return True
+
+
 def configure(ctx: Context) -> None:
     tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
+    forget_other_arch(ctx, kbuild)
     kbuild.mkdir(parents=True, exist_ok=True)
     fragments = fragments_of(ctx)
     # Read the fragments first: a malformed line fails before minutes of make.
@@ -103,5 +128,5 @@ STAGE = Stage("configure", build=configure,
               doc="make tinyconfig + the profile's fragments + olddefconfig, then prove every option held.",
               needs=("patch",), outputs=(CONFIG, REQUESTED), inputs=runtime_fragments,
               tools=("gcc", "binutils", "make", "pahole", "rustc", "bindgen"), env=True,
-              recipe=("tinyuki.arch", "tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
+              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
               cache=True)

@@ -115,5 +115,5 @@ STAGE = Stage(
     "disk", build=build,
     doc="Write tinyuki.img: a GPT or DOS disk whose EFI system partition holds the UKI as /EFI/BOOT/BOOTX64.EFI.",
     needs=("uki", "sign"), outputs=(DISK,), inputs=inputs, derived=derived,
-    tools=("sfdisk", "mkfs.fat", "mtools"), recipe=("tinyuki.arch", "tinyuki.formats.disk"),
+    tools=("sfdisk", "mkfs.fat", "mtools"), recipe=("tinyuki.formats.disk",),
     cache=True, report=report)

@@ -244,5 +244,5 @@ STAGE = Stage(
     needs=("patch",), outputs=(INIT,), inputs=headers, discovered=discovered, refresh=refresh,
     tools=builders.TOOLS, env=True,
     # tinyuki.arch: its rows' cross prefix, GOARCH, Rust target and ELF machine shape the program
-    recipe=("tinyuki.toolchain.program", "tinyuki.toolchain.builders", "tinyuki.formats.elf", "tinyuki.arch"),
+    recipe=("tinyuki.toolchain.program", "tinyuki.toolchain.builders", "tinyuki.formats.elf"),
     cache=True, checks=(Predicate(deps_unchanged, "the headers the compiler read are unchanged"),))

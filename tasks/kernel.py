@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from tasks.configure import CONFIG
+from tasks.configure import CONFIG, forget_other_arch
 from tinyuki.cache import compile as compilecache
 from tinyuki.config.context import KBUILD_DIR, Context
 from tinyuki.formats import kconfig
@@ -27,6 +27,7 @@ KBUILD = Output(KBUILD_DIR, tree=True)
 def build(ctx: Context) -> None:
     tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
+    forget_other_arch(ctx, kbuild)  # configure may have come from the cache, without looking at kbuild/
     kbuild.mkdir(parents=True, exist_ok=True)
     # embed may have left CONFIG_INITRAMFS_SOURCE pointing at a cpio: this build has none.
     text = kconfig.set_option(CONFIG.at(ctx).read_text(encoding="utf-8"), kconfig.INITRAMFS_SOURCE, '""')
@@ -83,5 +84,5 @@ class KbuildPresent(Check):
 STAGE = Stage("kernel", "Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/.", build,
               needs=("patch", "configure"), outputs=(STAMP, KBUILD),
               tools=("gcc", "binutils", "make"), env=True,
-              recipe=("tinyuki.arch", "tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
+              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
               cache=True, checks=(KbuildPresent(),))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,22 @@ def file_entry(path: Path, base: Path) -> dict[str, Any]:
     return {"path": shown, "size": path.stat().st_size, "sha256": fsutil.sha256_file(path)}
 
 
+LOADER_INFO = re.compile(rb"#### LoaderInfo: ([^#\0]+?) ####")
+
+
 def stub_version(stub: bytes) -> str | None:
-    """The stub's own version, from the LoaderInfo string systemd puts in its .sdmagic section."""
+    """The stub's own version, from the LoaderInfo string systemd puts in its .sdmagic section.
+
+    systemd's arm64 stub (made with gnu-efi's objcopy method) carries the
+    string in its file but in no PE section: then it is found in the bytes.
+    """
     try:
         magic = pe.read_sections(stub, "the stub").get(".sdmagic", b"")
     except (TinyukiError, pefile.PEFormatError):
         return None  # a stub we cannot parse simply has no version to report
+    if not magic:
+        found = LOADER_INFO.search(stub)
+        return found.group(1).decode(errors="replace").strip() if found else None
     text = magic.split(b"\0", 1)[0].decode(errors="replace").strip("# ").strip()
     prefix = "LoaderInfo:"
     return text[len(prefix):].strip() if text.startswith(prefix) else (text or None)
@@ -140,7 +151,7 @@ def patch_inputs(ctx: Context) -> list[dict[str, Any]]:
 
 def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
     for path in remove_stale(ctx, pipeline.stages):
-        print(f"manifest: removed {path}: its stage is off for profile {ctx.profile.name}")
+        print(f"manifest: removed {path}: profile {ctx.profile.name} no longer makes it")
     files = artifacts(ctx, pipeline)
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:

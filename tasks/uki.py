@@ -7,6 +7,7 @@ bytes on every run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,12 @@ UKI = Output("tinyuki.efi", manifest="uki")
 
 
 def kernel_release(bzimage: bytes, kbuild: Path) -> str | None:
-    """`uname -r` of the kernel: from the bzImage header, else from kbuild's kernel.release."""
-    release = pe.bzimage_release(bzimage)
+    """`uname -r` of the kernel: from the bzImage header or an uncompressed image's banner, else kbuild's record.
+
+    Both come from the image itself, an input of this stage; kernel.release
+    in the build dir is the last resort.
+    """
+    release = pe.bzimage_release(bzimage) or banner_release(bzimage)
     if release:
         return release
     fallback = kbuild / "include" / "config" / "kernel.release"
@@ -32,15 +37,30 @@ def kernel_release(bzimage: bytes, kbuild: Path) -> str | None:
     return None
 
 
-def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = None) -> Path:
-    """Assemble the UKI from the built kernel and write it atomically; returns its path."""
+BANNER = re.compile(rb"Linux version (\S+) \(")
+
+
+def banner_release(image: bytes) -> str | None:
+    """The release in the `Linux version 6.1.0 (user@host) ...` banner of an uncompressed kernel (arm64's Image)."""
+    m = BANNER.search(image)
+    return m.group(1).decode(errors="replace") if m else None
+
+
+def require_stub(ctx: Context) -> None:
+    """The stub exists, or an error saying where each architecture's comes from (before the key reads it)."""
     stub_path = ctx.profile.uki.stub
     if not stub_path.is_file():
         hint = ("install it with `apt-get install systemd-boot-efi`" if ctx.arch.native() else
-                f"run scripts/setup.sh: it downloads Debian's systemd-boot-efi for {ctx.arch.name} and unpacks it"
-                f" under {ctx.arch.stub_dir} (nothing gets installed)")
+                f"run scripts/setup.sh: on Debian it downloads systemd-boot-efi for {ctx.arch.name} and unpacks it"
+                f" under {ctx.arch.stub_dir} (nothing gets installed); elsewhere put {ctx.arch.stub_name} there")
         raise die(f"systemd's EFI stub for {ctx.arch.name} is missing: {stub_path}",
                   f"{hint}; or set [uki] stub in the profile")
+
+
+def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = None) -> Path:
+    """Assemble the UKI from the built kernel and write it atomically; returns its path."""
+    require_stub(ctx)
+    stub_path = ctx.profile.uki.stub
     stub = stub_path.read_bytes()
     kernel = image_output(ctx).at(ctx).read_bytes()
     check_machines(ctx, stub_path, stub, kernel)
@@ -84,5 +104,5 @@ def report(ctx: Context) -> dict[str, Any]:
 
 STAGE = Stage("uki", "Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname.", build,
               needs=("embed",), outputs=(UKI,),
-              tools=("pefile",), recipe=("tinyuki.arch", "tinyuki.formats.pe"),
-              cache=True, report=report)
+              tools=("pefile",), recipe=("tinyuki.formats.pe",),
+              refresh=require_stub, cache=True, report=report)

@@ -21,6 +21,9 @@ from pathlib import Path
 
 from tinyuki.errors import die
 
+# Where Debian's systemd-boot-efi puts its stubs.
+SYSTEM_STUB_DIR = "/usr/lib/systemd/boot/efi"
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -33,6 +36,7 @@ class Arch:
     image_target: str  # the make target of the bootable image
     image: str  # where it lands in the build dir
     compressed: bool  # whether the image decompresses itself (an EFI stub can start it either way)
+    images: tuple[str, ...]  # what [kernel] image may name: the image, and vmlinux where QEMU boots it (x86's PVH)
     # the program
     elf_machine: int  # e_machine /init must have
     elf_name: str
@@ -41,7 +45,6 @@ class Arch:
     libc_package: str  # headers and static libc for the cross compiler (nolibc needs the kernel UAPI headers)
     # the UKI and the stick
     stub_name: str  # systemd-boot-efi's stub for this architecture
-    stub_dir: str  # where it is: the host's systemd-boot-efi, or setup.sh's unpacked copy (relative to the project)
     efi_boot_file: str  # what firmware starts from a removable disk: /EFI/BOOT/<this>
     pe_machine: int  # IMAGE_FILE_MACHINE_* of the stub and the UKI
     # booting
@@ -101,20 +104,43 @@ class Arch:
                       f" (this host is {os.uname().machine})",
                       f"apt-get install {self.cross_package} {self.libc_package} (scripts/setup.sh installs them)")
 
-    def stub(self, root: Path) -> Path:
-        base = Path(self.stub_dir)
-        return (base if base.is_absolute() else root / base) / self.stub_name
+    @property
+    def stub_dir(self) -> str:
+        """Where scripts/setup.sh unpacks another architecture's systemd-boot-efi (relative to the project)."""
+        return f".deps/{self.name}/{SYSTEM_STUB_DIR.lstrip('/')}"
+
+    def stub(self, root: Path, host: str | None = None) -> Path:
+        """The default stub: the host's systemd-boot-efi for its own architecture, else setup.sh's unpacked copy.
+
+        Debian installs only the host's own stub; another architecture's comes
+        from its systemd-boot-efi package, downloaded and unpacked (never
+        installed) under .deps/<arch>/. Either one is used where it exists.
+        """
+        system, unpacked = Path(SYSTEM_STUB_DIR) / self.stub_name, root / self.stub_dir / self.stub_name
+        first, second = (system, unpacked) if self.native(host) else (unpacked, system)
+        return second if not first.is_file() and second.is_file() else first
+
+    def identity(self) -> dict[str, object]:
+        """What of this row reaches an artifact's bytes: part of the cache key of every stage [kernel] arch reaches.
+
+        Only the build's fields: how QEMU boots it (the CPU, the firmware's
+        arguments) changes no artifact, so editing those rebuilds nothing.
+        """
+        return {"name": self.name, "kbuild_arch": self.kbuild_arch, "cross_prefix": self.cross_prefix,
+                "image_target": self.image_target, "image": self.image, "elf_machine": self.elf_machine,
+                "go_env": [list(kv) for kv in self.go_env], "rust_target": self.rust_target,
+                "stub_name": self.stub_name, "efi_boot_file": self.efi_boot_file, "pe_machine": self.pe_machine}
 
 
 ARCHES: dict[str, Arch] = {a.name: a for a in (
     Arch(
         name="x86_64", uname="x86_64",
         kbuild_arch="x86_64", cross_prefix="x86_64-linux-gnu-", cross_package="gcc-x86-64-linux-gnu",
-        image_target="bzImage", image="arch/x86/boot/bzImage", compressed=True,
+        image_target="bzImage", image="arch/x86/boot/bzImage", compressed=True, images=("bzImage", "vmlinux"),
         elf_machine=62, elf_name="x86-64",
         go_env=(("GOARCH", "amd64"), ("GOAMD64", "v1")), rust_target="x86_64-unknown-linux-gnu",
         libc_package="libc6-dev-amd64-cross",
-        stub_name="linuxx64.efi.stub", stub_dir="/usr/lib/systemd/boot/efi", efi_boot_file="BOOTX64.EFI",
+        stub_name="linuxx64.efi.stub", efi_boot_file="BOOTX64.EFI",
         pe_machine=0x8664,
         qemu="qemu-system-x86_64", qemu_package="qemu-system-x86", machines=("microvm", "pc", "q35"), cpu=None,
         firmware_code="/usr/share/OVMF/OVMF_CODE_4M.fd", firmware_vars="/usr/share/OVMF/OVMF_VARS_4M.fd",
@@ -127,12 +153,11 @@ ARCHES: dict[str, Arch] = {a.name: a for a in (
         name="arm64", uname="aarch64",
         kbuild_arch="arm64", cross_prefix="aarch64-linux-gnu-", cross_package="gcc-aarch64-linux-gnu",
         # arm64's EFI stub cannot decompress: the UKI carries the plain Image
-        image_target="Image", image="arch/arm64/boot/Image", compressed=False,
+        image_target="Image", image="arch/arm64/boot/Image", compressed=False, images=("Image",),
         elf_machine=183, elf_name="AArch64",
         go_env=(("GOARCH", "arm64"),), rust_target="aarch64-unknown-linux-gnu",
         libc_package="libc6-dev-arm64-cross",
-        # Debian's systemd-boot-efi:arm64, downloaded and unpacked (never installed) by scripts/setup.sh
-        stub_name="linuxaa64.efi.stub", stub_dir=".deps/arm64/usr/lib/systemd/boot/efi", efi_boot_file="BOOTAA64.EFI",
+        stub_name="linuxaa64.efi.stub", efi_boot_file="BOOTAA64.EFI",
         pe_machine=0xAA64,
         qemu="qemu-system-aarch64", qemu_package="qemu-system-arm", machines=("virt",), cpu="cortex-a57",
         firmware_code="/usr/share/AAVMF/AAVMF_CODE.fd", firmware_vars="/usr/share/AAVMF/AAVMF_VARS.fd",

@@ -198,6 +198,8 @@ class Pipeline:
         for s in self.stages:
             if s.name in self.by_name:
                 raise ValueError(f"two stages are named {s.name!r}")
+            if isinstance(s.recipe, str) or isinstance(s.tools, str) or isinstance(s.needs, str):
+                raise ValueError(f"stage {s.name!r}: recipe, tools and needs are tuples (a trailing comma for one)")
             missing = [n for n in s.needs if n not in self.by_name]
             if missing:
                 raise ValueError(f"stage {s.name!r} needs {', '.join(missing)}, which must come before it")

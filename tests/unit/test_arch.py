@@ -132,7 +132,34 @@ def test_an_x86_only_fragment_on_arm64_is_named(tmp_path: Path) -> None:
     assert "fragment 'pvh' is for x86_64 only (configs/fragments/x86_64/pvh.config)" in str(e)
     assert "[kernel] arch is arm64" in str(e)
     assert "drop 'pvh'" in e.hint and "console" in e.hint
-    assert "lz4" in str(error(tmp_path, "arm64", ["lz4"]))
+    both = error(tmp_path, "arm64", ["base", "pvh", "lz4"])  # every one named at once, not one per run
+    assert "'pvh' is for x86_64 only" in str(both) and "'lz4' is for x86_64 only" in str(both)
+    assert "drop 'pvh', 'lz4'" in both.hint
+
+
+def test_another_architectures_fragment_given_as_a_path_is_refused(tmp_path: Path) -> None:
+    path = str(ROOT / "configs" / "fragments" / "x86_64" / "pvh.config")
+    assert "'pvh' is for x86_64 only" not in str(error(tmp_path, "arm64", ["base", path]))  # named as given
+    assert "is for x86_64 only" in str(error(tmp_path, "arm64", ["base", path]))
+    assert "is for arm64 only" in str(error(tmp_path, "x86_64", ["base", "configs/fragments/arm64/console.config"]))
+
+
+def test_musl_for_another_architecture_is_refused_before_anything_builds(tmp_path: Path) -> None:
+    if ARM.native():
+        pytest.skip("an arm64 host's musl-gcc builds arm64 programs")
+    e = error(tmp_path, "arm64", ["base"], '[init]\nlibc = "musl"')
+    assert "musl-gcc" in str(e) and "arm64" in str(e)
+    assert "nolibc" in e.hint and "[init] binary" in e.hint
+    profile(tmp_path, "x86_64", ["base"], '[init]\nlibc = "musl"')  # the host's own: fine
+
+
+def test_the_other_architectures_loader_is_a_free_name_on_the_stick(tmp_path: Path) -> None:
+    """A stick may carry an arm64 loader beside an x86_64 UKI; only the target's own name is reserved."""
+    extra = f'[disk.files]\n"/EFI/BOOT/BOOTAA64.EFI" = "{ROOT / "README.md"}"'
+    p = profile(tmp_path, "x86_64", ["base"], extra)
+    assert p.disk.files[0][0] == "/EFI/BOOT/BOOTAA64.EFI"
+    e = error(tmp_path, "arm64", ["base"], extra)
+    assert "clashes with the UKI's place" in str(e) and "/EFI/BOOT/BOOTAA64.EFI on arm64" in e.hint
 
 
 def test_an_arm64_fragment_is_not_offered_to_x86_64(tmp_path: Path) -> None:
@@ -180,3 +207,37 @@ def test_pe_machine_of_the_stubs() -> None:
     assert pe.pe_machine(aa64.read_bytes()) == 0xAA64
     assert pe.pe_machine(b"\x7fELF" + bytes(100)) is None
     assert pe.machine_name(0xAA64) == "AArch64 (0xaa64)"
+
+
+def test_a_missing_stub_is_one_clear_error_before_the_key_reads_it(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tasks import PIPELINE, uki
+    from tinyuki.cache import keys
+
+    ctx = make_context("arm64", build_dir=str(tmp_path / "build"), cache_dir=str(tmp_path / "cache"), root=ROOT)
+    gone = tmp_path / ".deps" / "linuxaa64.efi.stub"
+    prof = dataclasses.replace(ctx.profile, uki=dataclasses.replace(ctx.profile.uki, stub=gone))
+    ctx = dataclasses.replace(ctx, profile=prof)
+    assert PIPELINE["uki"].refresh is uki.require_stub  # restore_or_build runs it before computing the key
+    with pytest.raises(TinyukiError) as e:
+        uki.require_stub(ctx)
+    assert "EFI stub for arm64 is missing" in str(e.value) and "scripts/setup.sh" in e.value.hint
+    with pytest.raises(TinyukiError) as e:  # and any other missing input: named, never a traceback
+        keys.input_hash(PIPELINE["uki"], gone)
+    assert str(gone) in str(e.value)
+
+
+def test_the_release_of_an_uncompressed_image_comes_from_its_banner() -> None:
+    from tasks.uki import banner_release
+
+    assert banner_release(b"\0\0Linux version 6.1.192 (tinyuki@tinyuki) (gcc ...) #1 ...") == "6.1.192"
+    assert banner_release(b"no banner here") is None
+
+
+def test_a_changed_boot_field_of_the_table_rebuilds_nothing() -> None:
+    """How QEMU boots an architecture is not part of its identity: only the build's fields reach the keys."""
+    import dataclasses
+
+    assert ARM.identity() == dataclasses.replace(ARM, cpu="max", firmware_args=(), kvm_cpu=None).identity()
+    assert ARM.identity() != dataclasses.replace(ARM, cross_prefix="aarch64-none-linux-gnu-").identity()

@@ -171,10 +171,36 @@ def test_changed_program_only_relinks_even_with_the_same_mtime(b: Build) -> None
     new = b.write_cpio(b"program v2, a bigger one", mtime=EPOCH)
     assert b.doit() == 0
     steps = b.steps_since(mark)
-    assert steps == Counter({"make olddefconfig": 1, "make bzImage": 1, "make vmlinux": 1, "initramfs": 1,
-                             "link": 1}), steps
+    # kbuild's .config already names the cpio: no olddefconfig, and make's own syncconfig has nothing to do
+    assert steps == Counter({"make bzImage": 1, "make vmlinux": 1, "initramfs": 1, "link": 1}), steps
     bzimage = (b.build / "bzImage").read_bytes()
     assert new in bzimage and old not in bzimage
+
+
+def test_embed_runs_olddefconfig_only_when_it_changes_the_config(b: Build) -> None:
+    """The first relink of a kernel sets CONFIG_INITRAMFS_SOURCE (and olddefconfig proves it held); a program edit
+    leaves kbuild's .config as it is, byte for byte; a .config that names something else is set again."""
+    b.write_cpio(b"program v1")
+    assert b.doit("kernel") == 0
+    mark = len(b.log())
+    assert b.doit() == 0
+    assert b.steps_since(mark)["make olddefconfig"] == 1  # the kernel stage's .config has no initramfs
+    config = (b.kbuild / ".config").read_bytes()
+    mark = len(b.log())
+    new = b.write_cpio(b"program v2")
+    assert b.doit() == 0
+    assert b.steps_since(mark)["make olddefconfig"] == 0
+    assert (b.kbuild / ".config").read_bytes() == config
+    assert new in (b.build / "bzImage").read_bytes()
+
+    # someone (configure, a user) left a .config without the program's cpio: embed sets it and checks it again
+    (b.kbuild / ".config").write_text((b.kbuild / ".config").read_text().replace(
+        f'CONFIG_INITRAMFS_SOURCE="{b.build / "initramfs.cpio"}"', 'CONFIG_INITRAMFS_SOURCE=""'))
+    mark = len(b.log())
+    newer = b.write_cpio(b"program v3")
+    assert b.doit() == 0
+    assert b.steps_since(mark)["make olddefconfig"] == 1
+    assert (b.kbuild / ".config").read_bytes() == config and newer in (b.build / "bzImage").read_bytes()
 
 
 def test_fake_kbuild_really_keeps_a_stale_initramfs_by_mtime(b: Build) -> None:
@@ -284,3 +310,22 @@ def test_an_arm64_build_cross_compiles_and_writes_its_own_image(tmp_path: Path) 
     b.write_cpio(b"arm64 program v2")
     assert b.doit() == 0, b.report
     assert b.steps_since(mark)["compile"] == 0  # the relink kept every object: same ARCH, same CC
+
+
+def test_switching_arch_in_one_build_dir_starts_kbuild_afresh(tmp_path: Path) -> None:
+    """x86_64 then arm64 in the same build dir: no x86 file survives, in the build dir or in the arm64 kernel."""
+    b = make_build(tmp_path, unpack_fake_tree(tmp_path), fragments=["base", "initramfs"])
+    b.write_cpio(b"program")
+    assert b.doit() == 0, b.report
+    assert (b.build / "bzImage").is_file() and (b.kbuild / "arch" / "x86" / "boot" / "bzImage").is_file()
+    b.profile.write_text(b.profile.read_text().replace("[kernel]\n", '[kernel]\narch = "arm64"\n'))
+    assert b.doit() == 0, b.report
+    assert (b.build / "Image").is_file() and not (b.build / "bzImage").exists()
+    assert not (b.kbuild / "arch" / "x86").exists()
+    objects = sorted(b.kbuild.rglob("*.o"))
+    assert objects and all(o.read_bytes()[18] == 183 for o in objects)
+    # and back: the x86_64 kernel comes from the artifact cache, the arm64 files go
+    b.profile.write_text(b.profile.read_text().replace('arch = "arm64"\n', ""))
+    assert b.doit() == 0, b.report
+    assert (b.build / "bzImage").is_file() and not (b.build / "Image").exists()
+    assert not (b.kbuild / "arch" / "arm64").exists()

@@ -32,6 +32,7 @@ from typing import Any
 
 from tinyuki.cache.store import relocate_out
 from tinyuki.config.context import Context
+from tinyuki.errors import die
 from tinyuki.records import StageKey, Tree
 from tinyuki.stage import Pipeline, Stage
 from tinyuki.toolchain import tools
@@ -170,13 +171,24 @@ def recipe(stage: Stage) -> dict[str, str]:
     return {m: module_hash(m) for m in sorted({stage.build.__module__, *stage.recipe})}
 
 
+def input_hash(stage: Stage, path: Path) -> str:
+    """An input's sha256; a missing one is the user's to fix (a system file not installed), never a traceback."""
+    try:
+        return sha256_file(path)
+    except FileNotFoundError:
+        raise die(f"{stage.name}: its input {path} does not exist",
+                  "install what provides it (scripts/setup.sh installs what tinyuki's defaults name), or point the"
+                  " profile setting that names it elsewhere") from None
+
+
 def material(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
     """Everything that reaches the stage's bytes, as plain data (recorded beside the key for diffing)."""
     return {
         "schema": KEY_SCHEMA,
         "task": stage.name,
         "upstream": {n: upstream(ctx, pipeline[n]) for n in stage.needs},
-        "inputs": {str(portable(p, ctx)): sha256_file(p) for p in (*stage.input_files(ctx), *stage.discovered(ctx))},
+        "inputs": {str(portable(p, ctx)): input_hash(stage, p)
+                   for p in (*stage.input_files(ctx), *stage.discovered(ctx))},
         "settings": portable(stage.settings(ctx), ctx),
         "tools": {t: tools.version(t, ctx.arch.compiler_prefix()) for t in stage.tools},
         "env": relevant_env(os.environ) if stage.env else {},

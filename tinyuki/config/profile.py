@@ -9,6 +9,7 @@ the file, the key and the fix.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 import urllib.parse
@@ -40,6 +41,9 @@ class Field:
     least: int | None = None
     # The largest: beyond it a number is a typo, and would only fail later, deep in a library.
     most: int | None = None
+    # What of the value reaches the bytes, when more than the value itself: [kernel] arch's whole row
+    # (its compiler prefix, image, ELF machine, ...), so a change to the row changes the keys it reaches.
+    detail: Callable[[Any], Any] | None = None
 
     @property
     def label(self) -> str:
@@ -92,7 +96,8 @@ FIELDS: tuple[Field, ...] = (
     Field("kernel", "arch", "choice", arch.DEFAULT,
           "the target architecture (tinyuki/arch.py): its kbuild ARCH and cross compiler, image, ELF machine, EFI stub,"
           " QEMU, firmware and console", tuple(arch.ARCHES),
-          reaches=("configure", "kernel", "init", "embed", "uki", "disk")),
+          reaches=("configure", "kernel", "init", "embed", "uki", "disk"),
+          detail=lambda name: arch.get(name).identity()),
     Field("kernel", "fragments", "fragment_list", REQUIRED,
           "config fragments merged over `make tinyconfig`, in order: names in configs/fragments/<arch>/ or"
           " configs/fragments/ (an architecture's own version first), or paths",
@@ -126,7 +131,8 @@ FIELDS: tuple[Field, ...] = (
           "for C: nolibc (the kernel tree's tools/include/nolibc, tiny), musl (musl-gcc) or glibc (as gcc -static)",
           ("nolibc", "musl", "glibc"), reaches=("init",)),
     Field("init", "binary", "path", None,
-          "a prebuilt static x86-64 program to run as /init instead of building [init] sources (any language)",
+          "a prebuilt static program for [kernel] arch to run as /init instead of building [init] sources (any"
+          " language)",
           reaches=("init",)),
     Field("init", "cflags", "str_list", [], "extra compiler flags for the program", reaches=("init",)),
     Field("init", "marker", "str", "tinyuki: init started",
@@ -299,7 +305,8 @@ class Profile:
 
     def stage_settings(self, stage: str) -> dict[str, Any]:
         """The settings that reach `stage`'s bytes, as plain data keyed by their labels."""
-        return {f.label: _plain(self.value(f)) for f in FIELDS if stage in f.reaches}
+        return {f.label: _plain(f.detail(self.value(f)) if f.detail else self.value(f))
+                for f in FIELDS if stage in f.reaches}
 
     def stage_files(self, stage: str) -> list[Path]:
         """The files named by the settings that reach `stage`: their contents reach it too."""
@@ -416,7 +423,7 @@ def _resolve_arch_defaults(values: dict[str, dict[str, Any]], where: str, root: 
     """
     target = arch.ARCHES[values["kernel"]["arch"]]
     kernel, uki, boot = values["kernel"], values["uki"], values["boot"]
-    images = (target.image_name, "vmlinux") if target.name == "x86_64" else (target.image_name,)
+    images = target.images
     if kernel["image"] == "auto":
         kernel["image"] = target.image_name
     elif kernel["image"] not in images:
@@ -427,6 +434,12 @@ def _resolve_arch_defaults(values: dict[str, dict[str, Any]], where: str, root: 
     elif boot["machine"] not in target.machines:
         raise die(f"{where}: [boot] machine {boot['machine']!r} is not a QEMU machine of {target.name}",
                   f"use one of: auto, {', '.join(target.machines)}")
+    init = values["init"]
+    if init["binary"] is None and init["language"] == "c" and init["libc"] == "musl" and not target.native():
+        raise die(f"{where}: [init] libc = \"musl\" cannot build a program for {target.name} on this"
+                  f" {os.uname().machine} host: musl-gcc (Debian's musl-tools) builds for the host only",
+                  "use libc = \"nolibc\" or \"glibc\" (both cross-compile), or give a static program built"
+                  " elsewhere as [init] binary")
     if kernel["cmdline"] is None:
         kernel["cmdline"] = f"console={target.console} panic=-1"
     if uki["stub"] is None:
@@ -482,9 +495,11 @@ def _want(where: str, label: str, what: str, got: Any, hint: str) -> TinyukiErro
 
 def _convert(f: Field, raw: Any, where: str, label: str, root: Path,
              parsed: dict[str, dict[str, Any]] | None = None) -> Any:
-    if f.kind == "fragment_list":  # which file a name means depends on [kernel] arch, parsed before it
-        target = (parsed or {}).get("kernel", {}).get("arch", arch.DEFAULT)
+    target = (parsed or {}).get("kernel", {}).get("arch", arch.DEFAULT)  # [kernel] arch is parsed first
+    if f.kind == "fragment_list":  # which file a name means depends on the architecture
         return _fragment_list(f, raw, where, label, root, target)
+    if f.kind == "esp_file_map":  # so does the name the firmware starts from a stick
+        return _esp_file_map(f, raw, where, label, root, target)
     conv = _CONVERTERS[f.kind]
     return conv(f, raw, where, label, root)
 
@@ -620,25 +635,48 @@ def _fragment_list(f: Field, raw: Any, where: str, label: str, root: Path,
     items = _str_list(f, raw, where, label, root)
     if not items:
         raise die(f"{where}: {label} is empty", "list at least the fragment that sets CONFIG_64BIT=y")
-    out = []
+    out, foreign = [], []
     fragdir = root / "configs" / "fragments"
     for i, s in enumerate(items):
         if "/" in s or s.endswith(".config"):
             p = _resolve(root, s)
+            owner = _fragment_arch(p, fragdir)
+            if owner not in (None, target):
+                foreign.append((s, owner, p))
+                continue
         else:
-            own, shared = fragdir / target / f"{s}.config", fragdir / f"{s}.config"
-            p = own if own.is_file() else shared
+            p = fragment_path(root, target, s)
             others = [a for a in arch.ARCHES if a != target and (fragdir / a / f"{s}.config").is_file()]
             if not p.is_file() and others:
-                raise die(f"{where}: {label}[{i}]: fragment {s!r} is for {' and '.join(others)} only"
-                          f" ({_display(fragdir / others[0] / f'{s}.config', root)}), and [kernel] arch is {target}",
-                          f"drop {s!r} from the fragments; {target} has: {', '.join(fragment_names(root, target))}")
+                foreign.append((s, others[0], fragdir / others[0] / f"{s}.config"))
+                continue
         if not p.is_file():
             raise die(f"{where}: {label}[{i}]: fragment {s!r} not found ({p})",
                       f"shipped fragments for {target}: {', '.join(fragment_names(root, target))};"
                       " or give a path to a .config file")
         out.append(p)
+    if foreign:
+        named = "; ".join(f"fragment {s!r} is for {owner} only ({_display(p, root)})" for s, owner, p in foreign)
+        dropped = ", ".join(repr(s) for s, _o, _p in foreign)
+        raise die(f"{where}: {label}: {named}; and [kernel] arch is {target}",
+                  f"drop {dropped} from the fragments; {target} has: {', '.join(fragment_names(root, target))}")
     return tuple(out)
+
+
+def _fragment_arch(path: Path, fragdir: Path) -> str | None:
+    """The architecture a fragment file belongs to, when it lies in configs/fragments/<arch>/."""
+    try:
+        rel = path.resolve().relative_to(fragdir.resolve())
+    except ValueError:
+        return None
+    return rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in arch.ARCHES else None
+
+
+def fragment_path(root: Path, target: str, name: str) -> Path:
+    """A fragment name for `target`: configs/fragments/<arch>/NAME.config, else the shared NAME.config."""
+    fragdir = root / "configs" / "fragments"
+    own = fragdir / target / f"{name}.config"
+    return own if own.is_file() else fragdir / f"{name}.config"
 
 
 def fragment_names(root: Path, target: str) -> list[str]:
@@ -688,9 +726,9 @@ def _str_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[tu
 
 
 SIZE_RE = re.compile(r"^([1-9][0-9]*)\s*(M|MiB|G|GiB)$")
-# The paths firmware looks for on removable media, one per architecture; the disk stage puts the UKI
-# at its architecture's, and no extra file may take any of them.
-ESP_LOADERS = tuple(f"/EFI/BOOT/{a.efi_boot_file}" for a in arch.ARCHES.values())
+def esp_loader(target: str) -> str:
+    """The path firmware looks for on removable media; the disk stage puts the UKI there, no extra file may."""
+    return f"/EFI/BOOT/{arch.get(target).efi_boot_file}"
 FAT_FORBIDDEN = set('"*:<>?\\|') | {chr(c) for c in range(32)}
 
 
@@ -706,13 +744,15 @@ def _size(f: Field, raw: Any, where: str, label: str, root: Path) -> int | None:
     return int(m.group(1)) * (1024 if m.group(2).startswith("G") else 1)
 
 
-def _esp_file_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[tuple[str, Path], ...]:
+def _esp_file_map(f: Field, raw: Any, where: str, label: str, root: Path,
+                  target: str = arch.DEFAULT) -> tuple[tuple[str, Path], ...]:
     """Extra files for the FAT EFI system partition: valid FAT long names, no clash with the loader or each other."""
     if not isinstance(raw, dict):
         raise _want(where, label, "a table", raw, f'write {f.key} = {{ "/EFI/tinyuki/notes.txt" = "notes.txt" }}')
     out = []
     # FAT compares names without case: a file may share its name with no other file and no folder
-    files = {loader.upper() for loader in ESP_LOADERS}
+    loader = esp_loader(target)
+    files = {loader.upper()}
     folders = {"/EFI", "/EFI/BOOT"}
     for dest, src in sorted(raw.items()):
         parts = dest.split("/")[1:]
@@ -724,10 +764,9 @@ def _esp_file_map(f: Field, raw: Any, where: str, label: str, root: Path) -> tup
                       ' none of " * : < > ? \\ |, no part ending in a dot or a space')
         ancestors = {"/" + "/".join(parts[:i]).upper() for i in range(1, len(parts))}
         if dest.upper() in files | folders or ancestors & files:
-            loaders = {loader.upper() for loader in ESP_LOADERS}
-            what = "the UKI's place" if dest.upper() in loaders else "another file or folder"
+            what = "the UKI's place" if dest.upper() == loader.upper() else "another file or folder"
             raise die(f"{where}: {label}: {dest!r} clashes with {what} (FAT names ignore case)",
-                      f"give every extra file a path of its own; the UKI goes to {' or '.join(ESP_LOADERS)}")
+                      f"give every extra file a path of its own; the UKI is always {loader} on {target}")
         files.add(dest.upper())
         folders |= ancestors
         p = _path(f, src, where, f"{label}.{dest!r}", root)

@@ -331,7 +331,7 @@ BUILDERS: dict[str, Builder] = {b.name: b for b in (
     Builder("glibc", "c", "gcc with static glibc (libc6-dev)", ("gcc", "binutils"), c_inputs),
     Builder("go", "go", "go (golang-go)", ("go",), go_inputs, build_go),
     Builder("rust", "rust", "cargo and rustc (Debian's rustc, cargo)", ("cargo", "rustc"), rust_inputs, build_rust),
-    Builder("prebuilt", "prebuilt", "nothing: a static x86-64 executable", (), no_inputs, read_prebuilt),
+    Builder("prebuilt", "prebuilt", "nothing: a static executable for [kernel] arch", (), no_inputs, read_prebuilt),
 )}
 # Every tool any builder may run: the init stage's versions in its key.
 TOOLS = tuple(dict.fromkeys(t for b in BUILDERS.values() for t in b.tools))

@@ -52,8 +52,9 @@ def make_env(kernel: Kernel, tree: Path, kbuild: Path, base: Mapping[str, str] |
         "KCFLAGS": " ".join(x for x in (env.get("KCFLAGS", ""), maps) if x),
         "KAFLAGS": " ".join(x for x in (env.get("KAFLAGS", ""), maps) if x),
     })
-    # A make started from inside another make (doit under make, CI) must not join its jobserver.
-    for var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+    # A make started from inside another make (doit under make, CI) must not join its jobserver; and the
+    # target is the profile's [kernel] arch alone (make's ARCH=/CROSS_COMPILE=), never the shell's.
+    for var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARCH", "CROSS_COMPILE", "SUBARCH"):
         env.pop(var, None)
     return env
 

@@ -91,7 +91,9 @@ def read_config(path):
 
 def resolve(requested):
     """Kconfig's rule: a symbol whose dependencies fail is dropped; unknown ones too."""
-    values, lines = {}, ["# Automatically generated file; DO NOT EDIT.", "# Fake Linux Kernel Configuration"]
+    srcarch = "arm64" if os.environ.get("ARCH") == "arm64" else "x86"  # as kbuild's header names SRCARCH
+    values, lines = {}, ["# Automatically generated file; DO NOT EDIT.",
+                         f"# Linux/{srcarch} 6.1.0-fake Kernel Configuration"]
     for name, kind, deps in symbols():
         sym = "CONFIG_" + name
         if not all(holds(d, values) for d in deps):
