@@ -75,8 +75,13 @@ def relink(ctx: Context) -> None:
     check_cpio_path(cpio)
     dot_config = kbuild / ".config"
     want = kconfig.quote(str(cpio))
-    text = kconfig.set_option(dot_config.read_text(encoding="utf-8"), kconfig.INITRAMFS_SOURCE, want)
-    fsutil.atomic_write(dot_config, text)
+    current = dot_config.read_text(encoding="utf-8")
+    # After the first relink of a kernel, its .config already names this cpio (its path never changes): then
+    # it is left alone. Rewriting it would only make it newer than kbuild's include/config/auto.conf, so make
+    # would run syncconfig again, and olddefconfig would write the same file: seconds of every program edit.
+    named = kconfig.parse_config(current).get(kconfig.INITRAMFS_SOURCE) == want
+    if not named:
+        fsutil.atomic_write(dot_config, kconfig.set_option(current, kconfig.INITRAMFS_SOURCE, want))
     remove_initramfs_outputs(kbuild)
 
     # the same CC as the kernel stage: kbuild recompiles everything when a command line changes
@@ -86,12 +91,13 @@ def relink(ctx: Context) -> None:
     env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
     log = ctx.paths.logs / "embed.log"
     fsutil.atomic_write(log, "")
-    run(make_cmd(tree, kbuild, "olddefconfig", jobs=ctx.jobs, make_vars=cc), env=env, log=log,
-        what="make olddefconfig", hint=f"see {log}")
-    got = kconfig.parse_config(dot_config.read_text(encoding="utf-8")).get(kconfig.INITRAMFS_SOURCE)
-    if got != want:
-        raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}: became {kconfig.describe(got)}",
-                  "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
+    if not named:
+        run(make_cmd(tree, kbuild, "olddefconfig", jobs=ctx.jobs, make_vars=cc), env=env, log=log,
+            what="make olddefconfig", hint=f"see {log}")
+        got = kconfig.parse_config(dot_config.read_text(encoding="utf-8")).get(kconfig.INITRAMFS_SOURCE)
+        if got != want:
+            raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}: became {kconfig.describe(got)}",
+                      "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
     start = time.monotonic()
     stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs), make_vars=cc),
                 env=env, log=log,
@@ -112,5 +118,5 @@ def relink(ctx: Context) -> None:
 STAGE = Stage("embed", "Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.", relink,
               needs=("patch", "kernel", "initramfs"), outputs=(VMLINUX, *IMAGES.values()),
               tools=("gcc", "binutils", "make"), env=True,
-              recipe=("tinyuki.arch", "tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
+              recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
               cache=True)
