@@ -96,7 +96,8 @@ def flatten(data: Any, prefix: str = "") -> dict[str, float]:
             return out
         for key, value in data.items():
             if key in ("machine", "tools", "ratio", "ratios", "min", "max", "runs", "command", "notes", "date",
-                       "revision", "split", "bzImage_ratio", "goals"):
+                       "revision", "split", "bzImage_ratio", "goals", "floor_ratio", "rest_ratio",
+                       "rest_ratio_same_machine"):
                 continue
             out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     elif isinstance(data, list):
@@ -217,23 +218,48 @@ def _heading(title: str, part: Mapping[str, Any]) -> list[str]:
 def _boot(boot: Mapping[str, Any]) -> list[str]:
     lines = _heading(f"Boot ({boot.get('accel', 'tcg')}; median (min–max) of the runs; "
                      "ratio against the baseline named in the same run)", boot)
+    cases = boot.get("cases", [])
+    floor = any(c.get("kind") == "floor" for c in cases)  # results from before the floor have no such column
     rows = []
-    for c in boot.get("cases", []):
+    for c in cases:
         sp = c.get("split") or {}
         rows.append([
             c["profile"], c["name"], fmt_seconds(c.get("to_program")), fmt_seconds(c.get("to_exit")),
             fmt_seconds(c.get("exit_after_program")),
             f"{c.get('hangs', 0)}/{c.get('runs', 0)}",
             fmt_ratio(c.get("ratio")) + (f" vs {c['baseline']}" if c.get("baseline") else ""),
+            *([("1×" if c.get("kind") == "floor" else fmt_ratio(c.get("floor_ratio")))] if floor else []),
             " / ".join("n/a" if sp.get(k) is None else f"{sp[k]:.3f}"
                        for k in ("before_kernel", "kernel_init", "exec_init", "program")),
         ])
     lines.append(markdown_table(["profile", "boot", "to program", "to VM exit", "exit after program", "hangs",
-                                 "ratio (to program)",
+                                 "ratio (to program)", *(["× floor"] if floor else []),
                                  "split: before kernel / kernel init / exec / program (s, medians)"], rows))
+    lines += _firmware(cases)
     for note in boot.get("notes", []):
         lines += ["", f"- {note}"]
     return lines
+
+
+def _firmware(cases: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The UKI cases split at the firmware's handover: its share, the rest, and the rest against direct boots."""
+    rows = []
+    for c in cases:
+        if "rest" not in c:
+            continue
+        against = []
+        for key, ratio_key in (("rest_baseline", "rest_ratio"), ("rest_baseline_same_machine",
+                                                                 "rest_ratio_same_machine")):
+            against.append(f"{fmt_ratio(c.get(ratio_key))} vs {c[key]}" if c.get(key) else "n/a")
+        stubs = c.get("stubs")
+        rows.append([c["profile"], c["name"], fmt_seconds(c.get("firmware")), fmt_seconds(c.get("rest")),
+                     f"{stubs['median']:.3f} s" if stubs else "n/a", *against])
+    if not rows:
+        return []
+    return ["", "UKI boots, split where the firmware starts the UKI (median (min–max) of the same runs):", "",
+            markdown_table(["profile", "boot", "firmware: QEMU start to starting the UKI", "rest: to the program",
+                            "of the rest: stubs, decompressor, kernel's earliest setup",
+                            "rest vs direct boot (profile's machine)", "rest vs direct boot (same machine)"], rows)]
 
 
 def _sizes(size: Mapping[str, Any]) -> list[str]:

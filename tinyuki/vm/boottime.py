@@ -17,6 +17,15 @@ splits into
   exec: from there to the program's marker line on the console;
   program: the marker line to QEMU's exit (the program's work and power-off).
 
+A boot through UEFI firmware (a UKI through OVMF or AAVMF) is also split at
+the moment the firmware hands over: edk2 prints `BdsDxe: starting Boot0001
+...` on the serial console as it starts EFI/BOOT/BOOTX64.EFI (BOOTAA64.EFI),
+before the UKI's own code runs (systemd's stub prints nothing unless asked).
+Everything up to that line is the firmware's share, which no kernel or program
+change can shorten; everything after it, to the program's marker, is "the
+rest": the stubs, the decompressor, kernel init and exec, which is what a UKI
+costs over a direct -kernel boot of the same kernel.
+
 Under `quiet` the kernel prints no info lines: the parts that need them are None.
 Only the printk stamp `[    0.123456]` and `Run /init as init process` are
 read, which every architecture prints alike (x86's ttyS0 and arm64's PL011
@@ -27,11 +36,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 STAMP_RE = re.compile(r"^\s*\[\s*(\d+\.\d+)\]")
 RUN_INIT_RE = re.compile(r"Run \S+ as init process")
+# edk2's boot manager (OVMF, AAVMF) as it starts a boot option; `loading` comes just before it.
+HANDOVER_RE = re.compile(r"BdsDxe: starting Boot[0-9A-Fa-f]{4}\b")
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class Split:
     program: float | None
     to_marker: float | None
     to_exit: float | None
+    firmware: float | None = None  # QEMU start to the firmware starting the UKI; None without UEFI firmware
+    rest: float | None = None  # from that handover to the program's marker
 
     def as_dict(self) -> dict[str, float | None]:
         return {k: (None if v is None else round(v, 4)) for k, v in self.__dict__.items()}
@@ -73,6 +86,23 @@ def kernel_zero(lines: Sequence[str], times: Sequence[float]) -> float | None:
     return min(offsets) if offsets else None
 
 
+def handover(lines: Sequence[str], times: Sequence[float], before: float | None = None) -> float | None:
+    """Seconds after QEMU's start at which UEFI firmware started the boot loader (the UKI); None without one.
+
+    The arrival of edk2's `BdsDxe: starting Boot####` line: the firmware prints
+    it live, just before it jumps into the image. When a boot option fails and
+    the firmware goes on to the next, the last such line before `before` (the
+    program's marker) is the one that started what ran.
+    """
+    found = None
+    for line, at in zip(lines, times, strict=True):
+        if before is not None and at > before:
+            break
+        if HANDOVER_RE.search(line):
+            found = at
+    return found
+
+
 def split(lines: Sequence[str], times: Sequence[float], marker_at: float | None,
           exit_at: float | None) -> Split:
     """Split one boot, given the console lines, their arrival times, the marker and exit times."""
@@ -83,8 +113,10 @@ def split(lines: Sequence[str], times: Sequence[float], marker_at: float | None,
     if zero is not None and run_init is not None and marker_at is not None:
         exec_init = max(0.0, marker_at - (zero + run_init))
     program = exit_at - marker_at if exit_at is not None and marker_at is not None else None
+    firmware = handover(lines, times, marker_at)
+    rest = marker_at - firmware if firmware is not None and marker_at is not None else None
     return Split(before_kernel=zero, kernel_init=kernel_init, exec_init=exec_init, program=program,
-                 to_marker=marker_at, to_exit=exit_at)
+                 to_marker=marker_at, to_exit=exit_at, firmware=firmware, rest=rest)
 
 
 def is_elf(path: Path) -> bool:
@@ -100,13 +132,23 @@ def describe(s: Split, *, decompressor: bool = True, plain: str = "PVH") -> str:
     """One line for `doit boot`: the parts that are known, in boot order.
 
     `plain` names why a kernel without a decompressor has none: a PVH
-    vmlinux, or arm64's uncompressed Image.
+    vmlinux, or arm64's uncompressed Image. A boot through UEFI firmware
+    shows the firmware's share apart from what follows it (the stubs, and the
+    decompressor where there is one), and the rest to the program in one figure.
     """
     before = "QEMU, firmware" + (", setup and decompressor" if decompressor else f" ({plain}: no decompressor)")
     parts = []
-    for label, value in ((before, s.before_kernel), ("kernel init to Run /init", s.kernel_init),
+    firmware: tuple[tuple[str, float | None], ...] = ()
+    if s.firmware is not None:
+        stubs = None if s.before_kernel is None else max(0.0, s.before_kernel - s.firmware)
+        firmware = (("QEMU and firmware to starting the UKI", s.firmware),)
+        before = "EFI stubs" + (" and decompressor" if decompressor else "")
+        s = replace(s, before_kernel=stubs)
+    for label, value in (*firmware, (before, s.before_kernel), ("kernel init to Run /init", s.kernel_init),
                          ("exec to the program's first line", s.exec_init),
                          ("program to VM exit", s.program)):
         parts.append(f"{label} {value:.3f} s" if value is not None else f"{label} n/a")
     note = "" if s.kernel_init is not None else " (no kernel timestamps shown: `quiet` hides them)"
+    if s.rest is not None:
+        note += f" (the rest, from the firmware's handover to the program: {s.rest:.3f} s)"
     return "; ".join(parts) + note
