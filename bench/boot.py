@@ -45,6 +45,10 @@ FLOOR_NAME = "floor: PVH stub that exits at once (microvm)"
 FLOOR_ARCH = "x86_64"  # the floor's guest is x86: only x86_64 cases get a ratio to it
 
 
+# Boot-time words a profile's command line may carry (configs/profiles/*.toml say why).
+LEVERS = ("nolapic_timer",)
+
+
 @dataclass(frozen=True)
 class Case:
     """One way to boot a profile's build."""
@@ -100,6 +104,10 @@ def cases_for(ctx: Context, config: str, default_profile: bool) -> list[Case]:
             Case(name, f"{machine} bzImage without tsc_early_khz", "bzImage", machine, tsc_khz=False,
                  baseline=base),
         ]
+    # the command-line levers a profile takes, each undone alone: what each one is worth in this run
+    for lever in LEVERS:
+        if lever in ctx.profile.kernel.cmdline.split():
+            out.append(Case(name, f"{base} without {lever}", image, machine, drop=(lever,), baseline=base))
     if image != target.image_name:
         out.append(Case(name, f"{machine} {target.image_name}", target.image_name, machine, baseline=base))
     if pvh and image != "vmlinux":

@@ -107,7 +107,8 @@ def test_bench_boot_cases_for_x86_keep_their_names(tmp_path: Path) -> None:
     cases = bboot.cases_for(ctx, "CONFIG_EFI_STUB=y\n", default_profile=True)
     assert [c.name for c in cases] == [
         "microvm bzImage", "pc bzImage", "pc bzImage i8042.noaux i8042.nokbd", "microvm bzImage + external initrd",
-        "microvm bzImage quiet", "microvm bzImage without tsc_early_khz", "UKI via OVMF (q35, pflash)",
+        "microvm bzImage quiet", "microvm bzImage without tsc_early_khz", "microvm bzImage without nolapic_timer",
+        "UKI via OVMF (q35, pflash)",
         "UKI via OVMF (q35, -bios OVMF.fd)"]
     uki = bboot.spec_for(ctx, cases[-2], "", None, tmp_path / "esp.img", tmp_path / "OVMF_VARS.fd")
     cmd = qemu.command(uki)
