@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.doit import environ, output, run_dodo, variables
+from tests.helpers.fakeqemu import fake_qemu
 from tinyuki.vm import qemu
 
 MARKER = "hello: started"
@@ -31,14 +32,6 @@ marker = "{MARKER}"
 accel = "tcg"
 timeout = {{timeout}}
 """
-
-
-def fake_qemu(bin_dir: Path, console: list[str], *, rc: int = 0, hang: bool = False) -> None:
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    script = bin_dir / "qemu-system-x86_64"
-    lines = "".join(f"printf '%s\\r\\n' {line!r}\n" for line in console)
-    script.write_text("#!/bin/sh\n" + lines + ("sleep 30\n" if hang else "") + f"exit {rc}\n")
-    script.chmod(0o755)
 
 
 def boot(tmp_path: Path, console: list[str], *, rc: int = 0, hang: bool = False, timeout: int = 20) -> tuple[int, str]:

@@ -9,12 +9,12 @@ gets — never a traceback. A missing AAVMF is tests/unit/test_boot_arm64.py's.
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.doit import environ, output, run_dodo, variables
+from tests.helpers.fakeqemu import fake_qemu
 
 MARKER = "hello: started"
 PROFILE = f"""
@@ -40,11 +40,7 @@ CONSOLE = ["[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x411fd07
 def doit_boot(tmp_path: Path, *args: str, boot: str = "") -> tuple[int, str, list[str]]:
     """Run `doit boot ARGS` on an arm64 profile; returns doit's exit code, its output and QEMU's argv."""
     bin_dir, argv = tmp_path / "bin", tmp_path / "argv"
-    bin_dir.mkdir(exist_ok=True)
-    script = bin_dir / "qemu-system-aarch64"
-    lines = "".join(f"printf '%s\\r\\n' {line!r}\n" for line in CONSOLE)
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {shlex.quote(str(argv))}\n{lines}exit 0\n')
-    script.chmod(0o755)
+    fake_qemu(bin_dir, CONSOLE, name="qemu-system-aarch64", argv=argv)
     profile = tmp_path / "arm.toml"
     profile.write_text(PROFILE.format(boot=boot))
     build = tmp_path / "b"
