@@ -220,8 +220,8 @@ def test_kvm_verdict_is_remembered_per_host_boot(tmp_path) -> None:
         calls.append(1)
         return qemu.KvmProbe(False, "a KVM test boot printed nothing")
 
-    class Spec:
-        machine = "microvm"
+    def Spec() -> qemu.BootSpec:
+        return qemu.BootSpec(machine="microvm", memory="128M", accel="auto")
 
     store = tmp_path / "kvm-probe.json"
     first = vmrun.remembered_probe(store, Spec(), probe)
@@ -231,10 +231,7 @@ def test_kvm_verdict_is_remembered_per_host_boot(tmp_path) -> None:
     assert "remembered for this host boot" in second.reason
     # another machine type is probed again
 
-    class Other:
-        machine = "q35"
-
-    vmrun.remembered_probe(store, Other(), probe)
+    vmrun.remembered_probe(store, qemu.BootSpec(machine="q35", memory="128M", accel="auto"), probe)
     assert calls == [1, 1]
     # a damaged record is ignored, not trusted
     store.write_text("{not json")

@@ -127,7 +127,7 @@ def _host_identity(spec: qemu.BootSpec) -> str:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""  # no boot id: never reuse a verdict
-    exe = shutil.which(getattr(spec, "qemu", None) or arches.get(getattr(spec, "arch", arches.DEFAULT)).qemu) or ""
+    exe = shutil.which(qemu.binary(spec)) or ""
     stamp = os.stat(exe).st_mtime_ns if exe else 0
     return f"{boot_id}:{exe}:{stamp}:{spec.machine}"
 
@@ -140,7 +140,7 @@ def remembered_probe(store: Path, spec: qemu.BootSpec, probe: Callable[[], qemu.
     `doit boot` on this host reuses it (and says so). A guest of another
     architecture is TCG without a probe, and nothing is stored for it.
     """
-    foreign = qemu.foreign_guest(getattr(spec, "arch", arches.DEFAULT))
+    foreign = qemu.foreign_guest(spec.arch)
     if foreign:
         return qemu.KvmProbe(False, foreign)
     ident = _host_identity(spec)
