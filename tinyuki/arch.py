@@ -96,10 +96,11 @@ class Arch:
             out.append(f"CROSS_COMPILE={prefix}")
         return out
 
-    def require_compiler(self, host: str | None = None) -> None:
-        """Fail before minutes of make when the cross compiler is not installed, naming the package."""
+    def require_compiler(self, host: str | None = None, path: str | None = None) -> None:
+        """Fail before minutes of make when the cross compiler is not installed (on `path`, default $PATH),
+        naming the package."""
         prefix = self.compiler_prefix(host)
-        if prefix and shutil.which(prefix + "gcc") is None:
+        if prefix and shutil.which(prefix + "gcc", path=path) is None:
             raise die(f"the {self.name} cross compiler {prefix}gcc is not installed"
                       f" (this host is {os.uname().machine})",
                       f"apt-get install {self.cross_package} {self.libc_package} (scripts/setup.sh installs them)")

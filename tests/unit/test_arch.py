@@ -73,7 +73,7 @@ def test_the_source_directory_of_each_architecture() -> None:
 
 
 def test_a_missing_cross_compiler_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(arch.shutil, "which", lambda name: None)
+    monkeypatch.setattr(arch.shutil, "which", lambda name, path=None: None)
     with pytest.raises(TinyukiError) as e:
         ARM.require_compiler("x86_64")
     assert "aarch64-linux-gnu-gcc is not installed" in str(e.value)

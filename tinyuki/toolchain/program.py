@@ -81,8 +81,7 @@ def require_compiler(cc: str, arch: Arch | None = None, path: str | None = None)
         return
     target = arch or ARCHES[DEFAULT]
     if target.compiler_prefix() and cc.startswith(target.compiler_prefix()):
-        raise die(f"{cc} is not installed: it compiles /init for {target.name} on this {os.uname().machine} machine",
-                  f"apt-get install {target.cross_package} {target.libc_package} (scripts/setup.sh installs them)")
+        target.require_compiler(path=path)  # the table's own check: names the cross compiler's packages
     package = HOST_PACKAGES.get(cc, "build-essential")
     raise die(f"{cc} is not installed: it compiles /init", f"apt-get install {package} (scripts/setup.sh does)")
 
