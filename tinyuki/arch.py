@@ -21,6 +21,9 @@ from pathlib import Path
 
 from tinyuki.errors import die
 
+# The C libraries a cross gcc builds /init against (nolibc: headers from the kernel tree; glibc: Debian's
+# libc6-dev-<arch>-cross). musl-gcc (musl-tools) builds for the host only.
+CROSS_LIBCS = ("nolibc", "glibc")
 # Where Debian's systemd-boot-efi puts its stubs.
 SYSTEM_STUB_DIR = "/usr/lib/systemd/boot/efi"
 

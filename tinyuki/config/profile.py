@@ -435,8 +435,9 @@ def _resolve_arch_defaults(values: dict[str, dict[str, Any]], where: str, root: 
         raise die(f"{where}: [boot] machine {boot['machine']!r} is not a QEMU machine of {target.name}",
                   f"use one of: auto, {', '.join(target.machines)}")
     init = values["init"]
-    if init["binary"] is None and init["language"] == "c" and init["libc"] == "musl" and not target.native():
-        raise die(f"{where}: [init] libc = \"musl\" cannot build a program for {target.name} on this"
+    cross_libc = init["binary"] is None and init["language"] == "c" and not target.native()
+    if cross_libc and init["libc"] not in arch.CROSS_LIBCS:
+        raise die(f"{where}: [init] libc = \"{init['libc']}\" cannot build a program for {target.name} on this"
                   f" {os.uname().machine} host: musl-gcc (Debian's musl-tools) builds for the host only",
                   "use libc = \"nolibc\" or \"glibc\" (both cross-compile), or give a static program built"
                   " elsewhere as [init] binary")

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from tinyuki.arch import ARCHES, DEFAULT, Arch
+from tinyuki.arch import ARCHES, CROSS_LIBCS, DEFAULT, Arch
 from tinyuki.errors import die
 
 NOLIBC_HEADER = Path("tools/include/nolibc/nolibc.h")
@@ -42,8 +42,6 @@ COMMON_FLAGS = (
 # nolibc brings its own _start and syscalls; it has no stack-protector support in 6.1.
 NOLIBC_FLAGS = ("-nostdlib", "-fno-stack-protector")
 COMPILERS = {"nolibc": "gcc", "musl": "musl-gcc", "glibc": "gcc"}
-# The libcs a cross gcc builds against: nolibc is headers from the kernel tree, glibc is the cross libc package.
-CROSS_LIBCS = ("nolibc", "glibc")
 # What puts the host's own compiler in place, for the error when it is missing.
 HOST_PACKAGES = {"gcc": "build-essential", "musl-gcc": "musl-tools"}
 
