@@ -13,6 +13,7 @@ profiles: a few minutes each on a fresh machine); `--no-build-missing` skips the
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -299,15 +300,19 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     results.update({**report.machine(ROOT), "command": command})
     ctxs = contexts(names, not args.no_build_missing)
     if args.what in ("all", "boot"):
-        results["boot"] = {**run_boot(ctxs, args.runs or 10, args.only, args.hang_runs), "command": command}
+        load = report.load_average()
+        results["boot"] = {**run_boot(ctxs, args.runs or 10, args.only, args.hang_runs), "command": command,
+                           "load": load}
     if args.what in ("all", "size"):
-        results["size"] = {**bsize.measure(ctxs, DEFAULT), "command": command}
+        load = report.load_average()
+        results["size"] = {**bsize.measure(ctxs, DEFAULT), "command": command, "load": load}
     if args.what == "build" or (args.what == "all" and args.build):
         dctx = make_context(DEFAULT)
+        load = report.load_average()
         # every measured profile gets its no-op row (goal: ≤ 0.25 s whatever its stages)
         results["build"] = {**bbuild.measure(dctx, runs=args.runs or 1, cold_build=args.cold, results_dir=RESULTS,
                                              noop_contexts=ctxs, noop_targets=BUILD_TARGETS,
-                                             config_changes=args.config_change), "command": command}
+                                             config_changes=args.config_change), "command": command, "load": load}
     results["goals"] = goals(results)
     return results
 
@@ -332,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", action="store_true", help="also put the tables into README.md's Benchmarks section")
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = ap.parse_args(argv)
+    # time Python as a user's shell runs it, with its bytecode cache: a shell that turns the cache off makes
+    # every `doit` compile each module changed since its last .pyc again, and the no-op rows measure that
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
     if args.what == "compare" and len(args.files) != 2:
         ap.error("compare needs OLD.json NEW.json")

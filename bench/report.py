@@ -87,7 +87,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, float]:
     """Every comparable number of a results document, by a dotted path.
 
     A timing summary counts by its median; sizes and counts by their value.
-    Ratios, min/max, run counts and the machine block are context, not figures.
+    Ratios, min/max, run counts, the load average and the machine block are context, not figures.
     """
     out: dict[str, float] = {}
     if isinstance(data, Mapping):
@@ -97,7 +97,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, float]:
         for key, value in data.items():
             if key in ("machine", "tools", "ratio", "ratios", "min", "max", "runs", "command", "notes", "date",
                        "revision", "split", "bzImage_ratio", "goals", "floor_ratio", "rest_ratio",
-                       "rest_ratio_same_machine"):
+                       "rest_ratio_same_machine", "load"):
                 continue
             out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     elif isinstance(data, list):
@@ -175,6 +175,11 @@ def mem_total_kib(meminfo: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: TCG boots and builds slow down with anything else running."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine(root: Path) -> dict[str, Any]:
     """What the numbers were measured on: they mean little without it."""
     def read(p: str) -> str:
@@ -210,8 +215,12 @@ def machine(root: Path) -> dict[str, Any]:
 def _heading(title: str, part: Mapping[str, Any]) -> list[str]:
     """A section's heading, and the command that measured it when it has its own."""
     lines = [f"### {title}", ""]
-    if part.get("command"):
-        lines += [f"`{part['command']}`", ""]
+    said = [f"`{part['command']}`"] if part.get("command") else []
+    if part.get("load"):
+        load = " / ".join(f"{x:.2f}" for x in part["load"])
+        said.append(f"load average {load} when it started (1, 5, 15 min)")
+    if said:
+        lines += ["; ".join(said) + ".", ""]
     return lines
 
 

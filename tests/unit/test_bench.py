@@ -474,3 +474,14 @@ def test_boot_once_keeps_the_firmware_s_share(monkeypatch: pytest.MonkeyPatch, t
 def test_only_keeps_the_comma_inside_a_case_name() -> None:
     assert bmain.only_names("microvm bzImage,UKI via OVMF (q35, pflash),") == [
         "microvm bzImage", "UKI via OVMF (q35, pflash)"]
+
+
+def test_each_part_says_the_load_it_started_under_and_compare_skips_it() -> None:
+    loaded = doc(0.8)
+    loaded["boot"].update(command="python -m bench boot", load=[0.71, 1.56, 1.91])
+    md = report.markdown(loaded)
+    assert "`python -m bench boot`; load average 0.71 / 1.56 / 1.91 when it started (1, 5, 15 min)." in md
+    busier = doc(0.8)
+    busier["boot"]["load"] = [4.0, 4.0, 4.0]
+    assert report.compare(loaded, busier) == ([], [], [])
+    assert len(report.load_average()) == 3

@@ -50,16 +50,20 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
-
-import requests
 
 from tinyuki.cache.store import CorruptEntry, Store, entry_problem
 from tinyuki.config.context import variable_or_env
 from tinyuki.errors import die
+from tinyuki.util import lazy
 from tinyuki.util.fs import CHUNK
 from tinyuki.util.runner import run
+
+if TYPE_CHECKING:
+    import requests
+else:  # loaded when a remote is first reached: a run with nothing to fetch or push does not pay for it
+    requests = lazy.module("requests")
 
 VAR_REMOTE, VAR_MODE, VAR_SIGNING, VAR_TRUSTED = (
     "artifact_remote", "artifact_remote_mode", "artifact_signing_key", "artifact_trusted_keys")
@@ -250,7 +254,7 @@ class Remote:
     """One remote cache, used by one stage; `traffic` counts the bytes it moved."""
 
     settings: RemoteSettings
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=lambda: requests.Session())
     traffic: Traffic = field(default_factory=Traffic)
     # blobs the server served wrong in this stage: a push uploads them again even if a HEAD says they exist
     bad: set[str] = field(default_factory=set)

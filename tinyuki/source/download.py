@@ -20,14 +20,20 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-
-import requests
-import urllib3
-from tqdm import tqdm
+from typing import IO, TYPE_CHECKING
 
 from tinyuki.errors import TinyukiError, die
+from tinyuki.util import lazy
 from tinyuki.util.fs import CHUNK, atomic_write, fsync_dir
+
+if TYPE_CHECKING:
+    import requests
+    import tqdm
+    import urllib3
+else:  # loaded when a download starts: a run with nothing to fetch does not pay for them
+    requests = lazy.module("requests")
+    tqdm = lazy.module("tqdm")
+    urllib3 = lazy.module("urllib3")
 
 # small enough that a dropped connection loses little: urllib3 discards the chunk it was reading
 STREAM_CHUNK = 64 * 1024
@@ -414,10 +420,10 @@ def _local_failure(e: OSError, path: Path) -> TinyukiError:
                "the cache dir must be writable: fix its permissions or give another one (doit cache_dir=DIR)")
 
 
-def _bar(name: str, total: int | None, initial: int, progress: bool | None) -> tqdm:
+def _bar(name: str, total: int | None, initial: int, progress: bool | None) -> tqdm.tqdm:
     """bytes, rate and ETA on a terminal; silent in logs and CI."""
     show = sys.stderr.isatty() if progress is None else progress
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+    return tqdm.tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
                 disable=not show, file=sys.stderr, leave=False, mininterval=0.5)
 
 
