@@ -264,3 +264,34 @@ def test_bzimage_release() -> None:
     no_pointer = bytearray(fake_bzimage())
     struct.pack_into("<H", no_pointer, 0x20E, 0)
     assert pe.bzimage_release(bytes(no_pointer)) is None
+
+
+def _pefile_checksum(image: bytes) -> int:
+    return pefile.PE(data=image, fast_load=True).generate_checksum()
+
+
+@pytest.mark.parametrize("tail", [b"", b"\x01", b"\xff\xfe", b"abc", bytes(range(256)) * 37 + b"\x07"])
+def test_checksum_is_pefile_s_for_any_length_and_content(stub: bytes, tail: bytes) -> None:
+    image = stub + tail
+    field = pefile.PE(data=image, fast_load=True).OPTIONAL_HEADER.get_file_offset() + 64
+    assert pe.checksum(image, field) == _pefile_checksum(image)
+    noise = b"".join(hashlib.sha256(tail + i.to_bytes(2, "little")).digest() for i in range(128))
+    assert pe.checksum(image + noise, field) == _pefile_checksum(image + noise)
+
+
+def test_checksum_where_the_running_sum_folds_to_all_ones(stub: bytes) -> None:
+    """An overlay dword that makes the dwords' sum a multiple of 2**32-1: the end-around sum is then
+    0xFFFFFFFF, not 0 (the corner a plain modulo would get wrong)."""
+    field = pefile.PE(data=stub, fast_load=True).OPTIONAL_HEADER.get_file_offset() + 64
+    image = stub + bytes(-len(stub) % 4)
+    dwords = struct.unpack(f"<{len(image) // 4}I", image)
+    total = sum(dwords) - dwords[field // 4]
+    image += struct.pack("<I", -total % 0xFFFFFFFF)
+    assert pe.checksum(image, field) == _pefile_checksum(image) == 0xFFFF + len(image)
+    assert pe.checksum(bytes(64), 0) == 64  # every dword 0: the one case the sum stays 0
+
+
+def test_uki_checksum_matches_pefile_s_over_a_whole_uki(stub: bytes) -> None:
+    image = make_uki(stub, timestamp=EPOCH)
+    field = pefile.PE(data=image, fast_load=True).OPTIONAL_HEADER.get_file_offset() + 64
+    assert struct.unpack_from("<I", image, field)[0] == _pefile_checksum(image)

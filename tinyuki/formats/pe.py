@@ -19,6 +19,8 @@ ukify does, those tables are dropped when they sit at the end of the stub, and
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -267,9 +269,31 @@ def add_sections(
 def _with_checksum(image: bytes) -> bytes:
     """Write the PE checksum over the final bytes (the field itself counts as zero)."""
     pe = pefile.PE(data=image, fast_load=True)
-    checksum = pe.generate_checksum()
     off = pe.OPTIONAL_HEADER.get_file_offset() + 64  # CheckSum's place in both PE32 and PE32+
-    return image[:off] + struct.pack("<I", checksum) + image[off + 4:]
+    return image[:off] + struct.pack("<I", checksum(image, off)) + image[off + 4:]
+
+
+def checksum(image: bytes, field: int) -> int:
+    """The PE checksum pefile's generate_checksum() gives, with the dword at `field` left out.
+
+    pefile adds the file's little-endian dwords one at a time with an end-around carry, in Python: a third
+    of a second for a 2 MB UKI, on every program edit. That running sum is the plain sum folded into
+    1..2**32-1 (0 only when every dword is 0), so it is computed at once; the folding to 16 bits and the
+    length that follow are pefile's own, bit for bit (tests/unit/test_pe.py checks both against pefile).
+    """
+    padded = image + bytes(-len(image) % 4)
+    dwords = array("I")
+    if dwords.itemsize != 4:  # pragma: no cover - every platform CPython runs on has a 4-byte int
+        dwords = array("L")
+    dwords.frombytes(padded)
+    if sys.byteorder == "big":  # pragma: no cover - x86-64 and arm64 hosts are little-endian
+        dwords.byteswap()
+    skip = field // 4
+    total = sum(dwords) - (dwords[skip] if skip < len(dwords) else 0)
+    folded = 0 if total == 0 else (total - 1) % 0xFFFFFFFF + 1
+    folded = (folded & 0xFFFF) + (folded >> 16)
+    folded = (folded + (folded >> 16)) & 0xFFFF
+    return folded + len(image)
 
 
 def read_sections(image: bytes, what: str = "the image") -> dict[str, bytes]:
