@@ -9,7 +9,7 @@ from doit import get_var
 
 from cli.actions import action
 from tinyuki.cache import trees
-from tinyuki.cache.artifacts import describe, store_for
+from tinyuki.cache.artifacts import describe, finish_storing, store_for
 from tinyuki.cache.store import GIB, Store
 from tinyuki.config.context import Context
 from tinyuki.errors import die
@@ -37,6 +37,7 @@ def listing(store: Store, now: float | None = None) -> str:
 def list_task(ctx: Context) -> dict[str, Any]:
     @action
     def show() -> None:
+        finish_storing()  # a store still in flight from the stages run before it
         print(listing(store_for(ctx)))
 
     return {
@@ -62,6 +63,7 @@ def keep_gib(param: float) -> float:
 def prune_task(ctx: Context) -> dict[str, Any]:
     @action
     def prune(keep: float) -> None:
+        finish_storing()
         keep = keep_gib(keep)
         if keep < 0:
             raise die(f"keep={keep} is negative", "give the GiB to keep, for example keep=2")

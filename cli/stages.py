@@ -15,7 +15,7 @@ from doit.tools import config_changed
 
 from cli.actions import action
 from tinyuki.cache import keys
-from tinyuki.cache.artifacts import restore_or_build
+from tinyuki.cache.artifacts import restore_or_build, store_in_background
 from tinyuki.config.context import Context
 from tinyuki.stage import Check, Pipeline, Stage, remove_stale
 
@@ -65,6 +65,7 @@ def task_dict(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
     elif stage.cache:
         def run() -> None:
             drop_foreign(ctx, stage)
+            store_in_background(True)  # the next stage runs while this one's outputs are stored
             restore_or_build(ctx, stage, pipeline)
     else:
         def run() -> None:

@@ -129,6 +129,7 @@ def compile_rows(setup: CompileSetup, report: Path) -> list[list[str]]:
 
 
 def show(ctx: Context) -> None:
+    artifacts.finish_storing()  # `doit summary stats`: the last stage's store and record first
     setup = compilecache.for_context(ctx)
     rows = [artifact_row(ctx), remote_row(ctx), *compile_rows(setup, ctx.paths.logs / compilecache.REPORT)]
     print(markdown_table(["cache", "where", "entries", "size", "hits", "misses", "note"], rows))

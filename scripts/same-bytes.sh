@@ -20,6 +20,8 @@ old=$(mktemp -d "${TMPDIR:-/tmp}/tinyuki-before.XXXXXX")
 trap 'git worktree remove --force "$old" >/dev/null 2>&1 || rm -rf "$old"' EXIT
 git worktree add --detach "$old" "$rev" >/dev/null
 ln -s "$here/.venv" "$old/.venv"
+# what scripts/setup.sh unpacked (the arm64 stub) is git-ignored: the old revision uses the same
+[ -d "$here/.deps" ] && ln -s "$here/.deps" "$old/.deps"
 status=0
 for p in "${profiles[@]}"; do
   for side in before after; do

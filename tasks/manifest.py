@@ -25,8 +25,8 @@ from tinyuki.formats import pe
 from tinyuki.formats.series import read_series
 from tinyuki.records import Tree, Verified
 from tinyuki.stage import Output, Pipeline, Stage, remove_stale
+from tinyuki.toolchain import tools
 from tinyuki.util import fs as fsutil
-from tinyuki.util import runner
 from tinyuki.util.fmt import text_table
 
 MANIFEST = Output("manifest.json")
@@ -166,7 +166,7 @@ def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
         init_sources=list(ctx.profile.init.sources),
         profile_name=ctx.profile.name,
         profile_path=ctx.profile.path,
-        tools={name: runner.tool_version(cmd) for name, cmd in tools_of(ctx.arch).items()},
+        tools={name: tools.command_version(cmd) for name, cmd in tools_of(ctx.arch).items()},
         stub=ctx.profile.uki.stub,
         source_date_epoch=ctx.profile.kernel.source_date_epoch,
         reports={"arch": ctx.arch.name,

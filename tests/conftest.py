@@ -34,6 +34,15 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(autouse=True)
+def _tool_versions_asked_afresh() -> Iterator[None]:
+    """A test that prepared a build dir must not leave its file of tool versions to the next test."""
+    from tinyuki.toolchain import tools
+
+    yield
+    tools.remember_versions(None)
+
+
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 # The parts of a kernel tree the fast tests need: nolibc for the init program,
 # gen_init_cpio to compare our cpio writer with, merge_config.sh for fragments.

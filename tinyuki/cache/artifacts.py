@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,19 +101,26 @@ def try_restore(ctx: Context, stage: Stage, key: str, store: Store) -> dict[str,
     return None
 
 
-def save(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float) -> dict[str, Any] | None:
-    """Store the stage's declared outputs under its key; a full disk costs the cache entry, never the build."""
+def read_outputs(ctx: Context, stage: Stage) -> list[tuple[str, bytes, int]]:
+    """The stage's declared files as they are now: (declared path, bytes, mode)."""
+    return [(out.path, (path := out.at(ctx)).read_bytes(), path.stat().st_mode & 0o7777) for out in stage.files_of(ctx)]
+
+
+def save(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float,
+         files: list[tuple[str, bytes, int]] | None = None) -> dict[str, Any] | None:
+    """Store the stage's declared outputs under its key; a full disk costs the cache entry, never the build.
+
+    `files` are the outputs as read_outputs() read them (for a store that runs after the stage's files may
+    have been read by others); by default they are read now.
+    """
     locs = keys.locations(ctx)
     entry: dict[str, Any] = {"schema": SCHEMA, "task": stage.name, "key": key, "profile": ctx.name,
                              "created": time.time(), "built_in": round(elapsed, 3), "files": {}, "trees": {}}
     try:
-        for out in stage.files_of(ctx):
-            path = out.at(ctx)
-            data = path.read_bytes()
+        for rel, data, mode in (files if files is not None else read_outputs(ctx, stage)):
             moved = relocate_out(data, locs)
             sha, size = store.put_bytes(moved if moved is not None else data)
-            entry["files"][out.path] = {
-                "sha256": sha, "size": size, "mode": path.stat().st_mode & 0o7777, "relocated": moved is not None}
+            entry["files"][rel] = {"sha256": sha, "size": size, "mode": mode, "relocated": moved is not None}
         for out in stage.trees_of(ctx):
             entry["trees"][out.path] = store.put_tree(out.at(ctx), locs)
         store.save_entry(entry)
@@ -119,6 +128,60 @@ def save(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float) -> 
         warn(f"{stage.name}: could not store its outputs in the artifact cache {store.root} ({e})")
         return None
     return entry
+
+
+# ---------------------------------------------------------------- storing while the next stage runs
+#
+# After a program edit, storing the new vmlinux (15 MB: relocated, hashed, written, fsync'd) is a tenth of a
+# second the UKI, the disk image and the manifest need not wait for. In a doit run (cli/stages.py turns
+# this on) a stage without trees is stored by a thread from the bytes read when it finished, so a later
+# stage rewriting a file cannot change what is stored; one store is in flight at a time, and the process
+# waits for it before it exits. A stage that stores a tree (kbuild's) is stored before the next stage runs:
+# that stage builds in the tree.
+
+_background = False
+_in_flight: threading.Thread | None = None
+
+
+def store_in_background(on: bool) -> None:
+    global _background
+    _background = on
+
+
+def finish_storing() -> None:
+    """Wait for the store in flight, if any (its messages are printed by then)."""
+    global _in_flight
+    if _in_flight is not None:
+        _in_flight.join()
+        _in_flight = None
+
+
+def _store(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float, remote: Remote | None,
+           files: list[tuple[str, bytes, int]] | None, after: Callable[[bool], None]) -> None:
+    t = time.monotonic()
+    stored = save(ctx, stage, key, store, elapsed, files)
+    pushed = False
+    if stored is not None:
+        print(f"{stage.name}: stored in artifact cache (key {key[:12]}…) in {time.monotonic() - t:.1f}s")
+        if remote is not None and not remote.settings.read_only:
+            pushed = try_push(stage, stored, store, remote)
+    after(pushed)
+
+
+def _store_in_thread(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float, remote: Remote | None,
+                     after: Callable[[bool], None]) -> None:
+    global _in_flight
+    files = read_outputs(ctx, stage)
+    finish_storing()
+
+    def body() -> None:
+        try:
+            _store(ctx, stage, key, store, elapsed, remote, files, after)
+        except Exception as e:  # a failure in a thread would otherwise be lost: it costs the cache, never the build
+            warn(f"{stage.name}: could not store its outputs in the artifact cache {store.root} ({e})")
+
+    _in_flight = threading.Thread(target=body, name=f"store {stage.name}")
+    _in_flight.start()
 
 
 def describe(entry: dict[str, Any]) -> str:
@@ -227,12 +290,17 @@ def restore_or_build(ctx: Context, stage: Stage, pipeline: Pipeline) -> None:
         begin = time.monotonic()
         stage.build(ctx)
         elapsed = time.monotonic() - begin
-        t = time.monotonic()
-        stored = save(ctx, stage, key, store, elapsed)
-        if stored is not None:
-            print(f"{stage.name}: stored in artifact cache (key {key[:12]}…) in {time.monotonic() - t:.1f}s")
-            if remote is not None and not remote.settings.read_only:
-                pushed = try_push(stage, stored, store, remote)
     keys.record(ctx, stage.name, key, material, restored=entry is not None)
-    restored = sum(store.blob_sizes(entry).values()) if entry is not None else 0
-    record_traffic(ctx, stage, key, result, remote, remote_result, pushed, restored)
+    if entry is not None:
+        restored = sum(store.blob_sizes(entry).values())
+        record_traffic(ctx, stage, key, result, remote, remote_result, pushed, restored)
+        return
+
+    def after(pushed: bool) -> None:
+        record_traffic(ctx, stage, key, result, remote, remote_result, pushed, 0)
+
+    if _background and not stage.trees_of(ctx):
+        _store_in_thread(ctx, stage, key, store, elapsed, remote, after)
+    else:
+        finish_storing()
+        _store(ctx, stage, key, store, elapsed, remote, None, after)

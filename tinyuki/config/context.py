@@ -18,6 +18,7 @@ from pathlib import Path
 from tinyuki.arch import ARCHES, Arch
 from tinyuki.config.profile import Profile, load_profile
 from tinyuki.errors import die
+from tinyuki.toolchain import tools
 
 KBUILD_DIR = "kbuild"
 
@@ -55,6 +56,8 @@ class Paths:
     incoming = _Place("cache", "incoming", "Downloads in progress (resumable .part files), not yet verified.")
     locks = _Place("cache", "locks", "Trust-on-first-use records: the sha256 first seen for an unpinned source.")
     trees = _Place("cache", "trees", "Extracted (and patched) source trees, named by the hashes that made them.")
+    tool_versions = _Place("cache", "tool-versions.json",
+                           "Each tool binary's version line, by its path, size and times: asked once, not every run.")
     # ---- one build
     db = _Place("build", ".doit.db", "doit's record of what ran, by content (Sha256Checker).")
     logs = _Place("build", "logs", "Every tool's full output, one log per stage.")
@@ -145,6 +148,7 @@ def prepare_dirs(ctx: Context) -> None:
     """
     _usable_dir(ctx.paths.build, "build_dir", "build's outputs")
     _usable_dir(ctx.paths.cache, "cache_dir", "shared cache (tarballs, trees, artifacts)")
+    tools.remember_versions(ctx.paths.tool_versions)  # the tools' answers, kept where every build dir sees them
 
 
 def variable_or_env(variables: Mapping[str, str | None], environ: Mapping[str, str], var: str,

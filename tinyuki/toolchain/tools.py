@@ -9,13 +9,18 @@ compiler just to ask its version while an upgrade still reruns the stage.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from tinyuki.errors import TinyukiError
+from tinyuki.util import fs as fsutil
 from tinyuki.util.runner import output, tool_version
 
 
@@ -31,6 +36,10 @@ class Tool:
     # A compiler or binutil that exists per target: for another architecture, the cross one
     # (aarch64-linux-gnu-gcc) is the tool whose version reaches the bytes (tinyuki/arch.py).
     cross: bool = False
+    # Whether the binary alone decides what it prints, so its answer can be remembered by the binary's
+    # stat (remembered()). Not so for a wrapper script (musl-gcc) or a toolchain multiplexer: rustup's
+    # cargo/rustc proxies and go pick a toolchain from the environment and the directory.
+    by_binary: bool = True
 
     @property
     def binary(self) -> str | None:
@@ -48,14 +57,14 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("binutils", ("ld", "--version"), cross=True),
     Tool("make", ("make", "--version")),
     Tool("gzip", ("gzip", "--version")),
-    Tool("musl-gcc", ("musl-gcc", "--version")),
+    Tool("musl-gcc", ("musl-gcc", "--version"), by_binary=False),
     # programs in Go and Rust (tinyuki/toolchain/builders.py)
-    Tool("go", ("go", "version")),
-    Tool("cargo", ("cargo", "--version")),
+    Tool("go", ("go", "version"), by_binary=False),
+    Tool("cargo", ("cargo", "--version"), by_binary=False),
     # Kconfig probes these and records what it found (CONFIG_PAHOLE_VERSION, Rust support)
     Tool("pahole", ("pahole", "--version")),
-    Tool("rustc", ("rustc", "--version")),
-    Tool("bindgen", ("bindgen", "--version")),
+    Tool("rustc", ("rustc", "--version"), by_binary=False),
+    Tool("bindgen", ("bindgen", "--version"), by_binary=False),
     Tool("pefile", python="pefile"),
     # the disk image (tinyuki/formats/disk.py)
     Tool("sfdisk", ("sfdisk", "--version")),
@@ -65,6 +74,76 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("sbsign", ("sbsign", "--version")),
     Tool("openssl", ("openssl", "version")),
 )}
+
+
+# ---------------------------------------------------------------- versions remembered across runs
+#
+# Every run that builds a stage asks its tools for their versions (the cache key holds them): ten-odd
+# processes, 0.1 s of a program edit. The answer of a binary that alone decides it is kept in the shared
+# cache dir, by the binary's resolved path, size, mtime and inode (what stamp() gives doit too): an upgrade
+# replaces the binary, so it is asked again.
+
+_remembered_in: Path | None = None
+_remembered: dict[str, str] | None = None
+
+
+def remember_versions(path: Path | None) -> None:
+    """Keep version answers in `path` (a JSON file in the cache dir); None: ask every time."""
+    global _remembered_in, _remembered
+    _remembered_in, _remembered = path, None
+
+
+# A binary changed less than this long ago is asked every time: file times come from a coarse clock, and a
+# binary rewritten twice within one tick at the same size (a test's stand-in tool) would look unchanged.
+SETTLED_NS = 2_000_000_000
+
+
+def _binary_key(cmd: Sequence[str]) -> str | None:
+    exe = shutil.which(cmd[0])
+    if exe is None:
+        return None
+    real = os.path.realpath(exe)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return None
+    if time.time_ns() - st.st_ctime_ns < SETTLED_NS:
+        return None
+    return json.dumps([real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, *cmd[1:]])
+
+
+def remembered(cmd: Sequence[str], ask: Callable[[], str]) -> str:
+    """What `ask()` says of the binary `cmd` runs: from the remembered answers while the binary is the same.
+
+    A missing or unreadable file of answers only costs asking again; two runs writing it at once lose at
+    most an answer (each file is written whole, by rename).
+    """
+    global _remembered
+    key = _binary_key(cmd) if _remembered_in is not None else None
+    if key is None or _remembered_in is None:
+        return ask()
+    if _remembered is None:
+        try:
+            loaded = json.loads(_remembered_in.read_text(encoding="utf-8"))
+            _remembered = {k: v for k, v in loaded.items() if isinstance(v, str)} if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            _remembered = {}
+    if (known := _remembered.get(key)) is not None:
+        return known
+    answer = ask()
+    if answer in ("missing", "unknown") or answer.startswith("unknown "):
+        return answer  # asked again next time: a tool that did not answer may answer later
+    _remembered[key] = answer
+    try:
+        fsutil.atomic_write_json(_remembered_in, _remembered)
+    except OSError:
+        pass  # a read-only cache dir: the answer is still right, only asked again next run
+    return answer
+
+
+def command_version(cmd: Sequence[str]) -> str:
+    """First line of `cmd` (a binary's --version), remembered by the binary as version() does."""
+    return remembered(cmd, lambda: tool_version(list(cmd)))
 
 
 @functools.cache
@@ -82,13 +161,17 @@ def version(name: str, prefix: str = "") -> str:
             return "missing"
     first, *rest = tool.command(prefix)
     cmd = [shutil.which(first) or first, *rest]
-    if tool.line is None:
-        return tool_version(cmd)
-    try:
-        text = output(cmd, ok_codes=None, timeout=60.0)
-    except TinyukiError:
-        return "missing"
-    return next((ln.strip() for ln in text.splitlines() if ln.startswith(tool.line)), "unknown")
+
+    def ask() -> str:
+        if tool.line is None:
+            return tool_version(cmd)
+        try:
+            text = output(cmd, ok_codes=None, timeout=60.0)
+        except TinyukiError:
+            return "missing"
+        return next((ln.strip() for ln in text.splitlines() if ln.startswith(tool.line)), "unknown")
+
+    return remembered(cmd, ask) if tool.by_binary else ask()
 
 
 def stamp(name: str, prefix: str = "") -> Any:

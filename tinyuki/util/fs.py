@@ -20,12 +20,33 @@ from typing import Any, BinaryIO
 CHUNK = 1 << 20
 
 
+# sha256 of the files hashed in this process, by what identifies their bytes: a stage's output is hashed by
+# the artifact cache, by doit's checker and by the manifest in one run, and a 15 MB vmlinux costs 30 ms a time.
+# A write gives a file a new ctime, but file times come from a coarse clock (a tick of up to 10 ms): a file
+# rewritten within one tick of being hashed, at the same size (or a new file on a reused inode) could look
+# the same. So a hash is kept only for a file whose ctime was already older than SETTLED when it was read:
+# every later write then carries a later ctime.
+_HASHED: dict[tuple[int, int, int, int, int], str] = {}
+SETTLED_NS = 50_000_000
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
+        before = _identity(os.fstat(f.fileno()))
+        if (known := _HASHED.get(before)) is not None:
+            return known
+        settled = time.time_ns() - before[4] > SETTLED_NS
+        h = hashlib.sha256()
         while chunk := f.read(CHUNK):
             h.update(chunk)
-    return h.hexdigest()
+        digest = h.hexdigest()
+        if settled and _identity(os.fstat(f.fileno())) == before:
+            _HASHED[before] = digest
+    return digest
 
 
 def sha256_bytes(data: bytes) -> str:
