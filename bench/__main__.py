@@ -38,7 +38,7 @@ HANG_PROFILES = ("fast-boot",)  # whose default boot is repeated --hang-runs tim
 # What a profile's build must contain for the benchmark: small has no EFI, so no UKI.
 BUILD_TARGETS = {"small": ["embed"]}
 
-REST = "the rest (stub to program) vs the direct -kernel boot of the same kernel"
+REST = "the rest (stub to program) vs the direct -kernel boot of the same kernel on the same machine"
 GOALS = (
     # (goal, target text, where the figure comes from, limit): the performance issue's goals, in its order.
     # A boot figure: ("boot", profile, case name or None for the profile's first case, key).
@@ -51,11 +51,11 @@ GOALS = (
     ("small: bzImage with the embedded program", "≤ 640 KB (655,360 B)", ("size", "small", "bzImage"), 655360),
     ("small: init", "≤ 1 KB (1,024 B)", ("size", "small", "init"), 1024),
     (f"debian: UKI through OVMF, {REST}", "≤ 1.20×",
-     ("boot", "debian", "UKI via OVMF (q35, pflash)", "rest_ratio"), 1.2),
+     ("boot", "debian", "UKI via OVMF (q35, pflash)", "rest_ratio_same_machine"), 1.2),
     (f"fast-boot: UKI through OVMF, {REST}", "≤ 1.20×",
-     ("boot", "fast-boot", "UKI via OVMF (q35, pflash)", "rest_ratio"), 1.2),
+     ("boot", "fast-boot", "UKI via OVMF (q35, pflash)", "rest_ratio_same_machine"), 1.2),
     (f"arm64: UKI through AAVMF, {REST}", "≤ 1.20×",
-     ("boot", "arm64", "UKI via AAVMF (virt, pflash)", "rest_ratio"), 1.2),
+     ("boot", "arm64", "UKI via AAVMF (virt, pflash)", "rest_ratio_same_machine"), 1.2),
 )
 # The build goals, from the rows bench/build.py writes (their names are its constants, read here, so a
 # renamed row drops its goal instead of showing a wrong one): (goal, target, rows, key, limit).
@@ -172,14 +172,16 @@ def _find(results: dict[str, Any], path: tuple[Any, ...]) -> float | None:
 
 def _measured_text(value: float, key: str, case: dict[str, Any] | None) -> str:
     """The measured figure as the goals table shows it, with what makes it comparable across hosts."""
-    if key == "rest_ratio" and case is not None:
+    if key == "rest_ratio_same_machine" and case is not None:
+        # Judged on the firmware's own machine, so that only the stubs and the EFI boot differ; the
+        # profile's direct boot (microvm for x86_64: no firmware runs there) is shown beside it.
         rest, fw = _value(case.get("rest")), _value(case.get("firmware"))
-        same, same_name = case.get("rest_ratio_same_machine"), case.get("rest_baseline_same_machine")
+        own, own_name = case.get("rest_ratio"), case.get("rest_baseline")
         shares = ([f"rest {rest:.3f} s"] if rest is not None else []) + \
                  ([f"the firmware's share {fw:.3f} s"] if fw is not None else []) + \
-                 ([f"{same:.2f}× vs {same_name}"] if same is not None and same_name != case.get("rest_baseline")
-                  else [])
-        against = f" vs {case['rest_baseline']}" if case.get("rest_baseline") else ""
+                 ([f"{own:.2f}× vs {own_name}, the profile's direct boot"]
+                  if own is not None and own_name != case.get("rest_baseline_same_machine") else [])
+        against = f" vs {case['rest_baseline_same_machine']}" if case.get("rest_baseline_same_machine") else ""
         return f"{value:.2f}×{against}" + (f" ({'; '.join(shares)})" if shares else "")
     if key.endswith("ratio"):
         return f"{value:.2f}×"
@@ -312,7 +314,8 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         # every measured profile gets its no-op row (goal: ≤ 0.25 s whatever its stages)
         results["build"] = {**bbuild.measure(dctx, runs=args.runs or 1, cold_build=args.cold, results_dir=RESULTS,
                                              noop_contexts=ctxs, noop_targets=BUILD_TARGETS,
-                                             config_changes=args.config_change), "command": command, "load": load}
+                                             config_changes=args.config_change, slow_runs=args.slow_runs),
+                            "command": command, "load": load}
     results["goals"] = goals(results)
     return results
 
@@ -332,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", action="store_true", help="build: also a cold build (minutes per run)")
     ap.add_argument("--config-change", action="store_true",
                     help="build: also the rebuilds after one config option changed (minutes per run)")
+    ap.add_argument("--slow-runs", type=int, default=None,
+                    help="build: runs of the rows that compile (--cold, --config-change; default --runs)")
     ap.add_argument("--no-build-missing", action="store_true", help="skip profiles that are not built")
     ap.add_argument("--threshold", type=float, default=report.DEFAULT_THRESHOLD, help="compare: 0.1 = 10 %%")
     ap.add_argument("--readme", action="store_true", help="also put the tables into README.md's Benchmarks section")

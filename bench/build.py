@@ -475,17 +475,19 @@ def external(results_dir: Path) -> dict[str, Any]:
 
 def measure(ctx: Context, *, runs: int, cold_build: bool, results_dir: Path,
             noop_contexts: Sequence[Context] = (), noop_targets: Mapping[str, Sequence[str]] | None = None,
-            config_changes: bool = False) -> dict[str, Any]:
+            config_changes: bool = False, slow_runs: int | None = None) -> dict[str, Any]:
     """The build rows for `ctx` (the default profile), plus the no-op row of every other built profile in
-    `noop_contexts`; `cold_build` and `config_changes` add the rows that compile (minutes each)."""
+    `noop_contexts`; `cold_build` and `config_changes` add the rows that compile (minutes each), measured
+    `slow_runs` times (default: `runs`)."""
     log = ctx.paths.logs / "bench-build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("", encoding="utf-8")
     others = [c for c in noop_contexts if c.profile.name != ctx.profile.name]
     cases = [noop(ctx, max(runs, 3), log), *noops(others, ctx.profile.name, max(runs, 3), log, noop_targets),
              *rebuild(ctx, runs, log)]
+    slow = slow_runs or runs
     if config_changes:
-        cases += config_rows(ctx, runs, log)
+        cases += config_rows(ctx, slow, log)
     if cold_build:
-        cases.append(cold(ctx, runs, log, ctx.root / "build" / "bench-cold"))
+        cases.append(cold(ctx, slow, log, ctx.root / "build" / "bench-cold"))
     return {"cases": cases, "external": external(results_dir), "log": str(log)}

@@ -404,8 +404,9 @@ def test_the_goals_are_the_issue_s() -> None:
     assert small["target"] == "≤ 640 KB (655,360 B)" and small["measured"] == "655,361" and not small["met"]
     assert got["small: init"]["met"]
     uki = got[f"debian: UKI through OVMF, {bmain.REST}"]
-    assert uki["measured"] == ("1.25× vs microvm bzImage (rest 1.000 s; the firmware's share 3.000 s; "
-                               "0.90× vs q35 bzImage)") and not uki["met"]
+    # judged against the same kernel booted directly on the firmware's machine; the profile's own boot beside it
+    assert uki["measured"] == ("0.90× vs q35 bzImage (rest 1.000 s; the firmware's share 3.000 s; "
+                               "1.25× vs microvm bzImage, the profile's direct boot)") and uki["met"]
     # not measured: not listed (fast-boot's and arm64's UKI, the config-change and cold builds)
     assert not any("fast-boot: UKI" in g or "arm64" in g or "config" in g or "cold" in g for g in got)
     assert got["debian: no-op doit"]["met"] and not got["fast-boot: no-op doit"]["met"]
