@@ -21,7 +21,8 @@ from tinyuki.stage import Check, Pipeline, Stage, remove_stale
 
 
 def file_dep(ctx: Context, stage: Stage, pipeline: Pipeline) -> list[str]:
-    """The stage's input files and the output files of the stages it needs (never their trees).
+    """The stage's input files and the output files of the stages it needs (never their trees, nor the records
+    only their own stage reads).
 
     A stage that is off for this profile depends on nothing, and nothing depends
     on the files a stage that is off would write.
@@ -29,7 +30,8 @@ def file_dep(ctx: Context, stage: Stage, pipeline: Pipeline) -> list[str]:
     if not stage.active(ctx):
         return []
     deps = [str(p) for p in stage.input_files(ctx)]
-    deps += [str(o.at(ctx)) for name in stage.needs if pipeline[name].active(ctx) for o in pipeline[name].files_of(ctx)]
+    deps += [str(o.at(ctx)) for name in stage.needs if pipeline[name].active(ctx) for o in pipeline[name].files_of(ctx)
+             if o.handed_on]
     return sorted(set(deps))
 
 

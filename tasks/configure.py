@@ -23,16 +23,10 @@ from tinyuki.util import fs as fsutil
 from tinyuki.util.runner import run
 
 # The checked .config (without the initramfs), and what the fragments asked for
-# (symbol, value, file, line), for later checks.
+# (symbol, value, file, line): configure's proof that each held, read by configure alone.
 CONFIG = Output("kernel.config", manifest="kernel.config")
-REQUESTED = Output("kernel.requested.json")
+REQUESTED = Output("kernel.requested.json", handed_on=False)  # the kernel reads .config, never this
 MERGE_HINT = "the kernel tree's scripts/kconfig/merge_config.sh; run it by hand as shown to see its messages"
-
-
-# The checked .config (without the initramfs), and what the fragments asked for
-# (symbol, value, file, line), for later checks.
-CONFIG = Output("kernel.config", manifest="kernel.config")
-REQUESTED = Output("kernel.requested.json")
 
 
 def fragment_name(ctx: Context, path: Path) -> str:

@@ -35,6 +35,11 @@ class Output:
     tree: bool = False
     # The target architecture this output exists for (bzImage on x86_64, Image on arm64); None: every one.
     arch: str | None = None
+    # Whether the stages that need this one read it. A record only its own stage reads (configure's list of
+    # the options the fragments asked for, which changes with any fragment edit) is neither a dependency
+    # nor part of the key of a later stage: a fragment edit that leaves .config as it was reruns configure
+    # and nothing after it.
+    handed_on: bool = True
 
     def at(self, ctx: Context) -> Path:
         return ctx.paths.build / self.path

@@ -285,8 +285,17 @@ def test_a_tree_not_named_by_its_hash_is_keyed_by_content(ctx, tmp_path):
 
 def test_a_missing_upstream_key_falls_back_to_its_outputs(ctx):
     taskkey.key_file(ctx, "configure").unlink()
+    config = out(ctx, "kernel.config")
+    config.write_text("CONFIG_64BIT=y\n")
+    k1 = kernel_key(ctx)
+    config.write_text("CONFIG_64BIT=y\nCONFIG_X=y\n")
+    assert kernel_key(ctx) != k1
+
+
+def test_a_record_only_its_own_stage_reads_is_not_in_a_later_key(ctx):
+    """configure's list of requested options changes with any fragment edit; the kernel reads .config only."""
     requested = ctx.paths.build / "kernel.requested.json"
     requested.write_text("[]")
     k1 = kernel_key(ctx)
     requested.write_text('[{"symbol": "CONFIG_X"}]')
-    assert kernel_key(ctx) != k1
+    assert kernel_key(ctx) == k1

@@ -245,6 +245,26 @@ def test_fragment_change_reconfigures_and_rebuilds(b: Build) -> None:
     assert "# CONFIG_PRINTK_TIME is not set" in (b.build / "kernel.config").read_text()
 
 
+def test_a_fragment_edit_that_leaves_the_config_as_it_was_reruns_configure_only(b: Build) -> None:
+    """The options the fragments ask for change (configure's own record), .config does not: no make after it."""
+    b.write_cpio(b"program v1")
+    assert b.doit() == 0
+    config = (b.build / "kernel.config").read_bytes()
+    requested = (b.build / "kernel.requested.json").read_bytes()
+    mark = len(b.log())
+    extra = b.top / "restated.config"
+    printk = [ln for ln in config.decode().splitlines() if ln.startswith("CONFIG_PRINTK=")]
+    assert printk, "the fake kernel's config has CONFIG_PRINTK"
+    extra.write_text(f"# asks for what the config has already\n{printk[0]}\n")
+    write_profile(b.profile, ["base", "initramfs", "console", "block", "efi", "size", str(extra)])
+    assert b.doit() == 0
+    steps = b.steps_since(mark)
+    assert steps["make tinyconfig"] == 1
+    assert steps["compile"] == 0 and steps["link"] == 0, steps  # neither the kernel nor embed ran
+    assert (b.build / "kernel.config").read_bytes() == config
+    assert (b.build / "kernel.requested.json").read_bytes() != requested
+
+
 def test_build_error_shows_the_compiler_error_and_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     frag = tmp_path / "broken.config"
     frag.write_text("CONFIG_FAKE_BUILD_ERROR=y\n")

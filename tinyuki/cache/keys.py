@@ -156,7 +156,7 @@ def upstream(ctx: Context, stage: Stage) -> dict[str, Any]:
         key = rec.key if rec is not None else None
     elif stage.identity is not None:
         key = stage.identity(ctx)
-    return {"key": key, "files": {o.path: portable_hash(o.at(ctx), locs) for o in stage.files_of(ctx)}}
+    return {"key": key, "files": {o.path: portable_hash(o.at(ctx), locs) for o in stage.files_of(ctx) if o.handed_on}}
 
 
 def module_hash(name: str) -> str:
