@@ -314,8 +314,10 @@ def config_change(ctx: Context, change: ConfigChange, runs: int, log: Path) -> d
     same .config change in the same tree (`make olddefconfig` + `make <image> vmlinux`, tinyuki's env and CC).
 
     The compile cache is put in the same state for both: one untimed round by hand first compiles the
-    changed objects and the original ones, so both sides find them. tinyuki's fragment carries a nonce, so
-    its configure and kernel keys are new: the artifact cache holds neither. Between the two, the tree goes
+    changed objects and the original ones, and one untimed tinyuki round compiles its own (its kernel
+    stage's .config has no initramfs, so its objects differ from the by-hand ones): both sides find them.
+    tinyuki's fragment carries a nonce, so its configure and kernel keys are new: the artifact cache holds
+    neither. Between the two, the tree goes
     back to the original config by hand (kbuild) and by `doit` with the real profile (tinyuki); the build is
     put back at the end.
     """
@@ -343,6 +345,11 @@ def config_change(ctx: Context, change: ConfigChange, runs: int, log: Path) -> d
             by_hand(apply_line(start, line))  # the compile cache learns both configs' objects
             by_hand(start)
             base = (kb / ".config").read_text(encoding="utf-8")  # as olddefconfig writes it
+            # and tinyuki's: its kernel stage builds without the initramfs, so CONFIG_INITRAMFS_SOURCE (in
+            # every object's autoconf.h) differs from the by-hand .config and their objects are not shared
+            warm = fragment_profile(ctx, Path(tmp), [line], nonce())
+            _timed(_doit(ctx, f"profile={warm}", f"build_dir={ctx.paths.build}"), cwd=ctx.root, log=log)
+            _timed(_doit(ctx, *real), cwd=ctx.root, log=log)
             for _ in range(runs):
                 if (kb / ".config").read_text(encoding="utf-8") != base:
                     by_hand(base)  # doit's restore left the kernel stage's .config (no initramfs)
