@@ -83,3 +83,19 @@ def test_a_failing_store_warns_and_costs_only_the_entry(ctx: Context, monkeypatc
     assert (ctx.paths.build / "demo.bin").read_bytes() == b"x"
     said = capsys.readouterr()
     assert "could not store its outputs in the artifact cache" in said.out + said.err
+
+
+def test_an_output_the_stage_did_not_write_costs_the_entry_with_a_warning(ctx: Context,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    artifacts.store_in_background(True)
+
+    def forgets(c: Context) -> None:
+        pass
+
+    stage = Stage("forgetful", "Declares a file it does not write.", forgets, outputs=(Output("gone.bin"),),
+                  cache=True)
+    artifacts.restore_or_build(ctx, stage, Pipeline([stage]))
+    artifacts.finish_storing()
+    said = capsys.readouterr()
+    assert "forgetful: could not store its outputs in the artifact cache" in said.out + said.err
+    assert "Traceback" not in said.out + said.err

@@ -171,7 +171,12 @@ def _store(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float, r
 def _store_in_thread(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float, remote: Remote | None,
                      after: Callable[[bool], None]) -> None:
     global _in_flight
-    files = read_outputs(ctx, stage)
+    try:
+        files = read_outputs(ctx, stage)
+    except OSError as e:
+        warn(f"{stage.name}: could not store its outputs in the artifact cache {store.root} ({e})")
+        after(False)
+        return
     finish_storing()
 
     def body() -> None:
