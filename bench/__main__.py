@@ -137,9 +137,9 @@ def run_boot(ctxs: list[Context], runs: int, only: str | None = None, hang_runs:
         "UKI rows: 'firmware' is QEMU start to the firmware's `BdsDxe: starting Boot0001` line, as it starts "
         "EFI/BOOT/BOOTX64.EFI (BOOTAA64.EFI); 'rest' is from there to the program: systemd's stub, the "
         "kernel's EFI stub and decompressor, kernel init and exec. The rest is put against the time to the "
-        "program of the direct -kernel boot of the same kernel image on the profile's machine (microvm: how "
-        "tinyuki boots it without firmware; the goal's baseline), and on q35, the chipset OVMF needs (so that "
-        "only the stubs and the EFI boot differ).",
+        "program of the direct -kernel boot of the same kernel image on q35, the chipset OVMF needs (so that "
+        "only the stubs and the EFI boot differ: the goal's baseline), and on the profile's machine (microvm: "
+        "how tinyuki boots it without firmware).",
         "-bios OVMF.fd: Debian's 2 MiB OVMF as one read-only image instead of the 4 MiB pflash code and a "
         "variable store. Its variables are emulated in RAM and gone at power-off: no enrolled Secure Boot "
         "keys (secureboot=1 needs the store) and no variable the OS writes survives. Booting the removable "

@@ -65,7 +65,7 @@ class Case:
     ovmf: str = "pflash"  # "pflash" (CODE + fresh VARS, as doit boot) or "bios" (-bios OVMF.fd)
     baseline: str | None = None  # name of the case (same profile) this one is a ratio of
     # A UKI case: the direct boots of the same kernel image its rest (handover to program) is compared with:
-    # on the profile's machine (the goal's baseline), and on the firmware's machine (the same chipset).
+    # on the profile's machine, and on the firmware's machine (the same chipset: the goal's baseline).
     rest_baseline: str | None = None
     rest_baseline_same_machine: str | None = None
     runs: int | None = None  # boots of this case when it needs more than the others (a hang count)
@@ -232,9 +232,6 @@ def floor_once(work: Path, tally: Tally) -> None:
 
 
 def boot_once(ctx: Context, case: Case, config: str, tsc: int | None, work: Path, tally: Tally) -> None:
-    if case.image == "floor":
-        floor_once(work, tally)
-        return
     b = ctx.profile.boot
     esp = vars_copy = None
     if case.image == "uki":
@@ -262,8 +259,8 @@ def boot_once(ctx: Context, case: Case, config: str, tsc: int | None, work: Path
         if s.firmware is not None and s.rest is not None:
             tally.firmware.append(s.firmware)
             tally.rest.append(s.rest)
-            if s.before_kernel is not None:  # not under `quiet`
-                tally.stubs.append(max(0.0, s.before_kernel - s.firmware))
+            if s.stubs is not None:  # not under `quiet`
+                tally.stubs.append(s.stubs)
     else:
         tally.hangs += 1
         tally.failures.append(v.reason)

@@ -317,9 +317,8 @@ def config_change(ctx: Context, change: ConfigChange, runs: int, log: Path) -> d
     changed objects and the original ones, and one untimed tinyuki round compiles its own (its kernel
     stage's .config has no initramfs, so its objects differ from the by-hand ones): both sides find them.
     tinyuki's fragment carries a nonce, so its configure and kernel keys are new: the artifact cache holds
-    neither. Between the two, the tree goes
-    back to the original config by hand (kbuild) and by `doit` with the real profile (tinyuki); the build is
-    put back at the end.
+    neither. Between the two, the tree goes back to the original config by hand (kbuild) and by `doit` with
+    the real profile (tinyuki); the build is put back at the end.
     """
     tree = Tree.load(ctx.paths.build).location()
     kb = ctx.paths.kbuild

@@ -9,20 +9,14 @@ status (0 << 1) | 1 = 1: everything a real boot takes beyond this is the
 firmware (none on microvm), the kernel, its loading and the program.
 
 `python -m bench boot` boots it as one more case of its round-robin
-(bench/boot.py's floor_case), so the floor and the boots it is compared with
-share every slow moment of the host; `measure` here times it alone.
+(bench/boot.py's floor_case and floor_once), so the floor and the boots it is
+compared with share every slow moment of the host.
 """
 
 from __future__ import annotations
 
 import struct
-import subprocess
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
-
-from bench import report
 
 LOAD_ADDRESS = 0x100000  # 1 MiB, where PVH kernels load
 EXIT_PORT = 0x501
@@ -57,24 +51,3 @@ def pvh_exit_elf() -> bytes:
 def command(elf: Path, machine: str = "microvm") -> list[str]:
     return ["qemu-system-x86_64", "-M", machine, "-accel", "tcg", "-m", "128M", "-nodefaults", "-no-user-config",
             "-nographic", "-no-reboot", "-device", f"isa-debug-exit,iobase={EXIT_PORT:#x}", "-kernel", str(elf)]
-
-
-def measure(runs: int, machine: str = "microvm") -> dict[str, Any]:
-    """QEMU start to exit of the PVH exit stub, `runs` times; a wrong exit status is a failure, not a time."""
-    times: list[float] = []
-    failures: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="tinyuki-floor-") as tmp:
-        elf = Path(tmp) / "exit.elf"
-        elf.write_bytes(pvh_exit_elf())
-        cmd = command(elf, machine)
-        for _ in range(runs):
-            start = time.monotonic()
-            done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-            elapsed = time.monotonic() - start
-            if done.returncode == EXPECTED_STATUS:
-                times.append(elapsed)
-            else:
-                failures.append(f"exit status {done.returncode}: {done.stdout.decode(errors='replace')[-200:]}")
-    summary = report.summarize(times)
-    return {"machine": machine, "command": " ".join(cmd), "runs": runs,
-            "to_exit": summary.as_dict() if summary else None, "failures": sorted(set(failures))}

@@ -293,7 +293,7 @@ def test_floor_once_times_qemu_and_counts_a_wrong_exit(monkeypatch: pytest.Monke
     monkeypatch.setattr(bboot.vmrun, "stream", stream)
     tally = bboot.Tally(bboot.floor_case())
     for _ in results:
-        bboot.boot_once(None, tally.case, "", None, tmp_path, tally)  # type: ignore[arg-type]
+        bboot.floor_once(tmp_path, tally)
     assert tally.to_exit == [0.04] and tally.to_program == [] and tally.hangs == 2
     assert tally.failures == ["exit status 0, not 1", "no exit within 20 s"]
     assert (tmp_path / "exit.elf").read_bytes() == floor.pvh_exit_elf() and calls[0][0] == "qemu-system-x86_64"

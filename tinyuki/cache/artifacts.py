@@ -101,6 +101,10 @@ def try_restore(ctx: Context, stage: Stage, key: str, store: Store) -> dict[str,
     return None
 
 
+def _not_stored(stage: Stage, store: Store, e: Exception) -> None:
+    warn(f"{stage.name}: could not store its outputs in the artifact cache {store.root} ({e})")
+
+
 def read_outputs(ctx: Context, stage: Stage) -> list[tuple[str, bytes, int]]:
     """The stage's declared files as they are now: (declared path, bytes, mode)."""
     return [(out.path, (path := out.at(ctx)).read_bytes(), path.stat().st_mode & 0o7777) for out in stage.files_of(ctx)]
@@ -125,7 +129,7 @@ def save(ctx: Context, stage: Stage, key: str, store: Store, elapsed: float,
             entry["trees"][out.path] = store.put_tree(out.at(ctx), locs)
         store.save_entry(entry)
     except OSError as e:
-        warn(f"{stage.name}: could not store its outputs in the artifact cache {store.root} ({e})")
+        _not_stored(stage, store, e)
         return None
     return entry
 
@@ -174,7 +178,7 @@ def _store_in_thread(ctx: Context, stage: Stage, key: str, store: Store, elapsed
     try:
         files = read_outputs(ctx, stage)
     except OSError as e:
-        warn(f"{stage.name}: could not store its outputs in the artifact cache {store.root} ({e})")
+        _not_stored(stage, store, e)
         after(False)
         return
     finish_storing()
@@ -183,7 +187,7 @@ def _store_in_thread(ctx: Context, stage: Stage, key: str, store: Store, elapsed
         try:
             _store(ctx, stage, key, store, elapsed, remote, files, after)
         except Exception as e:  # a failure in a thread would otherwise be lost: it costs the cache, never the build
-            warn(f"{stage.name}: could not store its outputs in the artifact cache {store.root} ({e})")
+            _not_stored(stage, store, e)
 
     _in_flight = threading.Thread(target=body, name=f"store {stage.name}")
     _in_flight.start()

@@ -282,10 +282,7 @@ def checksum(image: bytes, field: int) -> int:
     length that follow are pefile's own, bit for bit (tests/unit/test_pe.py checks both against pefile).
     """
     padded = image + bytes(-len(image) % 4)
-    dwords = array("I")
-    if dwords.itemsize != 4:  # pragma: no cover - every platform CPython runs on has a 4-byte int
-        dwords = array("L")
-    dwords.frombytes(padded)
+    dwords = array("I", padded)  # "I" is 4 bytes wherever CPython runs
     if sys.byteorder == "big":  # pragma: no cover - x86-64 and arm64 hosts are little-endian
         dwords.byteswap()
     skip = field // 4

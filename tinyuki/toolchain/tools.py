@@ -98,15 +98,23 @@ def remember_versions(path: Path | None) -> None:
 SETTLED_NS = 2_000_000_000
 
 
-def _binary_key(cmd: Sequence[str]) -> str | None:
-    exe = shutil.which(cmd[0])
+def _resolved(binary: str) -> tuple[str, os.stat_result] | None:
+    """The file a command name runs (symlinks followed, as `gcc` → x86_64-linux-gnu-gcc-12) and its stat."""
+    exe = shutil.which(binary)
     if exe is None:
         return None
     real = os.path.realpath(exe)
     try:
-        st = os.stat(real)
+        return real, os.stat(real)
     except OSError:
         return None
+
+
+def _binary_key(cmd: Sequence[str]) -> str | None:
+    found = _resolved(cmd[0])
+    if found is None:
+        return None
+    real, st = found
     if time.time_ns() - st.st_ctime_ns < SETTLED_NS:
         return None
     return json.dumps([real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, *cmd[1:]])
@@ -179,9 +187,8 @@ def stamp(name: str, prefix: str = "") -> Any:
     tool = TOOLS[name]
     if tool.python:
         return version(name)
-    exe = shutil.which(tool.command(prefix)[0])
-    if exe is None:
+    found = _resolved(tool.command(prefix)[0])
+    if found is None:
         return None
-    real = os.path.realpath(exe)
-    st = os.stat(real)
+    real, st = found
     return [real, st.st_size, st.st_mtime_ns]

@@ -61,6 +61,14 @@ class Split:
     def as_dict(self) -> dict[str, float | None]:
         return {k: (None if v is None else round(v, 4)) for k, v in self.__dict__.items()}
 
+    @property
+    def stubs(self) -> float | None:
+        """Of a boot through UEFI firmware: its handover to the kernel's clock zero (systemd's stub, the
+        kernel's EFI stub and decompressor); None without firmware or without kernel timestamps (`quiet`)."""
+        if self.firmware is None or self.before_kernel is None:
+            return None
+        return max(0.0, self.before_kernel - self.firmware)
+
 
 def stamp(line: str) -> float | None:
     """The kernel's own timestamp of a console line, or None for other lines."""
@@ -140,10 +148,9 @@ def describe(s: Split, *, decompressor: bool = True, plain: str = "PVH") -> str:
     parts = []
     firmware: tuple[tuple[str, float | None], ...] = ()
     if s.firmware is not None:
-        stubs = None if s.before_kernel is None else max(0.0, s.before_kernel - s.firmware)
         firmware = (("QEMU and firmware to starting the UKI", s.firmware),)
         before = "EFI stubs" + (" and decompressor" if decompressor else "")
-        s = replace(s, before_kernel=stubs)
+        s = replace(s, before_kernel=s.stubs)
     for label, value in (*firmware, (before, s.before_kernel), ("kernel init to Run /init", s.kernel_init),
                          ("exec to the program's first line", s.exec_init),
                          ("program to VM exit", s.program)):
