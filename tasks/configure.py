@@ -16,6 +16,7 @@ from tinyuki.config.profile import fragment_path
 from tinyuki.errors import die
 from tinyuki.formats import kconfig
 from tinyuki.records import Tree
+from tinyuki.resources import DATA
 from tinyuki.stage import Output, Stage
 from tinyuki.toolchain.builders import runtime_fragment
 from tinyuki.toolchain.kbuild import make_cmd, make_env
@@ -46,7 +47,7 @@ def runtime_fragments(ctx: Context) -> list[Path]:
     name = runtime_fragment(ctx.profile.init.language)
     if name is None:
         return []
-    path = fragment_path(ctx.root, ctx.arch.name, name)  # the architecture's own version first, as a profile's
+    path = fragment_path(DATA, ctx.arch.name, name)  # the architecture's own version first, as a profile's
     return [] if path in ctx.profile.kernel.fragments else [path]
 
 

@@ -34,6 +34,7 @@ from tinyuki.cache.store import relocate_out
 from tinyuki.config.context import Context
 from tinyuki.errors import die
 from tinyuki.records import StageKey, Tree
+from tinyuki.resources import DATA
 from tinyuki.stage import Pipeline, Stage
 from tinyuki.toolchain import tools
 from tinyuki.util.fs import atomic_write_json, read_json, sha256_file
@@ -76,10 +77,16 @@ def digest(material: Any) -> str:
 
 
 def portable(value: Any, ctx: Context) -> Any:
-    """Settings with the project root spelled `@ROOT`, so a clone elsewhere computes the same key."""
-    root = str(ctx.root)
+    """Settings with tinyuki's own files spelled `@DATA` and the project's `@ROOT`.
+
+    So a clone elsewhere, an installed wheel and a user's project compute the same key for the same
+    fragments and patches, and a second project reuses the first one's kernel.
+    """
     if isinstance(value, str):
-        return "@ROOT" + value[len(root):] if value == root or value.startswith(root + "/") else value
+        for spelled, base in (("@DATA", str(DATA)), ("@ROOT", str(ctx.root))):
+            if value == base or value.startswith(base + "/"):
+                return spelled + value[len(base):]
+        return value
     if isinstance(value, Path):
         return portable(str(value), ctx)
     if isinstance(value, (list, tuple)):

@@ -18,12 +18,32 @@ from pathlib import Path
 from tinyuki.arch import ARCHES, Arch
 from tinyuki.config.profile import Profile, load_profile
 from tinyuki.errors import die
+from tinyuki.resources import CLONE, DATA
 from tinyuki.toolchain import tools
 
 KBUILD_DIR = "kbuild"
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+# tinyuki's own files (the clone, or the installed package's data): see tinyuki/resources.py
+ROOT = DATA
 DEFAULT_PROFILE = "debian"
+# A project's own profile: used when no profile= is given and the project has one (`tinyuki init` writes it).
+PROJECT_PROFILE = "tinyuki.toml"
+
+
+def user_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The cache all of one user's projects share: $XDG_CACHE_HOME/tinyuki, else ~/.cache/tinyuki.
+
+    Everything in it is named by content (verified tarballs, trees, stages' artifacts), so a second
+    project reuses what the first one verified and built.
+    """
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path(environ.get("HOME") or Path.home()) / ".cache"
+    return base / "tinyuki"
+
+
+def default_cache_dir(root: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """tinyuki's own clone keeps its cache/ (its tests, benchmark and CI cache carry it); a project the user's."""
+    return root / "cache" if CLONE is not None and root.resolve() == CLONE else user_cache_dir(environ)
 
 
 class _Place:
@@ -104,13 +124,21 @@ def make_context(
     build_dir: str | None = None,
     cache_dir: str | None = None,
     jobs: str | None = None,
-    root: Path = ROOT,
+    root: Path | None = None,
     variables: Mapping[str, str | None] | None = None,
 ) -> Context:
-    """Resolve doit's command-line variables into a Context (relative dirs are taken from the cwd)."""
-    prof = load_profile(profile or os.environ.get("TINYUKI_PROFILE") or DEFAULT_PROFILE, root)
+    """Resolve doit's command-line variables into a Context.
+
+    `root` is the project: where doit runs (the directory of its dodo.py) unless given. Relative dirs
+    are taken from the cwd; with no profile named, the project's own tinyuki.toml, else the default.
+    """
+    root = (root or Path.cwd()).absolute()
+    name = profile or os.environ.get("TINYUKI_PROFILE")
+    if not name:
+        name = str(root / PROJECT_PROFILE) if (root / PROJECT_PROFILE).is_file() else DEFAULT_PROFILE
+    prof = load_profile(name, root)
     build = Path(build_dir) if build_dir else root / "build" / prof.name
-    cache = Path(cache_dir or os.environ.get("TINYUKI_CACHE_DIR") or root / "cache")
+    cache = Path(cache_dir or os.environ.get("TINYUKI_CACHE_DIR") or default_cache_dir(root))
     return Context(
         root=root,
         profile=prof,

@@ -20,6 +20,7 @@ from typing import Any
 
 from tinyuki import arch
 from tinyuki.errors import TinyukiError, die
+from tinyuki.resources import DATA
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FPR_RE = re.compile(r"^[0-9A-F]{40}$")
@@ -50,8 +51,9 @@ class Field:
         return f"[{self.section}] {self.key}" if self.section else self.key
 
 
-# The whole profile format. Paths are relative to the project root (the
-# directory holding dodo.py) unless absolute.
+# The whole profile format. A relative path is taken from the profile file's own directory (mkosi's
+# rule), so a profile means the same files wherever doit runs; a setting left unset takes its default
+# from tinyuki's own files (tinyuki/resources.py), and so do names of shipped fragments and patch series.
 FIELDS: tuple[Field, ...] = (
     Field("", "description", "str", "", "one line saying what the profile is for (a comment that tools can read)"),
     # -- where the kernel comes from and why we trust it
@@ -343,13 +345,16 @@ def _plain(v: Any) -> Any:
 # ---------------------------------------------------------------- loading
 
 def profile_path(name_or_path: str, root: Path) -> Path:
-    """`debian` means configs/profiles/debian.toml; anything with a slash or .toml is a path."""
+    """`debian` means the shipped configs/profiles/debian.toml; anything with a slash or .toml is a path.
+
+    A relative path is taken from `root`, the project doit runs in.
+    """
     if "/" in name_or_path or name_or_path.endswith(".toml"):
         p = Path(name_or_path)
-        return p if p.is_absolute() else (Path.cwd() / p)
-    p = root / "configs" / "profiles" / f"{name_or_path}.toml"
+        return p if p.is_absolute() else (root / p)
+    p = DATA / "configs" / "profiles" / f"{name_or_path}.toml"
     if not p.exists():
-        known = sorted(x.stem for x in (root / "configs" / "profiles").glob("*.toml"))
+        known = sorted(x.stem for x in (DATA / "configs" / "profiles").glob("*.toml"))
         raise die(f"no profile named {name_or_path!r} (looked for {p})",
                   f"use one of: {', '.join(known)}; or give a path: doit profile=path/to/file.toml")
     return p
@@ -373,8 +378,13 @@ def load_profile(name_or_path: str, root: Path) -> Profile:
 
 
 def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
-    """Validate a parsed TOML document against FIELDS and build the typed profile."""
+    """Validate a parsed TOML document against FIELDS and build the typed profile.
+
+    `root` is the project (errors name the profile relative to it); the profile's relative paths are
+    taken from its own directory, an unset setting's default paths from tinyuki's files.
+    """
     where = _display(path, root)
+    base = path.absolute().parent
     _check_unknown(data, where)
     values: dict[str, dict[str, Any]] = {s: {} for s in ("", *SECTIONS)}
     for f in FIELDS:
@@ -384,7 +394,7 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
             if f.default is REQUIRED:
                 raise die(f"{where}: {label} is required ({f.help})",
                           f"add `{f.key} = ...` under [{f.section}]")
-            raw = f.default
+            raw, origin = f.default, DATA
             if raw is None:
                 values[f.section][f.key] = None
                 continue
@@ -394,10 +404,10 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
                 values[f.section][f.key] = Path(raw)
                 continue
         else:
-            raw = table[f.key]
-        values[f.section][f.key] = _convert(f, raw, where, label, root, values)
+            raw, origin = table[f.key], base
+        values[f.section][f.key] = _convert(f, raw, where, label, origin, values)
 
-    _resolve_arch_defaults(values, where, root)
+    _resolve_arch_defaults(values, where)
     src = values["source"]
     _check_trust(src, where)
     sign = values["sign"]
@@ -415,7 +425,7 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
     )
 
 
-def _resolve_arch_defaults(values: dict[str, dict[str, Any]], where: str, root: Path) -> None:
+def _resolve_arch_defaults(values: dict[str, dict[str, Any]], where: str) -> None:
     """Fill the settings left to the architecture (image, stub, machine, firmware), and refuse mismatches.
 
     An x86_64 profile resolves to exactly what it said before there was an
@@ -444,7 +454,7 @@ def _resolve_arch_defaults(values: dict[str, dict[str, Any]], where: str, root: 
     if kernel["cmdline"] is None:
         kernel["cmdline"] = f"console={target.console} panic=-1"
     if uki["stub"] is None:
-        uki["stub"] = target.stub(root)
+        uki["stub"] = target.stub(DATA)
     boot["ovmf_code"] = boot["ovmf_code"] or Path(target.firmware_code)
     boot["ovmf_vars"] = boot["ovmf_vars"] or Path(target.firmware_vars)
     consoles = re.findall(r"(?:^|\s)console=([A-Za-z]+)", kernel["cmdline"])
@@ -608,16 +618,17 @@ def _fingerprint_list(f: Field, raw: Any, where: str, label: str, root: Path) ->
     return tuple(out)
 
 
-def _resolve(root: Path, s: str) -> Path:
-    p = Path(s)
-    return p if p.is_absolute() else root / p
+def _resolve(base: Path, s: str) -> Path:
+    """A path from a profile: relative ones from the profile's directory, `..` folded (as the user meant it)."""
+    return Path(os.path.normpath(base / s))
 
 
 def _path(f: Field, raw: Any, where: str, label: str, root: Path) -> Path:
     p = _resolve(root, _str(f, raw, where, label, root))
     if not p.exists():
         raise die(f"{where}: {label}: file {p} does not exist",
-                  "fix the path (relative paths are taken from the project root) or install the package providing it")
+                  f"fix the path (relative paths are taken from the profile's directory, {root}) or install the"
+                  " package providing it")
     return p
 
 
@@ -637,7 +648,7 @@ def _fragment_list(f: Field, raw: Any, where: str, label: str, root: Path,
     if not items:
         raise die(f"{where}: {label} is empty", "list at least the fragment that sets CONFIG_64BIT=y")
     out, foreign = [], []
-    fragdir = root / "configs" / "fragments"
+    fragdir = DATA / "configs" / "fragments"
     for i, s in enumerate(items):
         if "/" in s or s.endswith(".config"):
             p = _resolve(root, s)
@@ -646,21 +657,21 @@ def _fragment_list(f: Field, raw: Any, where: str, label: str, root: Path,
                 foreign.append((s, owner, p))
                 continue
         else:
-            p = fragment_path(root, target, s)
+            p = fragment_path(DATA, target, s)
             others = [a for a in arch.ARCHES if a != target and (fragdir / a / f"{s}.config").is_file()]
             if not p.is_file() and others:
                 foreign.append((s, others[0], fragdir / others[0] / f"{s}.config"))
                 continue
         if not p.is_file():
             raise die(f"{where}: {label}[{i}]: fragment {s!r} not found ({p})",
-                      f"shipped fragments for {target}: {', '.join(fragment_names(root, target))};"
+                      f"shipped fragments for {target}: {', '.join(fragment_names(DATA, target))};"
                       " or give a path to a .config file")
         out.append(p)
     if foreign:
-        named = "; ".join(f"fragment {s!r} is for {owner} only ({_display(p, root)})" for s, owner, p in foreign)
+        named = "; ".join(f"fragment {s!r} is for {owner} only ({_display(p, DATA)})" for s, owner, p in foreign)
         dropped = ", ".join(repr(s) for s, _o, _p in foreign)
         raise die(f"{where}: {label}: {named}; and [kernel] arch is {target}",
-                  f"drop {dropped} from the fragments; {target} has: {', '.join(fragment_names(root, target))}")
+                  f"drop {dropped} from the fragments; {target} has: {', '.join(fragment_names(DATA, target))}")
     return tuple(out)
 
 
@@ -693,7 +704,7 @@ def _series(f: Field, raw: Any, where: str, label: str, root: Path) -> Path:
         if p.is_dir():
             p = p / "series"
     else:
-        p = root / "patches" / s / "series"
+        p = DATA / "patches" / s / "series"
     if not p.is_file():
         raise die(f"{where}: {label}: series file {p} not found",
                   "create it (one patch file name per line, in order) or remove `patches`")
@@ -782,7 +793,8 @@ def _dir(f: Field, raw: Any, where: str, label: str, root: Path) -> Path:
     p = _resolve(root, _str(f, raw, where, label, root))
     if not p.is_dir():
         raise die(f"{where}: {label}: {p} is not a folder",
-                  "give an existing folder (relative paths are taken from the project root) or remove the key")
+                  f"give an existing folder (relative paths are taken from the profile's directory, {root}) or remove"
+                  " the key")
     return p
 
 
@@ -794,7 +806,7 @@ def _key(f: Field, raw: Any, where: str, label: str, root: Path) -> Path | str:
     if not p.is_file():
         raise die(f"{where}: {label}: key file {p} does not exist",
                   "run `doit keys` to make test Secure Boot keys (secureboot/db.key, db.crt), or point key at"
-                  " your db signing key (relative paths are taken from the project root)")
+                  f" your db signing key (relative paths are taken from the profile's directory, {root})")
     return p
 
 
