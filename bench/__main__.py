@@ -25,9 +25,9 @@ from bench import build as bbuild
 from bench import report
 from bench import size as bsize
 from bench.common import doit_cmd
-from tasks import PIPELINE
 from tinyuki.config.context import ROOT, Context, make_context
 from tinyuki.errors import TinyukiError, die
+from tinyuki.tasks import PIPELINE
 from tinyuki.util import fs as fsutil
 from tinyuki.util import runner
 

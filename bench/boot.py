@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, report
-from tasks import PIPELINE
 from tinyuki.config.context import Context
+from tinyuki.tasks import PIPELINE
 from tinyuki.vm import boottime, qemu
 from tinyuki.vm import run as vmrun
 from tinyuki.vm.esp import make_esp

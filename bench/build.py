@@ -34,12 +34,12 @@ from typing import Any
 
 from bench import report
 from bench.common import doit_cmd, kbuild_make, timed
-from tasks import PIPELINE
-from tasks.configure import fragments_of
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import kconfig
 from tinyuki.records import Tree
+from tinyuki.tasks import PIPELINE
+from tinyuki.tasks.configure import fragments_of
 from tinyuki.toolchain.kbuild import make_cmd, make_env, remove_initramfs_outputs
 from tinyuki.util.fs import read_json, sha256_file
 

@@ -38,12 +38,12 @@ from typing import Any
 
 from bench import webdav
 from bench.common import doit_cmd, kbuild_make, timed
-from tasks import PIPELINE
-from tasks.uki import UKI
 from tinyuki.cache.artifacts import TRAFFIC_DIR
 from tinyuki.config.context import ROOT, make_context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.records import Tree
+from tinyuki.tasks import PIPELINE
+from tinyuki.tasks.uki import UKI
 from tinyuki.util import fs as fsutil
 from tinyuki.util import runner
 from tinyuki.util.fmt import human_size, markdown_table

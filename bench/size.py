@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from tasks import PIPELINE
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError
 from tinyuki.records import Tree
+from tinyuki.tasks import PIPELINE
 from tinyuki.util import runner
 
 SIZE_RE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+[0-9a-f]+\s+", re.M)

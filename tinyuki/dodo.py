@@ -14,14 +14,14 @@ commands live in cli/. This module only wires them to doit.
 
 from doit import get_var
 
-from cli import bench, boot, cache, flash, keys, pin, repro, stages, stats, summary
-from cli.actions import exit_with
-from cli.checkers import Sha256Checker
-from tasks import PIPELINE
 from tinyuki.cache.compile import VARIABLES
 from tinyuki.cache.remote import VARIABLES as REMOTE_VARIABLES
+from tinyuki.cli import bench, boot, cache, flash, keys, pin, repro, stages, stats, summary
+from tinyuki.cli.actions import exit_with
+from tinyuki.cli.checkers import Sha256Checker
 from tinyuki.config.context import make_context, prepare_dirs
 from tinyuki.errors import TinyukiError
+from tinyuki.tasks import PIPELINE
 
 try:
     CTX = make_context(get_var("profile"), get_var("build_dir"), get_var("cache_dir"), get_var("jobs"),

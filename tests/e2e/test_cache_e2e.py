@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE
 from tests.e2e.conftest import ROOT, TARBALL
 from tests.helpers.doit import dodo_ok, environ, variables
+from tinyuki.tasks import PIPELINE
 from tinyuki.util.fs import read_json, sha256_file
 
 CACHED = [s.name for s in PIPELINE if s.cache]

@@ -19,10 +19,10 @@ from typing import Any
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
-from cli.checkers import Sha256Checker
-from cli.stages import task_dict
-from tasks import PIPELINE
+from tinyuki.cli.checkers import Sha256Checker
+from tinyuki.cli.stages import task_dict
 from tinyuki.config.context import Context
+from tinyuki.tasks import PIPELINE
 
 ROOT = Path(__file__).resolve().parents[2]
 DODO = ROOT / "dodo.py"

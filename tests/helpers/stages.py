@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cli.stages import task_dict
-from tasks import PIPELINE
+from tinyuki.cli.stages import task_dict
 from tinyuki.config.context import Context
 from tinyuki.records import Tree
+from tinyuki.tasks import PIPELINE
 
 # The stages the artifact cache stores, in pipeline order.
 CACHED = [s.name for s in PIPELINE if s.cache]

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE
 from tests.helpers.profiles import context
 from tests.helpers.stages import out
 from tinyuki.cache import keys as taskkey
 from tinyuki.cache import store as artifacts
 from tinyuki.cache.store import CorruptEntry, Store
 from tinyuki.records import Tree
+from tinyuki.tasks import PIPELINE
 from tinyuki.toolchain import tools
 
 KEY = "ab" * 32

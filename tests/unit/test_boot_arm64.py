@@ -16,7 +16,7 @@ import pytest
 from bench import boot as bboot
 from bench import report
 from bench import size as bsize
-from cli import boot as cboot
+from tinyuki.cli import boot as cboot
 from tinyuki.config.context import make_context
 from tinyuki.errors import TinyukiError
 from tinyuki.vm import qemu

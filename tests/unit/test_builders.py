@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE, configure, init
 from tests.helpers.doit import ran, run_stages
 from tests.helpers.stages import out, write_tree_record
 from tinyuki.cache import keys
 from tinyuki.config.context import Context, make_context
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import elf, kconfig
+from tinyuki.tasks import PIPELINE, configure, init
 from tinyuki.toolchain import builders, program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,8 +107,8 @@ def test_glibc_is_compiled_like_gcc_static_with_tinyukis_flags(tmp_path: Path) -
     for flag in ("-Os", "-Wl,--gc-sections", "-Wl,--build-id=none", "-s", "-no-pie"):
         assert flag in cmd
     need("gcc", "build-essential (libc6-dev for static glibc)")
-    a = build_init(context(tmp_path, 'sources = ["examples/hello-c/hello.c"]\nlanguage = "c"\nlibc = "glibc"', "a"))
-    b = build_init(context(tmp_path, 'sources = ["examples/hello-c/hello.c"]\nlanguage = "c"\nlibc = "glibc"', "b"))
+    a = build_init(context(tmp_path, f'sources = ["{EXAMPLES}/hello-c/hello.c"]\nlanguage = "c"\nlibc = "glibc"', "a"))
+    b = build_init(context(tmp_path, f'sources = ["{EXAMPLES}/hello-c/hello.c"]\nlanguage = "c"\nlibc = "glibc"', "b"))
     check_static(a)
     assert a == b  # reproducible
     assert b"hello from C (glibc)" in a and b"hello: started (test)" in a
@@ -118,8 +118,8 @@ def test_glibc_is_compiled_like_gcc_static_with_tinyukis_flags(tmp_path: Path) -
 
 def test_go_builds_a_static_stripped_reproducible_program(tmp_path: Path) -> None:
     need("go", "golang-go")
-    a = build_init(context(tmp_path, 'sources = ["examples/hello-go/main.go"]\nlanguage = "go"', "a"))
-    b = build_init(context(tmp_path, 'sources = ["examples/hello-go/main.go"]\nlanguage = "go"', "b"))
+    a = build_init(context(tmp_path, f'sources = ["{EXAMPLES}/hello-go/main.go"]\nlanguage = "go"', "a"))
+    b = build_init(context(tmp_path, f'sources = ["{EXAMPLES}/hello-go/main.go"]\nlanguage = "go"', "b"))
     check_static(a)
     assert a == b
     assert b"hello: started (test)" in a  # the marker, set at link time
@@ -155,9 +155,9 @@ def test_go_error_without_go_mod(tmp_path: Path) -> None:
 
 def test_rust_builds_a_static_stripped_reproducible_program(tmp_path: Path) -> None:
     need("cargo", "cargo and rustc")
-    a = build_init(context(tmp_path, 'sources = ["examples/hello-rust/src/main.rs"]\nlanguage = "rust"', "a"))
+    a = build_init(context(tmp_path, f'sources = ["{EXAMPLES}/hello-rust/src/main.rs"]\nlanguage = "rust"', "a"))
     shutil.rmtree(tmp_path / "cache")  # a cold target dir elsewhere: the same bytes
-    b = build_init(context(tmp_path, 'sources = ["examples/hello-rust/src/main.rs"]\nlanguage = "rust"', "b"))
+    b = build_init(context(tmp_path, f'sources = ["{EXAMPLES}/hello-rust/src/main.rs"]\nlanguage = "rust"', "b"))
     check_static(a)
     assert a == b
     assert b"hello: started (test)" in a
@@ -212,9 +212,9 @@ def test_the_key_covers_every_file_of_the_project(tmp_path: Path, example: str, 
 
 def test_configure_adds_the_runtime_fragment_of_the_language(tmp_path: Path) -> None:
     frag = ROOT / "configs" / "fragments"
-    c = context(tmp_path, 'sources = ["examples/hello-c/hello.c"]', "c")
-    go = context(tmp_path, 'sources = ["examples/hello-go/main.go"]\nlanguage = "go"', "go")
-    rust = context(tmp_path, 'sources = ["examples/hello-rust/src/main.rs"]\nlanguage = "rust"', "rust")
+    c = context(tmp_path, f'sources = ["{EXAMPLES}/hello-c/hello.c"]', "c")
+    go = context(tmp_path, f'sources = ["{EXAMPLES}/hello-go/main.go"]\nlanguage = "go"', "go")
+    rust = context(tmp_path, f'sources = ["{EXAMPLES}/hello-rust/src/main.rs"]\nlanguage = "rust"', "rust")
     prebuilt = context(tmp_path, f'binary = "{EXAMPLES / "hello-c" / "hello.c"}"\nlanguage = "go"', "pre")
     assert configure.fragments_of(c) == c.profile.kernel.fragments
     assert configure.fragments_of(go) == (*go.profile.kernel.fragments, frag / "go-runtime.config")
@@ -232,7 +232,7 @@ def test_configure_adds_the_runtime_fragment_of_the_language(tmp_path: Path) -> 
 
 
 def test_a_fragment_already_listed_is_not_added_twice(tmp_path: Path) -> None:
-    ctx = context(tmp_path, 'sources = ["examples/hello-go/main.go"]\nlanguage = "go"')
+    ctx = context(tmp_path, f'sources = ["{EXAMPLES}/hello-go/main.go"]\nlanguage = "go"')
     listed = (*ctx.profile.kernel.fragments, ROOT / "configs" / "fragments" / "go-runtime.config")
     profile = replace(ctx.profile, kernel=replace(ctx.profile.kernel, fragments=listed))
     ctx2 = replace(ctx, profile=profile)

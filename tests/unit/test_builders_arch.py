@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from tasks import PIPELINE, init
 from tests.helpers.stages import out, write_tree_record
 from tinyuki.arch import ARCHES
 from tinyuki.cache import keys
 from tinyuki.config.context import Context, make_context
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import elf
+from tinyuki.tasks import PIPELINE, init
 from tinyuki.toolchain import builders, program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def test_musl_on_arm64_through_doit_is_one_clean_error(tmp_path: Path) -> None:
 
 @on_x86_host
 def test_a_missing_cross_compiler_names_the_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ctx = context(tmp_path, "arm64", 'sources = ["examples/hello-c/hello.c"]\nlanguage = "c"\nlibc = "glibc"')
+    ctx = context(tmp_path, "arm64", f'sources = ["{EXAMPLES}/hello-c/hello.c"]\nlanguage = "c"\nlibc = "glibc"')
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
@@ -243,7 +243,7 @@ def test_a_prebuilt_binary_for_the_target_is_taken(tmp_path: Path) -> None:
 def test_the_init_key_carries_the_cross_compilers_version(tmp_path: Path) -> None:
     if shutil.which("aarch64-linux-gnu-gcc") is None:
         pytest.fail("aarch64-linux-gnu-gcc is not installed: scripts/setup.sh installs gcc-aarch64-linux-gnu")
-    lines = 'sources = ["examples/hello-c/hello.c"]\nlanguage = "c"\nlibc = "glibc"'
+    lines = f'sources = ["{EXAMPLES}/hello-c/hello.c"]\nlanguage = "c"\nlibc = "glibc"'
     arm, x86 = context(tmp_path, "arm64", lines, "arm"), context(tmp_path, "x86_64", lines, "x86")
     stage = PIPELINE["init"]
     assert keys.material(arm, stage, PIPELINE)["tools"]["gcc"].startswith("aarch64-linux-gnu-gcc")
@@ -274,7 +274,7 @@ def check_arm64(data: bytes, path: Path) -> None:
 @pytest.mark.parametrize("libc", ["nolibc", "glibc"])
 def test_c_cross_compiles_for_arm64_reproducibly(tmp_path: Path, ref_tree: Path, libc: str) -> None:
     need_cross()
-    lines = f'sources = ["examples/hello-c/hello.c"]\nlanguage = "c"\nlibc = "{libc}"'
+    lines = f'sources = ["{EXAMPLES}/hello-c/hello.c"]\nlanguage = "c"\nlibc = "{libc}"'
     built = []
     for name in ("a", "b"):
         ctx = context(tmp_path, "arm64", lines, name, tree=ref_tree)
@@ -294,6 +294,6 @@ def test_c_cross_compiles_for_arm64_reproducibly(tmp_path: Path, ref_tree: Path,
 def test_go_cross_compiles_for_arm64(tmp_path: Path) -> None:
     if shutil.which("go") is None:
         pytest.fail("go is not installed: scripts/setup.sh installs golang-go")
-    ctx = context(tmp_path, "arm64", 'sources = ["examples/hello-go/main.go"]\nlanguage = "go"')
+    ctx = context(tmp_path, "arm64", f'sources = ["{EXAMPLES}/hello-go/main.go"]\nlanguage = "go"')
     init.build(ctx)
     check_arm64(out(ctx, "init").read_bytes(), out(ctx, "init"))

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE
 from tests.helpers.profiles import context
 from tests.helpers.tarballs import add_member
 from tinyuki.cache import artifacts
 from tinyuki.cache import store as cachestore
 from tinyuki.cache.store import CorruptEntry, Store
+from tinyuki.tasks import PIPELINE
 
 KEY = "cd" * 32
 

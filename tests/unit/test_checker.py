@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cli.checkers import Sha256Checker
+from tinyuki.cli.checkers import Sha256Checker
 from tinyuki.util.fs import sha256_file
 
 
@@ -38,7 +38,7 @@ def test_unchanged_stat_skips_hashing(tmp_path: Path, monkeypatch) -> None:
     def boom(_p: object) -> str:
         raise AssertionError("hashed an unchanged file")
 
-    monkeypatch.setattr("cli.checkers.sha256_file", boom)
+    monkeypatch.setattr("tinyuki.cli.checkers.sha256_file", boom)
     assert c.get_state(str(f), state) is None
     assert not c.check_modified(str(f), os.stat(f), state)
 

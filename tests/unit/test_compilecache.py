@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.init import compile_and_link
 from tinyuki.cache import compile as cc
 from tinyuki.errors import TinyukiError
+from tinyuki.tasks.init import compile_and_link
 from tinyuki.toolchain.kbuild import make_cmd
 from tinyuki.util import flags, runner
 from tinyuki.util.fmt import human_size

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks import initramfs
 from tests.helpers import stages
 from tests.helpers.stages import out
 from tinyuki.config.context import make_context
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import cpio
+from tinyuki.tasks import initramfs
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = 1700000000

@@ -289,7 +289,8 @@ def parse_disk(tmp_path: Path, disk_table: dict[str, object]) -> object:
     from tinyuki.config.profile import parse_profile
     data = tomllib.loads((ROOT / "configs" / "profiles" / "debian.toml").read_text())
     data["disk"] = disk_table
-    return parse_profile(data, tmp_path / "p.toml", ROOT).disk
+    data["init"]["sources"] = [str(ROOT / "init" / "init.c")]
+    return parse_profile(data, ROOT / "p.toml", ROOT).disk  # relative paths: from the profile's dir, the clone
 
 
 def test_disk_defaults_and_sizes(tmp_path: Path) -> None:

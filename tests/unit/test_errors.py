@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from doit.exceptions import TaskFailed
 
-from cli.actions import action
+from tinyuki.cli.actions import action
 from tinyuki.errors import TinyukiError, die
 
 

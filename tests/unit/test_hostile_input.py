@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tasks import fetch as fetch_stage
-from tasks import verify as verify_stage
 from tests.helpers import tarballs
 from tests.helpers.profiles import context
 from tinyuki.config import context as ctxmod
@@ -22,6 +20,8 @@ from tinyuki.config.context import make_context
 from tinyuki.config.profile import load_profile
 from tinyuki.errors import TinyukiError
 from tinyuki.source import download
+from tinyuki.tasks import fetch as fetch_stage
+from tinyuki.tasks import verify as verify_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA = "362d07fe4938c415ce651aefee063a5c4151109b39c97be039bbaa8312ffc0e2"
@@ -237,7 +237,7 @@ def test_a_signature_file_is_capped_small(tmp_path):
 
 
 def test_pin_prints_the_size_to_pin_with_the_hash(tmp_path, capsys):
-    from cli import pin
+    from tinyuki.cli import pin
 
     tar = tarballs.write(tmp_path / "src" / "linux-9.9.tar.xz", tarballs.tar_bytes())
     ctx = context(tmp_path, {"urls": [str(tar)], "sha256": "f" * 64})
@@ -248,7 +248,7 @@ def test_pin_prints_the_size_to_pin_with_the_hash(tmp_path, capsys):
 
 
 def test_any_stage_hitting_a_full_disk_fails_with_a_message_not_a_traceback():
-    from cli.actions import action
+    from tinyuki.cli.actions import action
 
     def stage():
         raise OSError(errno.ENOSPC, "No space left on device", "/some/build/kbuild/vmlinux.o")

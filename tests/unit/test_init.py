@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tasks import init
 from tests.helpers import stages
 from tests.helpers.doit import run_stages
 from tests.helpers.profiles import MINIMAL
@@ -19,6 +18,7 @@ from tests.helpers.stages import out, write_tree_record
 from tinyuki.config.context import Context, make_context
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import elf
+from tinyuki.tasks import init
 from tinyuki.toolchain import program
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def tree(ref_tree: Path) -> Path:
 
 def need(tool: str) -> None:
     if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (Debian: {'musl-tools' if tool == 'musl-gcc' else 'build-essential'})")
+        pytest.fail(f"{tool} is not installed (Debian: {'musl-tools' if tool == 'musl-gcc' else 'build-essential'})")
 
 
 def context(tmp_path: Path, tree: Path | None, libc: str = "nolibc", sources: list[str] | None = None,
@@ -51,7 +51,7 @@ def context(tmp_path: Path, tree: Path | None, libc: str = "nolibc", sources: li
     """A build dir in tmp_path with the patch stage's record pointing at `tree`."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     profile = tmp_path / "p.toml"
-    profile.write_text(PROFILE.format(libc=libc, sources=json.dumps(sources or ["init/init.c"]),
+    profile.write_text(PROFILE.format(libc=libc, sources=json.dumps(sources or [str(ROOT / "init" / "init.c")]),
                                       marker=json.dumps(marker)))
     ctx = make_context(str(profile), build_dir=str(tmp_path / "build"), cache_dir=str(tmp_path / "cache"), root=ROOT)
     if tree is not None:

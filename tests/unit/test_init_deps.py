@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import init
 from tests.helpers.doit import run_stages
 from tests.helpers.profiles import MINIMAL
 from tests.helpers.stages import out, write_tree_record
 from tinyuki.config.context import Context, make_context
+from tinyuki.tasks import init
 from tinyuki.toolchain import program
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,7 @@
-"""The layers hold: tinyuki/ (the library) < tasks/ (the stages) < cli/ (the doit glue) < dodo.py, bench/.
+"""The layers hold: the library < tinyuki/tasks/ (the stages) < the doit glue < dodo.py, bench/.
+
+The library is tinyuki/ without its stages and glue; the glue is tinyuki/cli/ with tinyuki/dodo.py (what a
+project's dodo.py imports) and tinyuki/main.py (the `tinyuki` command).
 
 - tinyuki/ and tasks/ load without doit, each module on its own, in a fresh interpreter;
 - the project's imports (module-level and inside functions) form no cycle;
@@ -24,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("tinyuki", "tasks", "cli")  # with dodo.py, the code whose imports are parsed
-PROJECT = ("tinyuki", "tasks", "cli", "bench", "dodo", "tests")  # top-level names that are the project's own
+PROJECT = ("tinyuki", "bench", "dodo", "tests")  # top-level names that are the project's own
+# the doit glue inside the package: the `cli` layer
+GLUE = ("tinyuki.cli", "tinyuki.dodo", "tinyuki.main")
 # what each layer must never import (production code never imports the tests either)
 FORBIDDEN = {
     "tinyuki": ("tasks", "cli", "bench", "dodo", "tests"),
@@ -35,6 +39,15 @@ FORBIDDEN = {
 
 
 # ---------------------------------------------------------------- the modules
+
+def layer_of(name: str) -> str:
+    """The layer of a dotted module name: tinyuki (the library), tasks, cli, or the top-level name."""
+    if name == "tinyuki.tasks" or name.startswith("tinyuki.tasks."):
+        return "tasks"
+    if any(name == glue or name.startswith(glue + ".") for glue in GLUE):
+        return "cli"
+    return name.split(".")[0]
+
 
 def modules(package: str) -> dict[str, Path]:
     """Every module of a package, by walking its directories: dotted name -> file."""
@@ -49,10 +62,15 @@ def modules(package: str) -> dict[str, Path]:
 
 @cache
 def parsed() -> dict[str, Path]:
-    """The modules whose imports are checked: tinyuki/, tasks/, cli/ and dodo.py."""
-    found = {name: path for package in PACKAGES for name, path in modules(package).items()}
+    """The modules whose imports are checked: the tinyuki package (every layer of it) and dodo.py."""
+    found = dict(modules("tinyuki"))
     found["dodo"] = ROOT / "dodo.py"
     return found
+
+
+def layer_modules(*layers: str) -> list[str]:
+    """The parsed modules of these layers, in the order of their files."""
+    return [name for name in parsed() if layer_of(name) in layers]
 
 
 def is_module(name: str) -> bool:
@@ -79,7 +97,11 @@ class Import:
 
     @property
     def layer(self) -> str:
-        return self.module.split(".")[0]
+        return layer_of(self.module)
+
+    @property
+    def target_layer(self) -> str:
+        return layer_of(self.target)
 
     def __str__(self) -> str:
         where = f" in {self.function}()" if self.function else ""
@@ -156,7 +178,7 @@ def imports_of(module: str) -> tuple[Import, ...]:
 
 def imports(*layers: str) -> list[Import]:
     """Every import statement's targets in the parsed modules of these layers (all of them without any)."""
-    return [imp for module in parsed() if not layers or module.split(".")[0] in layers
+    return [imp for module in parsed() if not layers or layer_of(module) in layers
             for imp in imports_of(module)]
 
 
@@ -206,8 +228,8 @@ def import_in_fresh_interpreter(names: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def test_library_and_stages_load_without_doit() -> None:
-    names = [*modules("tinyuki"), *modules("tasks")]
-    assert "tinyuki.stage" in names and "tasks.kernel" in names
+    names = layer_modules("tinyuki", "tasks")
+    assert "tinyuki.stage" in names and "tinyuki.tasks.kernel" in names
     report = import_in_fresh_interpreter(names)
     if not report["doit"] and not report["errors"]:
         return
@@ -227,7 +249,8 @@ def test_library_and_stages_load_without_doit() -> None:
                 f"{', '.join(name for name, _ in found)}; the shortest way: "
                 f"{' -> '.join(min((chain for _, chain in found), key=len))}" for where, found in ways.items()]
     problems += [f"{name} cannot be imported on its own: {err}" for name, err in errors.items()]
-    assert not problems, "tinyuki/ and tasks/ must load without doit (its glue is cli/):\n" + listing(problems)
+    assert not problems, "the library and the stages must load without doit (its glue is tinyuki/cli/):\n" \
+        + listing(problems)
 
 
 # ---------------------------------------------------------------- no cycles
@@ -292,7 +315,8 @@ def _closed_path(group: list[str], edges: dict[str, dict[str, Import]]) -> list[
 
 def test_no_import_cycles() -> None:
     edges = graph()
-    assert "tasks" in edges["dodo"] or "tasks.kernel" in edges["tasks"], "the import graph looks empty"
+    assert "tinyuki.dodo" in edges["dodo"] and "tinyuki.stage" in edges["tinyuki.tasks.kernel"], \
+        "the import graph looks empty"
     found = cycles(edges)
     report = [" -> ".join(path) + "\n" + "\n".join(f"    {edges[a][b]}" for a, b in pairwise(path))
               for path in found]
@@ -319,17 +343,17 @@ def test_no_function_level_imports_in_the_library() -> None:
 # ---------------------------------------------------------------- layer order
 
 def test_no_layer_imports_one_above_it() -> None:
-    problems = [f"{imp}: {imp.layer}/ must not import {imp.top}" for imp in imports(*FORBIDDEN)
-                if imp.top in FORBIDDEN[imp.layer]]
-    assert not problems, ("tinyuki/ < tasks/ < cli/ < dodo.py, bench/: a layer imports only those below it:\n"
-                          + listing(problems))
+    problems = [f"{imp}: the {imp.layer} layer must not import {imp.target_layer}" for imp in imports(*FORBIDDEN)
+                if imp.target_layer in FORBIDDEN[imp.layer]]
+    assert not problems, ("library < tasks < cli (tinyuki/cli, tinyuki/dodo.py, tinyuki/main.py) < dodo.py, bench/:"
+                          " a layer imports only those below it:\n" + listing(problems))
 
 
 def test_the_import_parser_sees_every_kind_of_import() -> None:
     """Relative, submodule, function-level and TYPE_CHECKING imports are all resolved as Python would."""
     found = {(i.target, i.function, i.type_checking) for i in imports("tasks", "cli", "tinyuki")}
-    assert ("tasks.configure", None, False) in found  # `from tasks import configure` names the module
-    assert ("tasks", None, False) in found  # `from tasks import PIPELINE` names the package
+    assert ("tinyuki.tasks.configure", None, False) in found  # `from tinyuki.tasks import configure`: the module
+    assert ("tinyuki.tasks", None, False) in found  # `from tinyuki.tasks import PIPELINE` names the package
     source = (
         "from __future__ import annotations\n"
         "from typing import TYPE_CHECKING\n"

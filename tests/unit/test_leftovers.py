@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from tasks import extract as extract_stage
-from tasks import fetch as fetch_stage
-from tasks import verify as verify_stage
 from tests.helpers import tarballs
 from tests.helpers.profiles import context
+from tinyuki.tasks import extract as extract_stage
+from tinyuki.tasks import fetch as fetch_stage
+from tinyuki.tasks import verify as verify_stage
 from tinyuki.util import fs
 
 
@@ -150,7 +150,7 @@ def test_a_tree_in_use_is_young_again(tmp_path):
 
 
 def test_the_cache_prune_command_prunes_trees_and_store_leftovers(tmp_path, capsys):
-    from cli import cache as cachecmd
+    from tinyuki.cli import cache as cachecmd
 
     ctx = context(tmp_path, {"urls": ["/nonexistent.tar.xz"], "sha256": "0" * 64})
     gone = tree(ctx.paths.trees, f"src-{'a' * 64}", 10_000, 86400)

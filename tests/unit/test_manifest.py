@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE, manifest
 from tinyuki.config.context import make_context
 from tinyuki.errors import TinyukiError
 from tinyuki.formats.series import read_series
 from tinyuki.records import Tree
+from tinyuki.tasks import PIPELINE, manifest
 from tinyuki.util.fs import sha256_file
 
 STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")

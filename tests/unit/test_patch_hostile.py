@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import patch
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import series
+from tinyuki.tasks import patch
 
 
 def make_tree(root: Path) -> Path:

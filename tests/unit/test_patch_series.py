@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import patch
 from tests.helpers.stages import out
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import series
+from tinyuki.tasks import patch
 from tinyuki.util.fs import atomic_write_json, read_json
 
 GOOD = b"""--- a/init/main.c

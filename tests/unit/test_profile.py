@@ -147,13 +147,13 @@ def test_short_sha256(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fpr", ["38DBBDC86092693E", "647F28654894E3BD457199BE38DBBDC86092693X", "0x6092693E"])
 def test_malformed_fingerprint(tmp_path: Path, fpr: str) -> None:
-    e = error(signed(fpr, "configs/keys/gregkh.asc"), tmp_path)
+    e = error(signed(fpr, "gregkh"), tmp_path)
     assert "[source] signers[0]" in e.message and "is not an OpenPGP fingerprint" in e.message
     assert "long key ids are not accepted" in (e.hint or "")
 
 
 def test_fingerprint_with_spaces_is_normalised(tmp_path: Path) -> None:
-    text = signed("647f 2865 4894 e3bd 4571  99be 38db bdc8 6092 693e", "configs/keys/gregkh.asc")
+    text = signed("647f 2865 4894 e3bd 4571  99be 38db bdc8 6092 693e", "gregkh")
     assert parse(text, tmp_path).source.signers == ("647F28654894E3BD457199BE38DBBDC86092693E",)
 
 
@@ -217,7 +217,7 @@ def test_readme_example_profile_is_valid(tmp_path: Path) -> None:
     start = readme.index("```toml\n") + len("```toml\n")
     example = readme[start: readme.index("```", start)]
     data = tomllib.loads(example)
-    parse_profile(data, tmp_path / "example.toml", ROOT)
+    parse_profile(data, ROOT / "example.toml", ROOT)  # as a project's tinyuki.toml: paths from its directory
 
 
 def test_context_defaults_and_overrides(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def test_every_record_names_its_file_and_stage() -> None:
                if isinstance(c, type) and issubclass(c, Record) and c is not Record and c.FILE]
     assert {c.__name__ for c in classes} == {type(r).__name__ for r in EXAMPLES}
     assert len({c.FILE for c in classes}) == len(classes)
-    from tasks import PIPELINE  # the stage a record names must exist and write that file
+    from tinyuki.tasks import PIPELINE  # the stage a record names must exist and write that file
 
     for c in classes:
         assert c.STAGE in PIPELINE and any(o.path == c.FILE for o in PIPELINE[c.STAGE].outputs), c

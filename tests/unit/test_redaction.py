@@ -61,7 +61,7 @@ def test_the_kernel_stage_prints_the_redacted_setup():
 
 
 def test_doit_stats_shows_the_redacted_remote(tmp_path, monkeypatch):
-    from cli import stats
+    from tinyuki.cli import stats
 
     setup = compilecache.CompileSetup(directory=tmp_path, ccache="ccache", remote=REMOTE)
     monkeypatch.setattr(compilecache, "read_counters", lambda *a, **k: {"direct_cache_hit": 3})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE
 from tinyuki import reprocheck
 from tinyuki.errors import TinyukiError
+from tinyuki.tasks import PIPELINE
 
 # the order the pipeline produces the artifacts in, from the stage declarations
 ORDER = tuple((name, stage.name) for name, stage, _out in PIPELINE.artifacts())

@@ -100,7 +100,7 @@ def test_sign_section_needs_key_and_cert(tmp_path: Path) -> None:
                                            'passphrase = "hunter2"\n')), ROOT)
     relative = load_profile(str(profile(tmp_path, f'[sign]\nkey = "{tmp_path}/db.key"\ncert = "{tmp_path}/db.crt"\n'
                                                   'passphrase = "file:pass.txt"\n')), ROOT)
-    assert relative.sign.passphrase == f"file:{ROOT}/pass.txt"
+    assert relative.sign.passphrase == f"file:{tmp_path}/pass.txt"  # from the profile's directory
     token = load_profile(str(profile(tmp_path, '[sign]\nkey = "pkcs11:token=t;object=db"\n'
                                                f'cert = "{tmp_path}/db.crt"\n')), ROOT)
     assert token.sign.pkcs11 and token.sign.key == "pkcs11:token=t;object=db"

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from cli.stages import off as stage_off
-from cli.stages import task_dict
-from tasks import PIPELINE, STAGES, manifest
 from tinyuki.cache import artifacts, keys
 from tinyuki.cache.store import Store
+from tinyuki.cli.stages import off as stage_off
+from tinyuki.cli.stages import task_dict
 from tinyuki.config.context import Context, make_context
 from tinyuki.config.profile import FIELDS, REQUIRED, Field
 from tinyuki.records import Tree
 from tinyuki.stage import CHECKS, Check, Output, Pipeline, Stage, remove_stale
+from tinyuki.tasks import PIPELINE, STAGES, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 FPR_A = "647F28654894E3BD457199BE38DBBDC86092693E"
@@ -124,8 +124,10 @@ def changed(f: Field, value: Any, files: dict[str, Path]) -> Any:
         return [FPR_B]
     if kind == "path":
         return str(files["stub-b"] if "stub" in value else files["prog-b"] if "prog" in value else files["ovmf-b"])
+    if kind == "keyring_list":
+        return [str(files["key-b.asc"])]
     if kind == "path_list":
-        return [str(files["key-b.asc"])] if value[0].endswith(".asc") else [str(files["b.c"])]
+        return [str(files["b.c"])]
     if kind == "fragment_list":
         return [*value, "console"]
     if kind == "series":
@@ -400,7 +402,7 @@ def test_a_changed_recipe_reruns_the_stage_as_it_changes_its_key(tmp_path: Path,
     """A build dir made by an earlier tinyuki reruns a stage whose code changed (as its cache key changes)."""
     ctx = context(tmp_path, base_profile(files), "p")
     stage = PIPELINE["uki"]
-    assert set(keys.staleness(ctx, stage)["recipe"]) == {"tasks.uki", *stage.recipe}
+    assert set(keys.staleness(ctx, stage)["recipe"]) == {"tinyuki.tasks.uki", *stage.recipe}
     before = (keys.digest(keys.staleness(ctx, stage)), keys.compute(ctx, stage, PIPELINE)[0])
     real = keys.module_hash
     monkeypatch.setattr(keys, "module_hash", lambda m: "changed" if m == "tinyuki.formats.pe" else real(m))

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks import extract as extract_stage
-from tasks import fetch as fetch_stage
-from tasks import verify as verify_stage
 from tests.helpers import tarballs
 from tests.helpers.profiles import context
 from tinyuki.errors import TinyukiError
 from tinyuki.records import Verified
+from tinyuki.tasks import extract as extract_stage
+from tinyuki.tasks import fetch as fetch_stage
+from tinyuki.tasks import verify as verify_stage
 
 GOOD = tarballs.tar_bytes()
 EVIL = tarballs.tar_bytes(files={**tarballs.FILES, "Makefile": b"all:\n\techo owned\n"})

@@ -9,14 +9,14 @@ import hashlib
 
 import pytest
 
-from cli import pin
-from tasks import fetch, verify
 from tests.helpers import gpgkeys, tarballs
 from tests.helpers.httpserver import Route, serve
 from tests.helpers.profiles import context, store_files
 from tests.helpers.stages import out
+from tinyuki.cli import pin
 from tinyuki.errors import TinyukiError
 from tinyuki.source import trust
+from tinyuki.tasks import fetch, verify
 from tinyuki.util.fs import read_json
 
 TAR = tarballs.tar_bytes()

@@ -147,7 +147,7 @@ def test_remote_without_ccache_is_a_clear_error(tmp_path: Path, capsys: pytest.C
 
 def test_init_through_ccache_is_the_same_program_and_hits_the_second_time(tmp_path: Path, ref_tree: Path) -> None:
     """The init's compile-then-link (so ccache can cache it) gives the bytes of gcc's one-step build."""
-    from tasks.init import compile_and_link, compile_command
+    from tinyuki.tasks.init import compile_and_link, compile_command
 
     cmd = compile_command(libc="nolibc", sources=["init/init.c"], output=str(tmp_path / "one"),
                           marker="tinyuki: init started", tree=ref_tree, root=ROOT)

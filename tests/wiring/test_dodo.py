@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks import PIPELINE
 from tests.helpers.doit import run_dodo
+from tinyuki.tasks import PIPELINE
 
 COMMANDS = ["summary", "boot", "pin", "repro", "stats", "cache", "cache-prune", "bench"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.flash import flash
+from tinyuki.cli.flash import flash
 from tinyuki.errors import TinyukiError
 from tinyuki.util import blockdev
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE
 from tests.conftest import ROOT
 from tests.helpers import fakekernel
 from tests.helpers.doit import dodo_ok, environ, ran, variables
+from tinyuki.tasks import PIPELINE
 
 # every stage that is on for the fake profile (it has no [sign], so the sign stage never runs)
 BUILD_TASKS = [s.name for s in PIPELINE if s.when is None]

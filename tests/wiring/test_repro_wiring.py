@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import PIPELINE
 from tests.conftest import ROOT
 from tests.helpers.doit import environ, run_dodo
 from tests.helpers.fakekernel import FAKE, tarball
+from tinyuki.tasks import PIPELINE
 
 # every artifact the pipeline declares, in pipeline order; the embedded kernel and all after it
 # the artifacts of the stages that are on for every profile (the fake profiles have no [sign]), for x86_64

@@ -18,13 +18,13 @@ from pathlib import Path
 import pefile
 import pytest
 
-from tasks import PIPELINE
 from tests.helpers.doit import dodo_ok, ran, run_stages
 from tests.unit.test_pe import EPOCH, STUB, fake_bzimage
 from tinyuki import secureboot
 from tinyuki.config.context import make_context
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import pe
+from tinyuki.tasks import PIPELINE
 from tinyuki.util import fs as fsutil
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from tasks import PIPELINE
 from tests.conftest import ROOT
 from tests.helpers import tarballs
 from tinyuki import secureboot
 from tinyuki.config.context import make_context
 from tinyuki.config.profile import FIELDS, SECTIONS, Profile
+from tinyuki.tasks import PIPELINE
 
 FAKE = ROOT / "tests" / "fakekernel"
 # Settings a stage reads that change how it works, never the bytes it writes (their rows reach no stage).

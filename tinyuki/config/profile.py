@@ -74,15 +74,16 @@ FIELDS: tuple[Field, ...] = (
           ("uncompressed", "file"), reaches=("verify",)),
     Field("source", "signers", "fingerprint_list", [],
           "fingerprints (primary key, 40 hex digits) whose signature is accepted", reaches=("verify",)),
-    Field("source", "keyrings", "path_list", [],
-          "ASCII-armored public keys imported into a private, temporary keyring for the check", reaches=("verify",)),
+    Field("source", "keyrings", "keyring_list", [],
+          "ASCII-armored public keys imported into a private, temporary keyring for the check: paths, or the names"
+          " of the keys tinyuki ships (gregkh, torvalds, autosigner)", reaches=("verify",)),
     Field("source", "sha256sums", "url", None,
           "optional clearsigned sha256sums.asc listing the tarball (kernel.org's checksum autosigner)",
           reaches=("fetch", "verify")),
     Field("source", "sha256sums_signers", "fingerprint_list", [],
           "fingerprints accepted for sha256sums.asc", reaches=("verify",)),
-    Field("source", "sha256sums_keyrings", "path_list", [],
-          "public keys for checking sha256sums.asc", reaches=("verify",)),
+    Field("source", "sha256sums_keyrings", "keyring_list", [],
+          "public keys for checking sha256sums.asc (paths, or shipped key names: autosigner)", reaches=("verify",)),
     Field("source", "package", "str", None,
           "Debian package that owns the tarball: checked with dpkg -S and dpkg --verify", reaches=("verify",)),
     Field("source", "retries", "int", 4, "attempts per mirror on connection errors and 5xx answers",
@@ -320,7 +321,7 @@ class Profile:
 
 
 # Kinds whose values name files; the stages they reach read those files.
-PATH_KINDS = ("path", "path_list", "fragment_list", "series", "file_map", "esp_file_map", "key")
+PATH_KINDS = ("path", "path_list", "keyring_list", "fragment_list", "series", "file_map", "esp_file_map", "key")
 
 
 def _paths_of(value: Any) -> list[Path]:
@@ -637,6 +638,30 @@ def _path_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[
                  for i, s in enumerate(_str_list(f, raw, where, label, root)))
 
 
+def shipped_keys() -> list[str]:
+    """The names of the public keys tinyuki ships (configs/keys/NAME.asc)."""
+    return sorted(p.stem for p in (DATA / "configs" / "keys").glob("*.asc"))
+
+
+def _keyring_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[Path, ...]:
+    """Key files by path, or a shipped key by its bare name (no slash, no dot), as fragments are named.
+
+    A project outside tinyuki's clone cannot reach configs/keys/ by a relative path; `gregkh` means the
+    copy tinyuki carries, wherever it is installed.
+    """
+    out = []
+    for i, s in enumerate(_str_list(f, raw, where, label, root)):
+        if s and "/" not in s and "." not in s:
+            p = DATA / "configs" / "keys" / f"{s}.asc"
+            if not p.is_file():
+                raise die(f"{where}: {label}[{i}]: no shipped key named {s!r} ({p})",
+                          f"shipped keys: {', '.join(shipped_keys())}; or give the path of a .asc file")
+            out.append(p)
+        else:
+            out.append(_path(f, s, where, f"{label}[{i}]", root))
+    return tuple(out)
+
+
 def _fragment_list(f: Field, raw: Any, where: str, label: str, root: Path,
                    target: str = arch.DEFAULT) -> tuple[Path, ...]:
     """Fragment names resolved for the target: configs/fragments/<arch>/NAME.config, else configs/fragments/NAME.config.
@@ -824,7 +849,7 @@ def _secret_source(f: Field, raw: Any, where: str, label: str, root: Path) -> st
 _CONVERTERS: dict[str, Callable[..., Any]] = {
     "str": _str, "int": _int, "choice": _choice, "str_list": _str_list, "url": _url,
     "url_list": _url_list, "sha256": _sha256, "fingerprint_list": _fingerprint_list,
-    "path": _path, "path_list": _path_list, "fragment_list": _fragment_list,
+    "path": _path, "path_list": _path_list, "keyring_list": _keyring_list, "fragment_list": _fragment_list,
     "series": _series, "file_map": _file_map, "str_map": _str_map,
     "size": _size, "esp_file_map": _esp_file_map, "dir": _dir,
     "key": _key, "secret_source": _secret_source,
@@ -838,7 +863,7 @@ def _check_trust(src: dict[str, Any], where: str) -> None:
                   "list the fingerprints whose signature you accept, e.g. signers = [\"647F...693E\"]")
     if src["signature"] and not src["keyrings"]:
         raise die(f"{where}: [source] signature is set but keyrings is empty",
-                  "list the public key files, e.g. keyrings = [\"configs/keys/gregkh.asc\"]")
+                  "list the public key files, e.g. keyrings = [\"gregkh\"] (a shipped key) or [\"keys/signer.asc\"]")
     if src["sha256sums"] and not (src["sha256sums_signers"] and src["sha256sums_keyrings"]):
         raise die(f"{where}: [source] sha256sums is set but sha256sums_signers or sha256sums_keyrings is empty",
                   "kernel.org's autosigner is B8868C80BA62A1FFFAF5FDA9632D3A06589DA6B1,"

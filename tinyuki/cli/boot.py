@@ -27,18 +27,18 @@ from typing import Any
 
 from doit import get_var
 
-from cli import params
-from cli.actions import action
-from cli.exitcode import exit_with_code
-from cli.keys import keys_dir
-from tasks.configure import CONFIG
-from tasks.disk import DISK
-from tasks.embed import VMLINUX, image_output
-from tasks.sign import SIGNED
-from tasks.uki import UKI
 from tinyuki import secureboot
+from tinyuki.cli import params
+from tinyuki.cli.actions import action
+from tinyuki.cli.exitcode import exit_with_code
+from tinyuki.cli.keys import keys_dir
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
+from tinyuki.tasks.configure import CONFIG
+from tinyuki.tasks.disk import DISK
+from tinyuki.tasks.embed import VMLINUX, image_output
+from tinyuki.tasks.sign import SIGNED
+from tinyuki.tasks.uki import UKI
 from tinyuki.util import fs as fsutil
 from tinyuki.util.flags import yes_no
 from tinyuki.vm import boottime, qemu

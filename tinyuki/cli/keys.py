@@ -15,9 +15,9 @@ from typing import Any
 
 from doit import get_var
 
-from cli import params
-from cli.actions import action
 from tinyuki import secureboot
+from tinyuki.cli import params
+from tinyuki.cli.actions import action
 from tinyuki.config.context import Context
 
 

@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cli.actions import action
 from tinyuki.cache import artifacts, remote
 from tinyuki.cache import compile as compilecache
 from tinyuki.cache.compile import CompileSetup
 from tinyuki.cache.store import Store
+from tinyuki.cli.actions import action
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError
 from tinyuki.util import fs as fsutil

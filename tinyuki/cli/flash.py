@@ -16,11 +16,11 @@ from typing import Any
 
 from doit import get_var
 
-from cli import params
-from cli.actions import action
-from tasks.disk import DISK
+from tinyuki.cli import params
+from tinyuki.cli.actions import action
 from tinyuki.config.context import Context
 from tinyuki.errors import die
+from tinyuki.tasks.disk import DISK
 from tinyuki.util import blockdev
 from tinyuki.util import fs as fsutil
 from tinyuki.util.flags import yes_no

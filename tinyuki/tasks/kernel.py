@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 
-from tasks.configure import CONFIG, forget_other_arch
 from tinyuki.cache import compile as compilecache
 from tinyuki.config.context import KBUILD_DIR, Context
 from tinyuki.formats import kconfig
 from tinyuki.records import KernelStamp, Tree
 from tinyuki.stage import Check, Output, Stage, register
+from tinyuki.tasks.configure import CONFIG, forget_other_arch
 from tinyuki.toolchain.kbuild import make_cmd, make_env, remove_initramfs_outputs, stream_make
 from tinyuki.util import fs as fsutil
 

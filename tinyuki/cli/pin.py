@@ -12,8 +12,8 @@ from typing import Any
 
 from doit import get_var
 
-from cli import params
-from cli.actions import action
+from tinyuki.cli import params
+from tinyuki.cli.actions import action
 from tinyuki.config.context import Context
 from tinyuki.errors import die
 from tinyuki.records import Fetched

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.init import INIT
 from tinyuki.config.context import Context
 from tinyuki.errors import die
 from tinyuki.formats import cpio
 from tinyuki.stage import Output, Stage
+from tinyuki.tasks.init import INIT
 from tinyuki.util.fs import atomic_write, fsync_dir, remove_tree
 from tinyuki.util.runner import run
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from cli.actions import action
 from tinyuki.cache import keys
 from tinyuki.cache.artifacts import restore_or_build, store_in_background
+from tinyuki.cli.actions import action
 from tinyuki.config.context import Context
 from tinyuki.stage import Check, Pipeline, Stage, remove_stale
 

@@ -26,12 +26,13 @@ from typing import Any
 
 from doit import get_var
 
-from cli.actions import action
-from tasks import PIPELINE
+import tinyuki
 from tinyuki import reprocheck
+from tinyuki.cli.actions import action
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.reprocheck import Manifest, Row, Surroundings
+from tinyuki.tasks import PIPELINE
 from tinyuki.util import runner
 from tinyuki.util.fs import remove_tree
 
@@ -78,12 +79,15 @@ def build_command(ctx: Context, s: Surroundings, *, uts: bool) -> list[str]:
     jobserver into the build; `env` then sets the chosen ones; `sh -c` sets
     the umask (and the host name, inside a new UTS namespace) before exec'ing doit.
     """
-    doit = [sys.executable, "-m", "doit", "-f", str(ctx.root / "dodo.py"), "manifest",
+    # the `tinyuki` command's task loader, not a dodo.py: the same pipeline wherever tinyuki is installed
+    doit = [sys.executable, "-m", "tinyuki.main", "manifest",
             f"profile={ctx.profile.path}", f"build_dir={s.build_dir}", f"cache_dir={ctx.paths.cache}",
             f"jobs={s.jobs}"]
     unset = [arg for var in ("LANG", "LANGUAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL") for arg in ("-u", var)]
-    env = ["env", *unset, f"TZ={s.tz}", f"LC_ALL={s.locale}", f"USER={s.user}", f"LOGNAME={s.user}",
-           f"HOSTNAME={s.host}",
+    # the package this doit runs, found by the build's interpreter from any cwd (a clone is not installed)
+    package_dir = str(Path(tinyuki.__file__).resolve().parent.parent)
+    env = ["env", *unset, f"PYTHONPATH={package_dir}", f"TZ={s.tz}", f"LC_ALL={s.locale}", f"USER={s.user}",
+           f"LOGNAME={s.user}", f"HOSTNAME={s.host}",
            # A compiles every object itself; B may use the compile cache (warm from earlier builds,
            # never from A), so an output changed by ccache shows up as a difference
            *([] if s.ccache else ["CCACHE_DISABLE=1", "TINYUKI_CCACHE=0"]),

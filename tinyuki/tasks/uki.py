@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks.embed import image_output
 from tinyuki.config.context import Context
 from tinyuki.errors import die
 from tinyuki.formats import pe
 from tinyuki.secureboot import expected_pcr11
 from tinyuki.stage import Output, Stage
+from tinyuki.tasks.embed import image_output
 from tinyuki.util import fs as fsutil
 
 UKI = Output("tinyuki.efi", manifest="uki")

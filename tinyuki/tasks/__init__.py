@@ -8,8 +8,22 @@ and add one line here.
 
 from __future__ import annotations
 
-from tasks import configure, disk, embed, extract, fetch, init, initramfs, kernel, manifest, patch, sign, uki, verify
 from tinyuki.stage import Pipeline
+from tinyuki.tasks import (
+    configure,
+    disk,
+    embed,
+    extract,
+    fetch,
+    init,
+    initramfs,
+    kernel,
+    manifest,
+    patch,
+    sign,
+    uki,
+    verify,
+)
 
 STAGES = (
     fetch.STAGE,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tasks.initramfs import CPIO
 from tinyuki.arch import ARCHES
 from tinyuki.cache import compile as compilecache
 from tinyuki.config.context import Context
@@ -21,6 +20,7 @@ from tinyuki.formats import kconfig
 from tinyuki.formats.elf import has_pvh_entry
 from tinyuki.records import Tree
 from tinyuki.stage import Output, Stage
+from tinyuki.tasks.initramfs import CPIO
 from tinyuki.toolchain.kbuild import (
     embedded_payload,
     make_cmd,

@@ -7,10 +7,10 @@ from typing import Any
 
 from doit import get_var
 
-from cli.actions import action
 from tinyuki.cache import trees
 from tinyuki.cache.artifacts import describe, finish_storing, store_for
 from tinyuki.cache.store import GIB, Store
+from tinyuki.cli.actions import action
 from tinyuki.config.context import Context
 from tinyuki.errors import die
 from tinyuki.util.fmt import age, human_size, text_table

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.uki import UKI
 from tinyuki.config.context import Context
 from tinyuki.secureboot import SignRequest, cert_identity, sign_uki
 from tinyuki.stage import Output, Stage
+from tinyuki.tasks.uki import UKI
 from tinyuki.util.runner import tool_version
 
 SIGNED = Output("tinyuki.signed.efi", manifest="uki-signed")

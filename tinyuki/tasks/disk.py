@@ -15,13 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.sign import SIGNED
-from tasks.sign import STAGE as SIGN
-from tasks.uki import UKI
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError
 from tinyuki.formats import disk
 from tinyuki.stage import Output, Stage
+from tinyuki.tasks.sign import SIGNED
+from tinyuki.tasks.sign import STAGE as SIGN
+from tinyuki.tasks.uki import UKI
 from tinyuki.util import fs as fsutil
 from tinyuki.util.fmt import human_size
 

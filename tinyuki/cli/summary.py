@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli.actions import action
-from tasks.manifest import MANIFEST, summary
+from tinyuki.cli.actions import action
 from tinyuki.config.context import Context
+from tinyuki.tasks.manifest import MANIFEST, summary
 from tinyuki.util.fs import read_json
 
 
