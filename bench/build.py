@@ -35,6 +35,7 @@ from typing import Any
 from bench import report
 from bench.common import doit_cmd, kbuild_make, timed
 from tinyuki.config.context import Context
+from tinyuki.config.profile import moved_profile_text
 from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import kconfig
 from tinyuki.records import Tree
@@ -123,11 +124,11 @@ def changed_program(ctx: Context, tmp: Path, change: Callable[[str], str]) -> Pa
 def changed_profile(ctx: Context, tmp: Path, change: Callable[[str], str]) -> Path:
     """A copy of the profile whose program is a changed copy of its first source."""
     src = ctx.profile.init.sources[0]
-    raw = ctx.profile.path.read_text(encoding="utf-8")
-    old = f'sources = ["{src.relative_to(ctx.root)}"]' if src.is_relative_to(ctx.root) else ""
-    if not old or old not in raw:
+    raw = moved_profile_text(ctx.profile.path.read_text(encoding="utf-8"), ctx.profile.path.parent)
+    old = f'sources = ["{src}"]'
+    if old not in raw:
         raise die(f"cannot point a copy of {ctx.profile.path} at a changed copy of {src}: "
-                  f"it has no line `{old or 'sources = [...]'}` naming it inside {ctx.root}",
+                  f"it has no line `sources = [...]` naming it alone",
                   "the build benchmark needs a profile whose [init] sources is one file of the project")
     copy = changed_program(ctx, tmp, change)
     prof = tmp / ctx.profile.path.name  # same file name: same profile name
@@ -301,7 +302,8 @@ def fragment_profile(ctx: Context, tmp: Path, lines: Sequence[str], tag: str) ->
     frag = tmp / f"bench-{tag}.config"
     frag.write_text(fragment_text(lines, tag), encoding="utf-8")
     prof = tmp / ctx.profile.path.name
-    prof.write_text(with_fragment(ctx.profile.path.read_text(encoding="utf-8"), frag), encoding="utf-8")
+    raw = moved_profile_text(ctx.profile.path.read_text(encoding="utf-8"), ctx.profile.path.parent)
+    prof.write_text(with_fragment(raw, frag), encoding="utf-8")
     return prof
 
 

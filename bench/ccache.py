@@ -32,7 +32,7 @@ from typing import Any
 from bench.common import doit_cmd, serving, timed
 from tinyuki.cache import compile as compilecache
 from tinyuki.config.context import ROOT
-from tinyuki.config.profile import profile_path
+from tinyuki.config.profile import moved_profile_text, profile_path
 from tinyuki.errors import TinyukiError, die
 from tinyuki.records import KernelStamp
 from tinyuki.util import fs as fsutil
@@ -70,8 +70,8 @@ def doit(args: list[str], log: Path, env: dict[str, str]) -> float:
 
 
 def one_option_profile(profile: Path, fragment: Path, dest: Path) -> Path:
-    """The profile with one more fragment (profile paths are taken from the project root, wherever it lives)."""
-    text = profile.read_text(encoding="utf-8")
+    """The profile with one more fragment, written elsewhere (its relative paths made absolute)."""
+    text = moved_profile_text(profile.read_text(encoding="utf-8"), profile.parent)
     m = re.search(r"^fragments\s*=\s*\[(.*?)\]", text, flags=re.M | re.S)
     if not m:
         raise die(f"no [kernel] fragments list in {profile}",

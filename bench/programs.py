@@ -65,9 +65,8 @@ def scratch_profile(name: str, work: Path) -> tuple[Path, Path, list[list[str]]]
         steps.append(["gcc", "-static", "-Os", "-s", "-Wl,--build-id=none",
                       '-DTINYUKI_MARKER="hello: started (prebuilt)"', '-DHELLO_LANG="prebuilt"',
                       "-o", str(binary), str(copy / edited)])
-        text = text.replace('"examples/hello-prebuilt/hello"', f'"{binary}"')
-    text = text.replace(f'"examples/{folder}/', f'"{copy}/')
-    profile = work / f"hello-{name}.toml"
+        text = text.replace('"hello-prebuilt/hello"', f'"{binary}"')
+    profile = work / f"hello-{name}.toml"  # beside the copy: its relative paths name the copy's files
     profile.write_text(text)
     return profile, copy / edited, steps
 

@@ -79,7 +79,7 @@ def build(mirror: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> d
         f'signers = ["{mirror["fingerprint"]}"]\n'
         f'keyrings = ["{mirror["keyring"]}"]\n'
     )
-    body = debian.split("[kernel]", 1)[1]
+    body = debian.split("[kernel]", 1)[1].replace('"../../', f'"{ROOT}/')  # its paths, from its new place
     profile.write_text(source + "\n[kernel]" + body)
     paths = {"profile": profile, "build": top / "build", "cache": top / "cache", "top": top}
     out = doit(paths, [])
@@ -105,11 +105,12 @@ RUNTIMES = ', "go-runtime", "rust-runtime"]'
 
 
 def example_profile(name: str, top: Path, cmdline: str = "console=ttyS0 panic=-1") -> Path:
-    """examples/hello-<name>.toml for the shared examples kernel, with project paths made absolute."""
+    """examples/hello-<name>.toml for the shared examples kernel, its relative paths made absolute."""
     text = (ROOT / "examples" / f"hello-{name}.toml").read_text()
     fragments = next(line for line in text.splitlines() if line.startswith("fragments = ["))
     text = text.replace(fragments, fragments[:-1] + RUNTIMES)
-    text = text.replace('"examples/', f'"{ROOT}/examples/')
+    for folder in ("hello-c", "hello-go", "hello-rust", "hello-prebuilt"):
+        text = text.replace(f'"{folder}/', f'"{ROOT}/examples/{folder}/')
     text = text.replace('cmdline = "console=ttyS0 panic=-1"', f'cmdline = "{cmdline}"')
     path = top / (f"hello-{name}.toml" if cmdline == "console=ttyS0 panic=-1" else f"hello-{name}-args.toml")
     path.write_text(text)

@@ -50,7 +50,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory, build: dict[str, Path]) -> d
         if (build["cache"] / part).exists():
             # hard links: the cache only ever replaces files by rename, never writes into one
             subprocess.run(["cp", "-al", str(build["cache"] / part), str(dest / "cache" / part)], check=True)
-    profile = build["profile"]
+    # the session's profile, kept in the clone so that its program is the clone's init/init.c
+    profile = dest / "configs" / "profiles" / build["profile"].name
+    profile.write_text(build["profile"].read_text().replace(f'"{ROOT}/', '"../../'))
     return {"root": dest, "profile": profile, "build": dest / "build" / profile.stem, "source": build["build"]}
 
 

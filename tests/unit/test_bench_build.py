@@ -57,7 +57,7 @@ def fake_ctx(tmp: Path, profile_text: str, program: str = 'int main(void) { puts
                                                                init=SimpleNamespace(sources=[src])))
 
 
-PROFILE = '[kernel]\nfragments = ["base", "initramfs"]\n\n[init]\nsources = ["init/init.c"]\n'
+PROFILE = '[kernel]\nfragments = ["base", "initramfs"]\n\n[init]\nsources = ["../../init/init.c"]\n'  # from its dir
 
 
 def test_changed_profile_points_at_a_changed_copy(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ class FakeBuild:
 
 
 def rebuild_ctx(tmp: Path) -> Any:
-    ctx = fake_ctx(tmp, '[init]\nsources = ["init/init.c"]\n')
+    ctx = fake_ctx(tmp, '[init]\nsources = ["../../init/init.c"]\n')
     build = tmp / "build"
     (build / "kbuild" / "usr").mkdir(parents=True)
     ctx.paths = SimpleNamespace(build=build, kbuild=build / "kbuild")

@@ -56,7 +56,7 @@ def test_redact(url, shown):
 
 
 def test_the_kernel_stage_prints_the_redacted_setup():
-    source = (Path(__file__).resolve().parents[2] / "tasks" / "kernel.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "tinyuki" / "tasks" / "kernel.py").read_text()
     assert "compiling.describe()" in source  # the line printed is describe(): redacted above
 
 

@@ -378,6 +378,26 @@ def load_profile(name_or_path: str, root: Path) -> Profile:
     return parse_profile(data, path, root)
 
 
+_QUOTED_RE = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
+
+
+def moved_profile_text(text: str, base: Path) -> str:
+    """A profile's text with every relative path that names an existing file made absolute from `base`.
+
+    For a copy of a profile written elsewhere (a benchmark's or a test's variant of a shipped one): its
+    relative paths were taken from the original's directory and must keep naming the same files. Names
+    of shipped fragments, series and keys, urls and plain words are left as they are.
+    """
+    def absolute(m: re.Match[str]) -> str:
+        value = m.group(1)
+        if not value or "/" not in value or value.startswith("/") or "://" in value:
+            return m.group(0)
+        resolved = _resolve(base, value)
+        return f'"{resolved}"' if resolved.exists() else m.group(0)
+
+    return _QUOTED_RE.sub(absolute, text)
+
+
 def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
     """Validate a parsed TOML document against FIELDS and build the typed profile.
 
