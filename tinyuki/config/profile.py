@@ -301,6 +301,8 @@ class Profile:
     disk: Disk = Disk(table="gpt", esp_size=None, files=(), data=None, data_size=None)
     sign: Sign = Sign(key=None, cert=None, passphrase=None)
     raw: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+    # each file the profile names by a path it wrote itself: the resolved path -> the words it wrote
+    given: dict[Path, str] = field(compare=False, repr=False, default_factory=dict)
 
     def value(self, f: Field) -> Any:
         """The parsed value of one row of FIELDS."""
@@ -386,11 +388,11 @@ def moved_profile_text(text: str, base: Path) -> str:
 
     For a copy of a profile written elsewhere (a benchmark's or a test's variant of a shipped one): its
     relative paths were taken from the original's directory and must keep naming the same files. Names
-    of shipped fragments, series and keys, urls and plain words are left as they are.
+    of shipped fragments, series and keys (no slash, no dot), urls and plain words are left as they are.
     """
     def absolute(m: re.Match[str]) -> str:
         value = m.group(1)
-        if not value or "/" not in value or value.startswith("/") or "://" in value:
+        if not value or not ("/" in value or "." in value) or value.startswith("/") or "://" in value:
             return m.group(0)
         resolved = _resolve(base, value)
         return f'"{resolved}"' if resolved.exists() else m.group(0)
@@ -406,6 +408,7 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
     """
     where = _display(path, root)
     base = path.absolute().parent
+    given: dict[Path, str] = {}
     _check_unknown(data, where)
     values: dict[str, dict[str, Any]] = {s: {} for s in ("", *SECTIONS)}
     for f in FIELDS:
@@ -427,6 +430,11 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
         else:
             raw, origin = table[f.key], base
         values[f.section][f.key] = _convert(f, raw, where, label, origin, values)
+        if origin is base and f.kind in ("path", "path_list", "keyring_list"):
+            written = [raw] if f.kind == "path" else raw
+            resolved = values[f.section][f.key]
+            given.update((p, w) for p, w in zip(resolved if f.kind != "path" else [resolved], written, strict=True)
+                         if isinstance(p, Path))
 
     _resolve_arch_defaults(values, where)
     src = values["source"]
@@ -442,7 +450,7 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
         name=name, path=path, description=values[""]["description"],
         source=Source(**src), kernel=Kernel(**values["kernel"]), init=Init(**values["init"]),
         uki=Uki(**values["uki"]), boot=Boot(**values["boot"]), disk=Disk(**values["disk"]),
-        sign=Sign(**values["sign"]), raw=data,
+        sign=Sign(**values["sign"]), raw=data, given=given,
     )
 
 

@@ -24,6 +24,7 @@ from tinyuki.errors import TinyukiError, die
 from tinyuki.formats import pe
 from tinyuki.formats.series import read_series
 from tinyuki.records import Tree, Verified
+from tinyuki.resources import DATA
 from tinyuki.stage import Output, Pipeline, Stage, remove_stale
 from tinyuki.toolchain import tools
 from tinyuki.util import fs as fsutil
@@ -95,17 +96,24 @@ def build_manifest(
     stub: Path,
     source_date_epoch: int,
     reports: Mapping[str, Any] | None = None,
+    given: Mapping[Path, str] | None = None,
 ) -> dict[str, Any]:
     """The manifest as plain data; every file is named relative to the build dir or the project.
 
-    `reports` are the sections the stages add about their outputs (tinyuki/stage.py's `report`).
+    A file outside the project is named as the profile wrote it (`given`: "../lib/util.c", or an absolute
+    path), one of tinyuki's own as `tinyuki:configs/...` (not where this copy of tinyuki happens to be
+    installed); `reports` are the sections the stages add about their outputs (tinyuki/stage.py's `report`).
     """
 
     def rel(path: Path) -> str:
-        try:
-            return str(path.resolve().relative_to(root.resolve()))
-        except ValueError:
-            return str(path)
+        real = path.resolve()
+        if real.is_relative_to(root.resolve()):
+            return str(real.relative_to(root.resolve()))
+        if given and path in given:
+            return given[path]
+        if real.is_relative_to(DATA.resolve()):
+            return "tinyuki:" + str(real.relative_to(DATA.resolve()))
+        return str(path)
 
     def inputs(paths: list[Path]) -> list[dict[str, str]]:
         return [{"path": rel(p), "sha256": fsutil.sha256_file(p)} for p in paths]
@@ -160,6 +168,7 @@ def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
         artifacts=files,
         build_dir=ctx.paths.build,
         root=ctx.root,
+        given=ctx.profile.given,
         source=dataclasses.asdict(Verified.load(ctx.paths.build)),
         patches=patch_inputs(ctx),
         fragments=list(ctx.profile.kernel.fragments),
