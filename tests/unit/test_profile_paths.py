@@ -98,7 +98,8 @@ def test_a_moved_copy_of_a_profile_names_the_same_files(tmp_path: Path) -> None:
     moved = tmp_path / "elsewhere" / "copy.toml"
     moved.parent.mkdir()
     moved.write_text(moved_profile_text((proj / "tinyuki.toml").read_text(), proj))
-    assert load_profile(str(moved), tmp_path).init.sources == load_profile(str(proj / "tinyuki.toml"), proj).init.sources
+    original = load_profile(str(proj / "tinyuki.toml"), proj)
+    assert load_profile(str(moved), tmp_path).init.sources == original.init.sources
     assert '"base"' in moved.read_text()  # names are left alone
 
 
