@@ -39,9 +39,11 @@ def init_command(argv: list[str]) -> int:
     ap.add_argument("directory", nargs="?", default=".", help="the project's directory (default: the current one)")
     ap.add_argument("--language", default="c", help=f"the program's language: {', '.join(scaffold.LANGUAGES)}")
     ap.add_argument("--libc", default="nolibc", help=f"for C: {', '.join(scaffold.LIBCS)}")
+    ap.add_argument("--beside", action="store_true",
+                    help="write into a directory that already holds other files (never overwriting one)")
     args = ap.parse_args(argv)
     project = Path(args.directory).absolute()
-    placed = scaffold.write(project, scaffold.plan(args.language, args.libc))
+    placed = scaffold.write(project, scaffold.plan(args.language, args.libc), beside=args.beside)
     print(scaffold.summary(project, placed))
     return 0
 

@@ -149,7 +149,7 @@ jobs:
             .tinyuki-cache/artifacts
             .tinyuki-cache/ccache
           key: tinyuki-${{ github.ref_name }}-${{ github.run_id }}
-      - uses: actions/upload-artifact@v4
+      - uses: actions/upload-artifact@v6
         with:
           name: uki
           path: build/tinyuki/
@@ -183,8 +183,12 @@ def plan(language: str = "c", libc: str = "nolibc") -> Plan:
     return Plan(files)
 
 
-def write(project: Path, todo: Plan) -> list[Path]:
-    """Write the plan into `project`: all files, or none (an existing one is never touched)."""
+def write(project: Path, todo: Plan, beside: bool = False) -> list[Path]:
+    """Write the plan into `project`: all files, or none (an existing one is never touched).
+
+    A directory that already holds something (a git repository's .git aside) is refused unless `beside`:
+    a project is usually started empty, and files of another tool's project are a sign of a wrong cwd.
+    """
     project = project.absolute()
     if project.exists() and not project.is_dir():
         raise die(f"tinyuki init: {project} is a file, not a directory", "give a directory: tinyuki init DIR")
@@ -193,6 +197,12 @@ def write(project: Path, todo: Plan) -> list[Path]:
         raise die(f"tinyuki init: {project} already has {', '.join(existing)}; nothing was written",
                   "run it in a new or empty directory, or move those files away first (tinyuki init never"
                   " overwrites)")
+    others = sorted(p.name for p in project.iterdir() if p.name != ".git") if project.is_dir() else []
+    if others and not beside:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise die(f"tinyuki init: {project} is not empty ({shown}); nothing was written",
+                  "run it in a new or empty directory (tinyuki init DIR), or add the project's files beside"
+                  " yours with --beside (an existing file is never overwritten)")
     try:
         project.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tinyuki-init-", dir=project))
