@@ -1,79 +1,73 @@
 #!/usr/bin/env bash
-# Install what tinyuki needs on Debian 12 (bookworm), idempotently:
-# the build and boot tools from apt, and a .venv with pinned Python packages.
-# Usage: scripts/setup.sh [runtime|dev]   (dev adds the test and lint tools)
+# Install what tinyuki needs on Debian 12 (bookworm), idempotently and by need: the Debian packages
+# that a profile's stages and boots use (tinyuki/packages.py names them; `tinyuki doctor` shows why),
+# and a .venv with pinned Python packages.
+# Usage: scripts/setup.sh [runtime [profile=NAME|PATH] | dev]
+#   runtime: what the profile needs (default: the shipped default profile), nothing more;
+#   dev: what the whole test suite needs (every shipped profile and example, its servers, lint tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-runtime}
-
-APT_PACKAGES=(
-  # kernel build
-  build-essential flex bison bc libelf-dev libssl-dev dwarves kmod cpio xz-utils gzip lz4 patch
-  # the init program and the compile cache
-  musl-tools ccache
-  # programs in Go and Rust as /init (tinyuki/toolchain/program.py; glibc static is libc6-dev, in build-essential)
-  golang-go rustc cargo
-  # signature checks and source trust
-  gnupg dpkg
-  # UKI and boot
-  systemd-boot-efi ovmf qemu-system-x86 mtools dosfstools
-  # arm64 (tinyuki/arch.py): QEMU's virt machine and AAVMF (the cross compiler: below, on other hosts)
-  qemu-system-arm qemu-efi-aarch64
-  # the USB stick image (sfdisk; sgdisk checks it in the tests)
-  fdisk gdisk
-  # Secure Boot: signing, checking signatures, test keys, expected PCR 11 (systemd-measure is in systemd)
-  sbsigntool osslsigncode openssl faketime systemd
-  # signing with a key on a PKCS#11 token (sbsign --engine pkcs11), and a software token for the tests
-  libengine-pkcs11-openssl softhsm2 opensc
-  # python
-  python3 python3-venv
-  # reproducibility reports, shared compile cache, distributed compiles
-  diffoscope-minimal redis-server distcc
-  # the remote artifact cache's tests and benchmark: nginx with WebDAV PUT (core module)
-  nginx
-  # tests and CI
-  git
-)
-
-# arm64 programs and kernels: the cross compiler with its libc and kernel headers, where the host is another
-# architecture (an arm64 host builds arm64 with its own gcc).
-if [ "$(dpkg --print-architecture 2>/dev/null || uname -m)" != arm64 ]; then
-  APT_PACKAGES+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-fi
-
-# Wanted where the distribution has it: Debian's kernel source (the default profile's
-# tarball) exists on Debian only; elsewhere the kernel.org profile is the one to use.
-OPTIONAL_PACKAGES=(linux-source-6.1)
+profile=${2:-}
+case "$want" in runtime|dev) ;; *) echo "usage: scripts/setup.sh [runtime [profile=NAME] | dev]" >&2; exit 2 ;; esac
+case "$profile" in ""|profile=*) ;; *) echo "setup: expected profile=NAME|PATH, not '$profile'" >&2; exit 2 ;; esac
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-
-missing=()
-for p in "${OPTIONAL_PACKAGES[@]}"; do
-  if ! installed "$p"; then
-    if apt-cache show "$p" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-cache show "$p" >/dev/null 2>&1; }; then
-      APT_PACKAGES+=("$p")
-    else
-      echo "setup: $p is not available here; only the kernel.org profile will work" >&2
-    fi
-  fi
-done
-for p in "${APT_PACKAGES[@]}"; do
-  if ! installed "$p"; then
-    missing+=("$p")
-  fi
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${#missing[@]} Debian packages: ${missing[*]}"
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null; then SUDO=sudo; else
-      echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1
-    fi
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null; then SUDO=sudo; fi
+fi
+apt_install() {
+  if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
+    echo "setup: need root (or sudo) to install: $*" >&2; exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Python first: tinyuki itself names every other package it needs (python3 -m tinyuki.packages).
+PY=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ] && command -v dpkg-query >/dev/null; then
+  first=()
+  for p in python3 python3-venv; do installed "$p" || first+=("$p"); done
+  if ((${#first[@]})); then
+    echo "setup: installing ${first[*]}"
+    apt_install "${first[@]}"
+  fi
 fi
+if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+  have=$("$PY" -c 'import sys; print("Python %d.%d.%d" % sys.version_info[:3])' 2>/dev/null || echo "not a Python that runs")
+  echo "setup: tinyuki needs Python 3.11 or later; '$PY' is $have" >&2
+  echo "setup: install python3 (Debian 12 has 3.11), or name another one: PYTHON=/path/to/python3.11 $0" >&2
+  exit 1
+fi
+packages() { PYTHONPATH=$PWD "$PY" -m tinyuki.packages "$@"; }
+
+# The packages by need: the profile's, or the whole suite's.
+if [ "$want" = dev ]; then
+  missing=$(packages --missing --suite)
+else
+  missing=$(packages --missing ${profile:+"$profile"})
+fi
+# Debian's kernel source exists on Debian only; elsewhere the kernel.org profile is the one to use.
+wanted=()
+for p in $missing; do
+  case "$p" in
+    linux-source-*)
+      if ! apt-cache show "$p" >/dev/null 2>&1 && ! { $SUDO apt-get update -qq >/dev/null 2>&1 && apt-cache show "$p" >/dev/null 2>&1; }; then
+        echo "setup: $p is not available here; only the kernel.org profile will work" >&2
+        continue
+      fi ;;
+  esac
+  wanted+=("$p")
+done
+if ((${#wanted[@]})); then
+  echo "setup: installing ${#wanted[@]} Debian packages: ${wanted[*]}"
+  apt_install "${wanted[@]}"
+fi
+arch=$(PYTHONPATH=$PWD "$PY" -c 'import sys; from tinyuki.config.context import make_context
+print(make_context(sys.argv[1].partition("=")[2] or None).profile.kernel.arch)' "$profile")
 
 # arm64 UKIs need systemd's linuxaa64.efi.stub: Debian's systemd-boot-efi for arm64, the same version
 # as the host's, downloaded and unpacked under .deps/arm64 (nothing for arm64 gets installed). On Debian
@@ -110,7 +104,7 @@ fetch_arm64_stub() {
   mv .deps/arm64.tmp .deps/arm64
   echo "setup: unpacked $(basename "$STUB") of systemd-boot-efi:arm64 under .deps/arm64"
 }
-if [ ! -s "$STUB" ] && ! fetch_arm64_stub; then
+if { [ "$want" = dev ] || [ "$arch" = arm64 ]; } && [ ! -s "$STUB" ] && ! fetch_arm64_stub; then
   if [ "$want" = dev ]; then
     echo "setup: the tests build arm64 UKIs and need $STUB" >&2
     exit 1
@@ -141,15 +135,8 @@ fi
 
 # The venv: recreated only when missing or broken, repopulated when the pins change.
 # Any Python 3.11 or later will do, Debian 12's own 3.11.2 included (requires-python in pyproject.toml).
-PY=${PYTHON:-python3}
 if ! .venv/bin/python -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
   rm -rf .venv
-  if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
-    have=$("$PY" -c 'import sys; print("Python %d.%d.%d" % sys.version_info[:3])' 2>/dev/null || echo "not a Python that runs")
-    echo "setup: tinyuki needs Python 3.11 or later; '$PY' is $have" >&2
-    echo "setup: install python3 (Debian 12 has 3.11), or name another one: PYTHON=/path/to/python3.11 $0" >&2
-    exit 1
-  fi
   if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
     echo "setup: $PY cannot make a venv (no ensurepip); Debian: apt-get install python3-venv" >&2
     exit 1

@@ -1,36 +1,46 @@
-"""Which Debian packages a profile's stages and boots need, and which of them are missing.
+"""Which Debian packages a profile's stages and boots need, which of them are missing, and installing them.
 
 `tinyuki doctor` and scripts/setup.sh install by need: a C program with nolibc needs the kernel's
 build tools, the kernel source, the UKI stub, mtools and QEMU; Go adds golang-go, arm64 its cross
-compiler and QEMU, [sign] sbsigntool and faketime. The test suite's own servers and checkers are
-listed apart (SUITE), so a user's first build never installs nginx or redis.
+compiler and QEMU, [sign] sbsigntool and faketime. The test suite needs every shipped profile's and
+example's packages plus its own servers and checkers (SUITE_EXTRA), so a user's first build never
+installs nginx or redis.
+
+This module runs before tinyuki's venv exists (scripts/setup.sh: `python3 -m tinyuki.packages`), so it
+and what it imports use the standard library only.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import subprocess
+import sys
+import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from tinyuki import arch
-from tinyuki.config.profile import Profile
+from tinyuki.config.context import PROJECT_PROFILE, make_context
+from tinyuki.config.profile import Profile, parse_profile
+from tinyuki.errors import TinyukiError, die
+from tinyuki.resources import DATA
 
-# kbuild's own needs for a tinyconfig kernel, and the tools configure and the cpio use
+# kbuild's own needs for a tinyconfig kernel, and the tools configure, extract and the cpio use
 KERNEL_BUILD = ("build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "kmod", "cpio",
-                "xz-utils", "gzip", "lz4", "patch")
-# the default profiles' UKI, USB stick and boots on x86_64
+                "xz-utils", "gzip", "patch")
 UKI = ("systemd-boot-efi", "systemd")  # the stub, and systemd-measure for the UKI's expected PCR 11
 STICK = ("mtools", "dosfstools", "fdisk")
 PYTHON = ("python3", "python3-venv")
 
-# What the whole test suite needs beyond every profile's packages: its servers (the remote caches,
-# distcc), the checkers of signatures and reports, a PKCS#11 software token, and git.
-SUITE = ("build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "dwarves", "kmod", "cpio",
-         "xz-utils", "gzip", "lz4", "patch", "musl-tools", "ccache", "golang-go", "rustc", "cargo", "gnupg",
-         "dpkg", "systemd-boot-efi", "ovmf", "qemu-system-x86", "mtools", "dosfstools", "qemu-system-arm",
-         "qemu-efi-aarch64", "fdisk", "gdisk", "sbsigntool", "osslsigncode", "openssl", "faketime", "systemd",
-         "libengine-pkcs11-openssl", "softhsm2", "opensc", "python3", "python3-venv", "diffoscope-minimal",
-         "redis-server", "distcc", "nginx", "git", "linux-source-6.1")
+# What the test suite needs beyond the shipped profiles' and examples' packages: the compile cache and
+# its servers (redis, distcc), the remote artifact cache's nginx, signature and report checkers, a PKCS#11
+# software token, a reader of partition tables, and git.
+SUITE_EXTRA = ("ccache", "redis-server", "distcc", "nginx", "gnupg", "dwarves", "gdisk", "osslsigncode",
+               "sbsigntool", "faketime", "openssl", "libengine-pkcs11-openssl", "softhsm2", "opensc",
+               "diffoscope-minimal", "musl-tools", "golang-go", "rustc", "cargo", "git")
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ def for_profile(profile: Profile, host: str | None = None) -> list[Need]:
     target = arch.ARCHES[profile.kernel.arch]
     needs = [Need(p, "Python for tinyuki itself") for p in PYTHON]
     needs += [Need(p, "building the kernel") for p in KERNEL_BUILD]
+    if any(f.stem == "lz4" for f in profile.kernel.fragments):
+        needs.append(Need("lz4", "the kernel compressed with LZ4 (the lz4 fragment)"))
     if profile.source.package:
         needs.append(Need(profile.source.package, "the kernel tarball ([source] package)"))
         needs.append(Need("dpkg", "checking the tarball's package (dpkg --verify)"))
@@ -60,19 +72,39 @@ def for_profile(profile: Profile, host: str | None = None) -> list[Need]:
     if not target.native(host):
         needs.append(Need(target.cross_package, f"cross-compiling for {target.name}"))
         needs.append(Need(target.libc_package, f"{target.name}'s kernel and libc headers for the program"))
+    # another architecture's stub is unpacked from its own systemd-boot-efi (scripts/setup.sh), not installed
     needs += [Need(p, "packing the UKI") for p in UKI if p != "systemd-boot-efi" or target.native(host)]
     needs += [Need(p, "the USB stick image") for p in STICK]
     if profile.sign.enabled:
-        needs += [Need("sbsigntool", "signing the UKI ([sign])"), Need("faketime", "signing at the build's epoch")]
-        needs.append(Need("openssl", "reading the signing key"))
+        needs += [Need("sbsigntool", "signing the UKI ([sign])"), Need("faketime", "signing at the build's epoch"),
+                  Need("openssl", "reading the signing key")]
     needs.append(Need(target.qemu_package, "doit boot"))
     needs.append(Need(target.firmware_package, f"doit boot uki=1 / stick=1 ({target.firmware_name})"))
     seen: set[str] = set()
     return [n for n in needs if not (n.package in seen or seen.add(n.package))]
 
 
-def installed(packages: list[str]) -> set[str]:
+def shipped_profiles() -> list[Path]:
+    """Every profile tinyuki ships: configs/profiles/ and the examples."""
+    return sorted((DATA / "configs" / "profiles").glob("*.toml")) + sorted((DATA / "examples").glob("*.toml"))
+
+
+def for_suite(host: str | None = None) -> list[Need]:
+    """What tinyuki's own test suite needs: every shipped profile's packages and the suite's own."""
+    needs: list[Need] = []
+    for path in shipped_profiles():
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        if "binary" in data.get("init", {}):  # a prebuilt example's binary is built by its script, later
+            data["init"]["binary"] = str(path)
+        needs += for_profile(parse_profile(data, path, DATA), host)
+    needs += [Need(p, "tinyuki's test suite") for p in SUITE_EXTRA]
+    seen: set[str] = set()
+    return [n for n in needs if not (n.package in seen or seen.add(n.package))]
+
+
+def installed(packages: Iterable[str]) -> set[str]:
     """The packages of `packages` that dpkg says are installed (none where there is no dpkg)."""
+    packages = list(packages)
     if not packages or shutil.which("dpkg-query") is None:
         return set()
     proc = subprocess.run(["dpkg-query", "-W", "-f=${Package}\\t${Status}\\n", *packages], capture_output=True,
@@ -81,10 +113,78 @@ def installed(packages: list[str]) -> set[str]:
             if line.endswith("install ok installed")}
 
 
-def missing(packages: list[str]) -> list[str]:
+def missing(packages: Iterable[str]) -> list[str]:
+    packages = list(packages)
     have = installed(packages)
     return [p for p in packages if p not in have]
 
 
-def install_line(packages: list[str]) -> str:
+def install_line(packages: Iterable[str]) -> str:
     return "apt-get install --no-install-recommends " + " ".join(packages)
+
+
+def install(packages: list[str]) -> None:
+    """apt-get install the packages (as root, else through sudo); one clear error when apt fails."""
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    if sudo and shutil.which("sudo") is None:
+        raise die(f"installing {len(packages)} Debian packages needs root", f"as root, run: {install_line(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                                                *packages]):
+        print("+ " + " ".join([*sudo, *cmd]), flush=True)
+        if subprocess.run([*sudo, *cmd], env=env, check=False, stdout=subprocess.DEVNULL).returncode != 0:
+            raise die(f"{' '.join(cmd[:2])} failed", f"run it yourself to see why: {install_line(packages)}")
+    still = missing(packages)
+    if still:
+        raise die(f"still missing after apt-get: {', '.join(still)}", f"run: {install_line(still)}")
+
+
+def doctor(argv: list[str], prog: str = "tinyuki doctor") -> int:
+    """Name a profile's packages (or the suite's), say which are missing, install them when asked.
+
+    Exit status: 0 when nothing is missing (or all of it was installed), 1 when something is missing.
+    """
+    ap = argparse.ArgumentParser(prog=prog, description="The Debian packages a profile's build and boots need;"
+                                 " which are missing, and the one apt-get line that installs them.")
+    ap.add_argument("settings", nargs="*", help=f"profile=NAME|PATH (default: ./{PROJECT_PROFILE}, else debian)")
+    ap.add_argument("--install", action="store_true", help="install the missing ones with apt-get")
+    ap.add_argument("--suite", action="store_true", help="what tinyuki's own test suite needs instead")
+    ap.add_argument("--missing", action="store_true", help="print only the missing packages' names, one line")
+    args = ap.parse_args(argv)
+    bad = [s for s in args.settings if not s.startswith("profile=")]
+    if bad:
+        raise die(f"{prog}: unknown argument {bad[0]!r}", "use profile=NAME|PATH, --install, --suite, --missing")
+    if args.suite:
+        needs, what = for_suite(), "tinyuki's test suite (every shipped profile and example, and the servers)"
+    else:
+        profile = args.settings[-1].split("=", 1)[1] if args.settings else None
+        ctx = make_context(profile)
+        needs, what = for_profile(ctx.profile), f"profile {ctx.profile.name} ({ctx.profile.path})"
+    absent = missing(n.package for n in needs)
+    if args.missing:
+        print(" ".join(absent))
+        return 0
+    print(f"{prog}: {what} needs {len(needs)} Debian packages")
+    for n in needs:
+        print(f"  {'missing' if n.package in absent else 'ok     '}  {n.package:26} {n.why}")
+    if not absent:
+        print(f"{prog}: everything is installed")
+        return 0
+    print(f"{prog}: {len(absent)} missing; install them with:\n  {install_line(absent)}")
+    if not args.install:
+        return 1
+    install(absent)
+    print(f"{prog}: installed {len(absent)} packages")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return doctor(sys.argv[1:] if argv is None else argv, prog="python3 -m tinyuki.packages")
+    except TinyukiError as err:
+        print(err.render(), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
