@@ -66,50 +66,14 @@ if ((${#wanted[@]})); then
   echo "setup: installing ${#wanted[@]} Debian packages: ${wanted[*]}"
   apt_install "${wanted[@]}"
 fi
-arch=$(PYTHONPATH=$PWD "$PY" -c 'import sys; from tinyuki.config.context import make_context
-print(make_context(sys.argv[1].partition("=")[2] or None).profile.kernel.arch)' "$profile")
-
-# arm64 UKIs need systemd's linuxaa64.efi.stub: Debian's systemd-boot-efi for arm64, the same version
-# as the host's, downloaded and unpacked under .deps/arm64 (nothing for arm64 gets installed). On Debian
-# only: adding arm64 to apt elsewhere (Ubuntu keeps arm64 on another mirror) would break apt-get update.
-# The tests need it (dev); a build needs it only for an arm64 profile, whose uki stage says how to get it.
-STUB=.deps/arm64/usr/lib/systemd/boot/efi/linuxaa64.efi.stub
-fetch_arm64_stub() {
-  local sudo="" version tmp
-  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then sudo=sudo; fi
-  if ! grep -qsx 'ID=debian' /etc/os-release; then
-    echo "setup: not Debian: get linuxaa64.efi.stub from systemd-boot-efi for arm64 and put it at $STUB" >&2
-    return 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-    echo "setup: adding arm64 to apt's architectures (to download systemd-boot-efi:arm64's stub)"
-    $sudo dpkg --add-architecture arm64
-    $sudo apt-get update -qq || return 1
-  fi
-  version=$(dpkg-query -W -f='${Version}' systemd-boot-efi)
-  tmp=$(mktemp -d)
-  # apt-get download writes to the cwd; as root it warns that _apt cannot write there, harmlessly
-  if ! (cd "$tmp" && { apt-get download -q "systemd-boot-efi:arm64=$version" || apt-get download -q systemd-boot-efi:arm64; } \
-        >/dev/null 2>&1); then
-    $sudo apt-get update -qq
-    (cd "$tmp" && apt-get download -q systemd-boot-efi:arm64 >/dev/null 2>&1) || {
-      echo "setup: cannot download systemd-boot-efi:arm64 (is arm64 in apt's sources?)" >&2
-      rm -rf "$tmp"; return 1; }
-  fi
-  rm -rf .deps/arm64.tmp
-  mkdir -p .deps
-  dpkg-deb -x "$tmp"/systemd-boot-efi_*_arm64.deb .deps/arm64.tmp
-  rm -rf "$tmp" .deps/arm64
-  mv .deps/arm64.tmp .deps/arm64
-  echo "setup: unpacked $(basename "$STUB") of systemd-boot-efi:arm64 under .deps/arm64"
-}
-if { [ "$want" = dev ] || [ "$arch" = arm64 ]; } && [ ! -s "$STUB" ] && ! fetch_arm64_stub; then
-  if [ "$want" = dev ]; then
-    echo "setup: the tests build arm64 UKIs and need $STUB" >&2
-    exit 1
-  fi
-  echo "setup: without it only x86_64 profiles can make a UKI (arm64 ones stop at the uki stage)" >&2
+# Another architecture's EFI stub (arm64's linuxaa64.efi.stub) is not installed but downloaded with
+# systemd-boot-efi for that architecture and unpacked under .deps/ (tinyuki/packages.py fetch_stub): for
+# the tests (dev), and for a profile that builds for arm64.
+if [ "$want" = dev ]; then
+  packages --suite --stubs || { echo "setup: the tests build arm64 UKIs and need arm64's stub" >&2; exit 1; }
+else
+  packages ${profile:+"$profile"} --stubs \
+    || echo "setup: without arm64's stub an arm64 profile stops at the uki stage (it says how to get it)" >&2
 fi
 
 # The tests check signed UKIs with osslsigncode; Debian 12's own 2.5 rejects sbsign's valid signatures

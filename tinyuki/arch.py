@@ -32,6 +32,7 @@ SYSTEM_STUB_DIR = "/usr/lib/systemd/boot/efi"
 class Arch:
     name: str  # as [kernel] arch spells it
     uname: str  # `uname -m` of a host of this architecture (no cross compiler needed there)
+    debian_arch: str  # dpkg's name for it (systemd-boot-efi:arm64 carries arm64's stub)
     # kbuild
     kbuild_arch: str  # make ARCH=
     cross_prefix: str  # make CROSS_COMPILE= (and the compiler the program is built with) on another host
@@ -110,7 +111,8 @@ class Arch:
 
     @property
     def stub_dir(self) -> str:
-        """Where scripts/setup.sh unpacks another architecture's systemd-boot-efi (relative to the project)."""
+        """Where `tinyuki doctor --install` (and scripts/setup.sh) unpacks another architecture's systemd-boot-efi,
+        relative to tinyuki's own files (tinyuki/resources.py)."""
         return f".deps/{self.name}/{SYSTEM_STUB_DIR.lstrip('/')}"
 
     def stub(self, root: Path, host: str | None = None) -> Path:
@@ -138,7 +140,7 @@ class Arch:
 
 ARCHES: dict[str, Arch] = {a.name: a for a in (
     Arch(
-        name="x86_64", uname="x86_64",
+        name="x86_64", uname="x86_64", debian_arch="amd64",
         kbuild_arch="x86_64", cross_prefix="x86_64-linux-gnu-", cross_package="gcc-x86-64-linux-gnu",
         image_target="bzImage", image="arch/x86/boot/bzImage", compressed=True, images=("bzImage", "vmlinux"),
         elf_machine=62, elf_name="x86-64",
@@ -154,7 +156,7 @@ ARCHES: dict[str, Arch] = {a.name: a for a in (
         console="ttyS0", power_off="ACPI (the efi fragment), or a restart that QEMU's -no-reboot ends",
     ),
     Arch(
-        name="arm64", uname="aarch64",
+        name="arm64", uname="aarch64", debian_arch="arm64",
         kbuild_arch="arm64", cross_prefix="aarch64-linux-gnu-", cross_package="gcc-aarch64-linux-gnu",
         # arm64's EFI stub cannot decompress: the UKI carries the plain Image
         image_target="Image", image="arch/arm64/boot/Image", compressed=False, images=("Image",),

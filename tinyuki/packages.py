@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ from pathlib import Path
 
 from tinyuki import arch
 from tinyuki.config.context import PROJECT_PROFILE, make_context
-from tinyuki.config.profile import Profile, parse_profile
+from tinyuki.config.profile import Profile, load_profile, parse_profile
 from tinyuki.errors import TinyukiError, die
 from tinyuki.resources import DATA
+from tinyuki.util.fs import atomic_copy
 
 # kbuild's own needs for a tinyconfig kernel, and the tools configure, extract and the cpio use
 KERNEL_BUILD = ("build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "kmod", "cpio",
@@ -139,6 +141,68 @@ def install(packages: list[str]) -> None:
         raise die(f"still missing after apt-get: {', '.join(still)}", f"run: {install_line(still)}")
 
 
+def foreign_stubs(profiles: Iterable[Profile], host: str | None = None) -> list[arch.Arch]:
+    """The architectures whose EFI stub these profiles use but the host's packages cannot install."""
+    out: list[arch.Arch] = []
+    for profile in profiles:
+        target = arch.ARCHES[profile.kernel.arch]
+        if not target.native(host) and target not in out:
+            out.append(target)
+    return out
+
+
+def stub_path(target: arch.Arch) -> Path:
+    """Where another architecture's stub is unpacked: beside tinyuki's own files (the clone's .deps/, or the
+    installed package's), where every profile's default [uki] stub looks for it."""
+    return DATA / target.stub_dir / target.stub_name
+
+
+def fetch_stub(target: arch.Arch) -> Path:
+    """Download another architecture's systemd-boot-efi (the host's version), unpack its stub; install nothing.
+
+    Debian installs only the host's own stub. Adding the architecture to dpkg lets apt-get download the
+    package; on another distribution that would break apt-get update, so there the user is told what to do.
+    """
+    dest = stub_path(target)
+    if dest.is_file():
+        return dest
+    if "ID=debian" not in Path("/etc/os-release").read_text(errors="replace").split():
+        raise die(f"not Debian: cannot download systemd-boot-efi for {target.name}",
+                  f"get {target.stub_name} from systemd-boot-efi for {target.name} and put it at {dest}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    foreign = subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True, text=True,
+                             check=False).stdout.split()
+    if target.debian_arch not in foreign:
+        print(f"+ {' '.join([*sudo, 'dpkg', '--add-architecture', target.debian_arch])}", flush=True)
+        for cmd in (["dpkg", "--add-architecture", target.debian_arch], ["apt-get", "update", "-qq"]):
+            subprocess.run([*sudo, *cmd], env=env, check=False, stdout=subprocess.DEVNULL)
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "systemd-boot-efi"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    package = f"systemd-boot-efi:{target.debian_arch}"
+    with tempfile.TemporaryDirectory(prefix="tinyuki-stub-") as tmp:
+        # the host's version first (the same stub code on both architectures), else the newest
+        for wanted in ([f"{package}={version}"] if version else []) + [package]:
+            got = subprocess.run(["apt-get", "download", "-q", wanted], cwd=tmp, env=env, capture_output=True,
+                                 check=False)
+            if got.returncode == 0:
+                break
+        debs = sorted(Path(tmp).glob("systemd-boot-efi_*.deb"))
+        if not debs:
+            raise die(f"cannot download {package}: {got.stderr.decode(errors='replace').strip()[-300:]}",
+                      f"is {target.debian_arch} in apt's sources? (`dpkg --add-architecture {target.debian_arch}`"
+                      " and `apt-get update`, then try again)")
+        unpacked = Path(tmp) / "unpacked"
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
+        source = unpacked / arch.SYSTEM_STUB_DIR.lstrip("/") / target.stub_name
+        if not source.is_file():
+            raise die(f"{debs[0].name} has no {target.stub_name}", f"put {target.stub_name} at {dest} yourself")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_copy(source, dest)
+    print(f"unpacked {target.stub_name} of {debs[0].name} at {dest}")
+    return dest
+
+
 def doctor(argv: list[str], prog: str = "tinyuki doctor") -> int:
     """Name a profile's packages (or the suite's), say which are missing, install them when asked.
 
@@ -150,31 +214,51 @@ def doctor(argv: list[str], prog: str = "tinyuki doctor") -> int:
     ap.add_argument("--install", action="store_true", help="install the missing ones with apt-get")
     ap.add_argument("--suite", action="store_true", help="what tinyuki's own test suite needs instead")
     ap.add_argument("--missing", action="store_true", help="print only the missing packages' names, one line")
+    ap.add_argument("--stubs", action="store_true",
+                    help="only unpack another architecture's EFI stub where it is missing (no apt-get install)")
     args = ap.parse_args(argv)
     bad = [s for s in args.settings if not s.startswith("profile=")]
     if bad:
-        raise die(f"{prog}: unknown argument {bad[0]!r}", "use profile=NAME|PATH, --install, --suite, --missing")
+        raise die(f"{prog}: unknown argument {bad[0]!r}",
+                  "use profile=NAME|PATH, --install, --suite, --missing, --stubs")
     if args.suite:
         needs, what = for_suite(), "tinyuki's test suite (every shipped profile and example, and the servers)"
+        stubs = foreign_stubs(load_profile(str(p), DATA) for p in (DATA / "configs" / "profiles").glob("*.toml"))
     else:
         profile = args.settings[-1].split("=", 1)[1] if args.settings else None
         ctx = make_context(profile)
         needs, what = for_profile(ctx.profile), f"profile {ctx.profile.name} ({ctx.profile.path})"
+        # a stub the profile names itself is its own business; the default one is unpacked here
+        stubs = [t for t in foreign_stubs([ctx.profile]) if ctx.profile.uki.stub == t.stub(DATA)]
     absent = missing(n.package for n in needs)
+    stubs_absent = [t for t in stubs if not stub_path(t).is_file()]
+    if args.stubs:
+        for t in stubs_absent:
+            fetch_stub(t)
+        return 0
     if args.missing:
         print(" ".join(absent))
         return 0
     print(f"{prog}: {what} needs {len(needs)} Debian packages")
     for n in needs:
         print(f"  {'missing' if n.package in absent else 'ok     '}  {n.package:26} {n.why}")
-    if not absent:
+    for t in stubs:
+        print(f"  {'missing' if t in stubs_absent else 'ok     '}  {t.stub_name:26} {t.name}'s EFI stub, unpacked from"
+              f" systemd-boot-efi:{t.debian_arch} at {stub_path(t)} (not installed)")
+    if not absent and not stubs_absent:
         print(f"{prog}: everything is installed")
         return 0
-    print(f"{prog}: {len(absent)} missing; install them with:\n  {install_line(absent)}")
+    if absent:
+        print(f"{prog}: {len(absent)} missing; install them with:\n  {install_line(absent)}")
+    if stubs_absent:
+        print(f"{prog}: {' and '.join(t.stub_name for t in stubs_absent)} missing: {prog} --install unpacks it")
     if not args.install:
         return 1
-    install(absent)
-    print(f"{prog}: installed {len(absent)} packages")
+    if absent:
+        install(absent)
+        print(f"{prog}: installed {len(absent)} packages")
+    for t in stubs_absent:
+        fetch_stub(t)
     return 0
 
 

@@ -223,7 +223,7 @@ def test_a_missing_stub_is_one_clear_error_before_the_key_reads_it(tmp_path: Pat
     assert PIPELINE["uki"].refresh is uki.require_stub  # restore_or_build runs it before computing the key
     with pytest.raises(TinyukiError) as e:
         uki.require_stub(ctx)
-    assert "EFI stub for arm64 is missing" in str(e.value) and "scripts/setup.sh" in e.value.hint
+    assert "EFI stub for arm64 is missing" in str(e.value) and "tinyuki doctor --install" in e.value.hint
     with pytest.raises(TinyukiError) as e:  # and any other missing input: named, never a traceback
         keys.input_hash(PIPELINE["uki"], gone)
     assert str(gone) in str(e.value)

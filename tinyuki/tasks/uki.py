@@ -51,8 +51,9 @@ def require_stub(ctx: Context) -> None:
     stub_path = ctx.profile.uki.stub
     if not stub_path.is_file():
         hint = ("install it with `apt-get install systemd-boot-efi`" if ctx.arch.native() else
-                f"run scripts/setup.sh: on Debian it downloads systemd-boot-efi for {ctx.arch.name} and unpacks it"
-                f" under {ctx.arch.stub_dir} (nothing gets installed); elsewhere put {ctx.arch.stub_name} there")
+                f"run `tinyuki doctor --install profile={ctx.profile.path}` (scripts/setup.sh in tinyuki's clone):"
+                f" on Debian it downloads systemd-boot-efi for {ctx.arch.name} and unpacks it at {stub_path}"
+                f" (nothing gets installed); elsewhere put {ctx.arch.stub_name} there")
         raise die(f"systemd's EFI stub for {ctx.arch.name} is missing: {stub_path}",
                   f"{hint}; or set [uki] stub in the profile")
 
