@@ -13,10 +13,15 @@ on a machine that has built a tinyuki kernel before: every stage that is not res
 
 from __future__ import annotations
 
+import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +156,43 @@ def test_the_clone_builds_the_same_bytes_from_the_projects_profile(tool: dict[st
     clones = read_json(build / "manifest.json")["artifacts"]
     assert {k: v["sha256"] for k, v in clones.items()} == {k: v["sha256"] for k, v in mine.items()}
     assert sha256_file(build / "tinyuki.efi") == sha256_file(Path(str(first["dir"])) / "tinyuki.efi")
+
+
+def test_doit_auto_boot_rebuilds_and_boots_again_when_the_program_is_saved(first: dict[str, object]) -> None:
+    """doit's own watcher in the project: boots, then a saved edit of main.c is built and booted by itself."""
+    project = Path(str(first["project"]))
+    program = project / "main.c"
+    original = program.read_text()
+    lines: queue.Queue[str] = queue.Queue()
+    proc = subprocess.Popen(["doit", "auto", "boot"], cwd=project, env=dict(first["env"]),  # type: ignore[call-overload]
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
+    seen: list[str] = []
+
+    def wait_for(text: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            seen.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"no {text!r} within {seconds:.0f} s of doit auto boot:\n{''.join(seen)[-4000:]}")
+
+    try:
+        wait_for(LINE, 600)
+        wait_for("exit status: 0", 120)
+        program.write_text(original.replace('say("hello from C', 'say("hello again from C'))
+        wait_for("hello again from C (nolibc)", 600)
+        wait_for("exit status: 0", 120)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        program.write_text(original)
+    assert any(line.startswith("init: ") for line in seen), "".join(seen)[-4000:]  # rebuilt by itself
