@@ -65,8 +65,8 @@ def tool(tmp_path_factory: pytest.TempPathFactory, build: dict[str, Path]) -> di
             subprocess.run(["cp", "-al", str(build["cache"] / part), str(cache / part)], check=True)
     if (build["cache"] / "ccache").exists():  # ccache writes into its files: a copy
         shutil.copytree(build["cache"] / "ccache", cache / "ccache", symlinks=True)
-    env = {**plain, "PATH": f"{venv / 'bin'}:{plain['PATH']}", "XDG_CACHE_HOME": str(top / "xdg"),
-           "HOME": str(top / "home")}
+    # HOME stays: tools found through it (a rustup toolchain) answer the same as in the session's build
+    env = {**plain, "PATH": f"{venv / 'bin'}:{plain['PATH']}", "XDG_CACHE_HOME": str(top / "xdg")}
     return {"top": top, "venv": venv, "cache": cache, "env": env}
 
 
