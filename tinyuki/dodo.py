@@ -17,12 +17,13 @@ from doit import get_var
 from tinyuki.cache.compile import VARIABLES
 from tinyuki.cache.remote import VARIABLES as REMOTE_VARIABLES
 from tinyuki.cli import bench, boot, cache, flash, keys, pin, repro, stages, stats, summary
-from tinyuki.cli.actions import exit_with
+from tinyuki.cli.actions import exit_with, stop_like_ctrl_c
 from tinyuki.cli.checkers import Sha256Checker
 from tinyuki.config.context import make_context, prepare_dirs
 from tinyuki.errors import TinyukiError
 from tinyuki.tasks import PIPELINE
 
+stop_like_ctrl_c()  # a killed run still records what finished (tinyuki/cli/actions.py)
 try:
     CTX = make_context(get_var("profile"), get_var("build_dir"), get_var("cache_dir"), get_var("jobs"),
                        variables={name: get_var(name) for name in (*VARIABLES, *REMOTE_VARIABLES)})

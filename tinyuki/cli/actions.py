@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -62,3 +64,25 @@ def exit_with(err: TinyukiError, code: int = 2) -> None:
     """Print an error raised while doit loads tasks (for example a bad profile) and exit."""
     print(err.render(), file=sys.stderr)
     raise SystemExit(code)
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    print(f"\nstopped by {signal.Signals(signum).name}: the stages that finished are recorded; run the same"
+          " command again to go on", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+def stop_like_ctrl_c() -> None:
+    """SIGTERM and SIGHUP end a run through doit's own cleanup, so doit records the tasks that finished.
+
+    doit keeps what ran in memory and writes its database when the run ends (its `finally`). A plain
+    SIGTERM (`kill`, `timeout`, a stopped CI job, stopping `doit auto`) would skip that: the outputs of
+    the finished stages stay on disk while the database still describes the run before, and the next run
+    takes a stage whose input changed under it for up to date (a program's new initramfs with its old
+    kernel). Raised as SystemExit, the stop unwinds through every `finally` (doit's database, tinyuki's
+    temp files and child processes) and ends with the shell's code for the signal, without a traceback.
+    Only in the main thread, where Python runs signal handlers.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupted)
