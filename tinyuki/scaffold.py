@@ -122,12 +122,7 @@ jobs:
         id: cache
         uses: actions/cache/restore@v5
         with:
-          path: |
-            .tinyuki-cache/sha256
-            .tinyuki-cache/locks
-            .tinyuki-cache/artifacts
-            .tinyuki-cache/ccache
-          key: tinyuki-${{ github.ref_name }}-${{ github.run_id }}
+          @CACHED@
           restore-keys: tinyuki-
       - name: Install tinyuki and what this profile needs
         run: |
@@ -143,17 +138,18 @@ jobs:
         if: always() && steps.cache.outcome == 'success'
         uses: actions/cache/save@v5
         with:
-          path: |
-            .tinyuki-cache/sha256
-            .tinyuki-cache/locks
-            .tinyuki-cache/artifacts
-            .tinyuki-cache/ccache
-          key: tinyuki-${{ github.ref_name }}-${{ github.run_id }}
+          @CACHED@
       - uses: actions/upload-artifact@v6
         with:
           name: uki
           path: build/tinyuki/
 """
+
+
+# What the workflow carries from run to run (never trees/, which extraction recreates), in both cache steps.
+CACHED = ("sha256", "locks", "artifacts", "ccache")
+WORKFLOW = WORKFLOW.replace("@CACHED@", "path: |\n" + "".join(f"            .tinyuki-cache/{d}\n" for d in CACHED)
+                            + "          key: tinyuki-${{ github.ref_name }}-${{ github.run_id }}")
 
 
 def plan(language: str = "c", libc: str = "nolibc") -> Plan:
