@@ -46,17 +46,13 @@ def init_command(argv: list[str]) -> int:
     return 0
 
 
-def doctor_command(argv: list[str]) -> int:
-    return packages.doctor(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         if args[:1] == ["init"]:
             return init_command(args[1:])
         if args[:1] == ["doctor"]:
-            return doctor_command(args[1:])
+            return packages.doctor(args[1:])
     except TinyukiError as err:
         print(err.render(), file=sys.stderr)
         return 2

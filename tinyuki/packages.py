@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tinyuki import arch
 from tinyuki.config.context import PROJECT_PROFILE, make_context
-from tinyuki.config.profile import Profile, load_profile, parse_profile
+from tinyuki.config.profile import Profile, parse_profile
 from tinyuki.errors import TinyukiError, die
 from tinyuki.resources import DATA
 from tinyuki.util.fs import atomic_copy
@@ -82,24 +82,29 @@ def for_profile(profile: Profile, host: str | None = None) -> list[Need]:
                   Need("openssl", "reading the signing key")]
     needs.append(Need(target.qemu_package, "doit boot"))
     needs.append(Need(target.firmware_package, f"doit boot uki=1 / stick=1 ({target.firmware_name})"))
-    seen: set[str] = set()
-    return [n for n in needs if not (n.package in seen or seen.add(n.package))]
+    return _unique(needs)
 
 
-def shipped_profiles() -> list[Path]:
-    """Every profile tinyuki ships: configs/profiles/ and the examples."""
-    return sorted((DATA / "configs" / "profiles").glob("*.toml")) + sorted((DATA / "examples").glob("*.toml"))
-
-
-def for_suite(host: str | None = None) -> list[Need]:
-    """What tinyuki's own test suite needs: every shipped profile's packages and the suite's own."""
-    needs: list[Need] = []
-    for path in shipped_profiles():
+def shipped_profiles() -> list[Profile]:
+    """Every profile tinyuki ships, parsed: configs/profiles/ and the examples."""
+    out = []
+    for path in sorted((DATA / "configs" / "profiles").glob("*.toml")) + sorted((DATA / "examples").glob("*.toml")):
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         if "binary" in data.get("init", {}):  # a prebuilt example's binary is built by its script, later
             data["init"]["binary"] = str(path)
-        needs += for_profile(parse_profile(data, path, DATA), host)
-    needs += [Need(p, "tinyuki's test suite") for p in SUITE_EXTRA]
+        out.append(parse_profile(data, path, DATA))
+    return out
+
+
+def for_suite(host: str | None = None, profiles: Iterable[Profile] | None = None) -> list[Need]:
+    """What tinyuki's own test suite needs: every shipped profile's packages and the suite's own."""
+    needs = [n for profile in (shipped_profiles() if profiles is None else profiles)
+             for n in for_profile(profile, host)]
+    return _unique([*needs, *(Need(p, "tinyuki's test suite") for p in SUITE_EXTRA)])
+
+
+def _unique(needs: Iterable[Need]) -> list[Need]:
+    """Each package once, with the first reason given for it."""
     seen: set[str] = set()
     return [n for n in needs if not (n.package in seen or seen.add(n.package))]
 
@@ -222,8 +227,10 @@ def doctor(argv: list[str], prog: str = "tinyuki doctor") -> int:
         raise die(f"{prog}: unknown argument {bad[0]!r}",
                   "use profile=NAME|PATH, --install, --suite, --missing, --stubs")
     if args.suite:
-        needs, what = for_suite(), "tinyuki's test suite (every shipped profile and example, and the servers)"
-        stubs = foreign_stubs(load_profile(str(p), DATA) for p in (DATA / "configs" / "profiles").glob("*.toml"))
+        profiles = shipped_profiles()
+        needs = for_suite(profiles=profiles)
+        what = "tinyuki's test suite (every shipped profile and example, and the servers)"
+        stubs = foreign_stubs(profiles)
     else:
         profile = args.settings[-1].split("=", 1)[1] if args.settings else None
         ctx = make_context(profile)

@@ -431,10 +431,9 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
             raw, origin = table[f.key], base
         values[f.section][f.key] = _convert(f, raw, where, label, origin, values)
         if origin is base and f.kind in ("path", "path_list", "keyring_list"):
-            written = [raw] if f.kind == "path" else raw
-            resolved = values[f.section][f.key]
-            given.update((p, w) for p, w in zip(resolved if f.kind != "path" else [resolved], written, strict=True)
-                         if isinstance(p, Path))
+            value = values[f.section][f.key]
+            pairs = [(value, raw)] if f.kind == "path" else zip(value, raw, strict=True)
+            given.update((p, w) for p, w in pairs if isinstance(p, Path))
 
     _resolve_arch_defaults(values, where)
     src = values["source"]
