@@ -96,7 +96,8 @@ def base_profile(files: dict[str, Path]) -> dict[str, Any]:
                  "files": {"/etc/a": str(files["extra-a"])}},
         "uki": {"stub": str(files["stub-a"]), "os_release": {"ID": "x"}},
         "boot": {"machine": "auto", "cpu": "max", "memory": "128M", "accel": "auto", "timeout": 60, "qemu_args": [],
-                 "ovmf_code": str(files["ovmf-a"]), "ovmf_vars": str(files["ovmf-a"])},
+                 "ovmf_code": str(files["ovmf-a"]), "ovmf_vars": str(files["ovmf-a"]), "net": "user",
+                 "forward": [], "channel": "tinyuki.0", "vsock": 3},
         "disk": {"table": "gpt", "esp_size": "8M", "files": {"/EFI/tinyuki/a.txt": str(files["extra-a"])},
                  "data": str(files["data-one"]), "data_size": "4M"},
         "sign": {"key": str(files["db-a.key"]), "cert": str(files["db-a.crt"]), "passphrase": "env:TINYUKI_PASS"},
@@ -146,6 +147,10 @@ def changed(f: Field, value: Any, files: dict[str, Path]) -> Any:
         return str(files["db-b.key"])
     if kind == "secret_source":
         return "file:" + str(files["extra-b"])
+    if kind == "forward_list":
+        return [*value, "8081-81"]
+    if kind == "channel_name":
+        return value + ".b"
     raise AssertionError(f"no changed value for kind {kind}")
 
 

@@ -9,6 +9,10 @@ their own (tinyuki/vm/qemu.py). Variables: uki=1, stick=1 (tinyuki.img as a USB 
 bus=usb|virtio, disk=FILE, accel=kvm|tcg, kernel=FILE, initrd=FILE; secureboot=1 (efi=FILE,
 keys_dir=DIR): OVMF enforcing Secure Boot must start the signed UKI and the kernel must report
 Secure Boot on; the firmware's refusal is reported as such.
+The program's ways out (tinyuki/vm/net.py): net=, forward=127.0.0.1:8080-:80 (QEMU's user
+network, ports on the host's loopback only), channel=NAME (a virtio-serial port, its host end a
+Unix socket in the build dir), vsock=CID. A program that serves keeps the VM up until it exits,
+Ctrl-C (exit 130) or [boot] timeout; `doit boot` says when each forwarded port accepts connections.
 The profile's [kernel] arch picks QEMU, the CPU, the firmware (OVMF on x86_64,
 AAVMF on arm64) and the ESP's loader name (tinyuki/arch.py); an arm64 guest on
 an x86_64 host is emulated (TCG), never probed for KVM.
@@ -18,10 +22,12 @@ benchmark; this module only reads doit's variables and reports.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +48,17 @@ from tinyuki.tasks.uki import UKI
 from tinyuki.util import fs as fsutil
 from tinyuki.util.flags import yes_no
 from tinyuki.vm import boottime, qemu
+from tinyuki.vm import net as vmnet
 from tinyuki.vm import run as vmrun
 from tinyuki.vm.esp import make_esp
 
+# Ctrl-C: the shell's code for SIGINT, as if the program had been interrupted.
+EXIT_INTERRUPTED = 130
 # What `doit boot`'s exit codes say when the boot itself failed (a program's own status passes through).
 EXIT_MEANINGS = {qemu.EXIT_PANIC: "kernel panic", qemu.EXIT_HANG: "no result within [boot] timeout",
                  qemu.EXIT_NO_MARKER: "no marker on the console", qemu.EXIT_QEMU: "QEMU failed",
-                 secureboot.EXIT_SECURE_BOOT: "the firmware refused the image, or Secure Boot was not on"}
+                 secureboot.EXIT_SECURE_BOOT: "the firmware refused the image, or Secure Boot was not on",
+                 EXIT_INTERRUPTED: "stopped by Ctrl-C"}
 
 
 def _var_path(name: str) -> Path | None:
@@ -145,6 +155,109 @@ def choose_accel(ctx: Context, spec: qemu.BootSpec) -> tuple[str, str]:
     return "tcg", f"KVM not usable: {probe.reason}"
 
 
+@dataclass(frozen=True)
+class WaysOut:
+    """The program's ways out of the VM for this boot: the profile's [boot] settings, or doit's variables."""
+
+    net: str = "none"
+    forwards: tuple[vmnet.Forward, ...] = ()
+    channel: str | None = None
+    socket: Path | None = None
+    vsock: int | None = None
+
+    @property
+    def serving(self) -> bool:
+        """Something outside talks to the program: the VM stays up until it exits, Ctrl-C or the timeout."""
+        return bool(self.forwards) or self.channel is not None or self.vsock is not None
+
+
+def ways_out(ctx: Context) -> WaysOut:
+    """net=, forward=, channel= and vsock= on the command line, over the profile's [boot] net, forward, channel, vsock.
+
+    forward= replaces the profile's forwards (to move one off a busy port) and, on a profile without a
+    network, gives the VM an isolated one.
+    """
+    b = ctx.profile.boot
+    given = get_var("forward")
+    forwards = (vmnet.parse_forwards([w for w in re.split(r"[\s,]+", given) if w], "forward= on the command line")
+                if given else b.forward)
+    mode = (get_var("net") or "").strip().lower()
+    if mode and mode not in vmnet.NET_MODES:
+        raise die(f"net={mode!r} is not one of {', '.join(vmnet.NET_MODES)}",
+                  "use net=isolated (only forwards come in), net=user (the program may also connect out) or net=none")
+    if not mode:
+        mode = "isolated" if given and b.net == "none" else b.net
+    if forwards and mode == "none":
+        raise die("forward= needs a network, and net=none was given", "leave net= out, or use net=isolated")
+    channel = get_var("channel") or b.channel
+    if channel is not None:
+        channel = vmnet.check_channel_name(channel, "channel= on the command line")
+    vsock: int | None = b.vsock or None
+    wanted = (get_var("vsock") or "").strip()
+    if wanted:
+        if not wanted.isdigit():
+            raise die(f"vsock={wanted!r} is not a number",
+                      f"use vsock=1 (guest CID {vmnet.LEAST_CID}), vsock=CID (3 or more) or vsock=0 (none)")
+        number = int(wanted)
+        vsock = None if number == 0 else (b.vsock or vmnet.LEAST_CID) if number == 1 else \
+            vmnet.check_cid(number, "vsock= on the command line")
+    sock = vmnet.channel_socket(ctx.paths.channels, channel) if channel else None
+    return WaysOut(mode, forwards, channel, sock, vsock)
+
+
+def check_ways_out(ctx: Context, ways: WaysOut, *, firmware: bool, own_kernel: bool) -> None:
+    """Refuse, before QEMU starts, a way out this boot cannot have: each with what to do about it."""
+    config_path = CONFIG.at(ctx)
+    config = config_path.read_text(encoding="utf-8") if own_kernel and config_path.is_file() else None
+    wanted = [("net", "a network" if not ways.forwards else "forward", ways.net != "none"),
+              ("channel", f"channel {ways.channel}", ways.channel is not None),
+              ("vsock", "vsock", ways.vsock is not None)]
+    for need, what, on in wanted:
+        if on and config is not None:
+            vmnet.require_options(config, need, what, config_path)
+    if firmware and ways.net != "none" and ctx.profile.boot.net == "none":
+        raise die("a network for the UKI needs ip= in the UKI's command line, and this profile's [boot] net is"
+                  " \"none\", so its UKI has none",
+                  "set [boot] net in the profile and run `doit` (the UKI then carries ip=), or boot the kernel"
+                  " directly (without uki= or stick=): `doit boot` adds ip= to -append")
+    vmnet.require_free(ways.forwards)
+    if ways.vsock is not None:
+        vmnet.require_vhost_vsock()
+
+
+class _Echo:
+    """The console as it goes to the terminal, remembering whether a line is open (tinyuki's lines start fresh)."""
+
+    def __init__(self) -> None:
+        self.open_line = False
+
+    def write(self, text: str) -> int:
+        if text:
+            sys.stdout.write(text)
+            self.open_line = not text.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def say(self, line: str) -> None:
+        sys.stdout.write(("\n" if self.open_line else "") + line + "\n")
+        sys.stdout.flush()
+        self.open_line = False
+
+
+def _announce(ways: WaysOut, timeout: int) -> None:
+    if ways.net != "none":
+        print(f"boot: net: {vmnet.describe(ways.forwards, ways.net)}", flush=True)
+    if ways.channel is not None:
+        print(f"boot: channel {ways.channel}: its host end is {ways.socket} (connect to it, e.g. "
+              f"socat - UNIX-CONNECT:{ways.socket})", flush=True)
+    if ways.vsock is not None:
+        print(f"boot: vsock: the guest is CID {ways.vsock}, the host CID 2", flush=True)
+    if ways.serving:
+        print(f"boot: the VM runs until the program exits, Ctrl-C, or {timeout} s ([boot] timeout)", flush=True)
+
+
 def boot(ctx: Context) -> None:
     b = ctx.profile.boot
     use_uki = _want_uki()
@@ -163,12 +276,15 @@ def boot(ctx: Context) -> None:
     initrd = _var_path("initrd")
     disk = _var_path("disk")
     config = CONFIG.at(ctx).read_text(encoding="utf-8") if CONFIG.at(ctx).is_file() else ""
+    ways = ways_out(ctx)
     spec = qemu.BootSpec(
         machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline,
         arch=target.name, cpu=b.cpu,
         kernel=kernel if kernel.is_file() or not firmware else None, initrd=initrd, disk=disk,
         virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"),
         tsc_khz=vmrun.host_tsc_khz(), extra=tuple(b.qemu_args),
+        net=ways.net, forwards=ways.forwards, channel=(ways.channel, ways.socket) if ways.socket else None,
+        vsock_cid=ways.vsock,
     )
     loader = DISK.at(ctx) if use_stick else secure_image(ctx) if secure else UKI.at(ctx)
     # secureboot=1: OVMF's Secure Boot build and the store `doit keys` enrolled (tinyuki/secureboot.py)
@@ -179,6 +295,7 @@ def boot(ctx: Context) -> None:
                       f"build it first: run `doit` (or `doit {'disk' if path == DISK.at(ctx) else 'uki'}`)")
     if firmware:
         require_firmware(ctx, ovmf_code, ovmf_vars)
+    check_ways_out(ctx, ways, firmware=firmware, own_kernel=not get_var("kernel") and not get_var("efi"))
     vmrun.require_qemu(spec)
     accel, why = choose_accel(ctx, spec)
     spec = replace(spec, accel=accel)
@@ -203,18 +320,46 @@ def boot(ctx: Context) -> None:
         if secure:
             what = (what if use_stick else f"{loader.name} through OVMF ({device})") + ", Secure Boot enforcing"
         print(f"boot: {what} on {spec.machine} with {accel} ({why})", flush=True)
+        _announce(ways, b.timeout)
         console = qemu.Console(ctx.profile.init.marker)
-        with fsutil.atomic_open(log_path) as log:
+        echo = _Echo()
+        watch = vmnet.PortWatch(ways.forwards)
+        started = time.monotonic()
+
+        def stop(c: qemu.Console) -> bool:
+            # a server's ports are probed once the program runs (before, the guest answers nothing at all)
+            if c.marker_at is not None and not watch.done:
+                for fwd, at in watch.poll(time.monotonic() - started):
+                    echo.say(f"boot: {vmnet.LOOPBACK}:{fwd.host_port} accepts connections (the program's port"
+                             f" {fwd.guest_port}), {at:.2f} s after QEMU started")
             # once the program has reported its result there is nothing left to wait for (a kernel
             # without panic=-1 would sit in its panic after init exits)
             # with Secure Boot, the firmware's refusal is an end too (OVMF then waits at its boot menu)
-            ran = vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, echo_to=sys.stdout, log=log,
-                               stop=lambda c: c.result_known or (
-                                   secure and secureboot.firmware_refusal(c.lines[-20:]) is not None))
+            return c.result_known or (secure and secureboot.firmware_refusal(c.lines[-20:]) is not None)
+
+        if ways.socket is not None:
+            ways.socket.parent.mkdir(parents=True, exist_ok=True)
+            ways.socket.unlink(missing_ok=True)  # a socket left by a killed boot: QEMU listens anew
+        try:
+            with fsutil.atomic_open(log_path) as log:
+                ran = vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, echo_to=echo, log=log,
+                                   stop=stop)
+        except KeyboardInterrupt:
+            echo.say("boot: stopped by Ctrl-C: the VM is stopped")
+            exit_with_code(EXIT_INTERRUPTED)
+            raise die(f"boot: stopped by Ctrl-C before the program exited (doit boot exits with {EXIT_INTERRUPTED})",
+                      "the console so far is in " + str(log_path)) from None
+        finally:
+            watch.close()
+            if ways.socket is not None:
+                ways.socket.unlink(missing_ok=True)
     if ran.stopped:
         print(flush=True)  # the VM was stopped mid-line: tinyuki's own lines start on a fresh one
     seconds = ran.seconds
     result = qemu.verdict(console, timed_out=ran.timed_out, returncode=ran.returncode, timeout=b.timeout)
+    if ways.serving and result.code == qemu.EXIT_HANG and console.marker_at is not None:
+        result = replace(result, hint="a server runs until it exits: ask it to (the examples answer GET /exit),"
+                                      f" press Ctrl-C, or raise [boot] timeout ({b.timeout} s) for a longer run")
     times = qemu.summarize_times(console.marker_at, None if ran.timed_out else seconds)
     if result.status is not None:
         print(f"boot: the program's exit status: {result.status}", flush=True)
@@ -251,9 +396,11 @@ def boot(ctx: Context) -> None:
 def task(ctx: Context) -> dict[str, Any]:
     @action
     def run_boot(uki: str, stick: str, bus: str, disk: str, accel: str, kernel: str, initrd: str,
-                 secureboot: str, efi: str, keys_dir_param: str) -> None:
+                 secureboot: str, efi: str, keys_dir_param: str, net: str, forward: str, channel: str,
+                 vsock: str) -> None:
         params.adopt({"uki": uki, "stick": stick, "bus": bus, "disk": disk, "accel": accel, "kernel": kernel,
-                      "initrd": initrd, "secureboot": secureboot, "efi": efi, "keys_dir": keys_dir_param})
+                      "initrd": initrd, "secureboot": secureboot, "efi": efi, "keys_dir": keys_dir_param,
+                      "net": net, "forward": forward, "channel": channel, "vsock": vsock})
         boot(ctx)
 
     try:
@@ -264,7 +411,7 @@ def task(ctx: Context) -> dict[str, Any]:
     return {
         "basename": "boot",
         "doc": "Boot in QEMU and check the program ran: uki=1, stick=1 [bus=virtio], disk=FILE, accel=kvm|tcg, "
-               "kernel=, initrd= (doit help boot).",
+               "kernel=, initrd=, forward=, channel=, vsock= (doit help boot).",
         "actions": [run_boot],
         "file_dep": [str(image)],
         "uptodate": [False],
@@ -283,5 +430,10 @@ def task(ctx: Context) -> dict[str, Any]:
             params.param("efi", "with secureboot=1: boot this EFI image instead of the signed UKI"),
             {**params.param("keys_dir", "with secureboot=1: where `doit keys` put the enrolled store "
                                         "(default secureboot/)"), "name": "keys_dir_param"},
+            params.param("net", "none, user or isolated: the VM's QEMU user network (default: [boot] net)"),
+            params.param("forward", "host-to-guest port forwards on 127.0.0.1, comma-separated: 8080-:80 (replaces"
+                                    " [boot] forward; the VM runs until the program exits or Ctrl-C)"),
+            params.param("channel", "NAME: a virtio-serial port whose host end is <build>/channel/NAME.sock"),
+            params.param("vsock", "1 or a guest CID (3 or more): a vhost-vsock device (needs /dev/vhost-vsock)"),
         ],
     }

@@ -82,6 +82,8 @@ class Paths:
     db = _Place("build", ".doit.db", "doit's record of what ran, by content (Sha256Checker).")
     logs = _Place("build", "logs", "Every tool's full output, one log per stage.")
     kbuild = _Place("build", KBUILD_DIR, "Kbuild's out-of-tree output (O=): configure, kernel and embed work in it.")
+    channels = _Place("build", "channel",
+                      "The host ends of the VM's virtio-serial ports (`doit boot channel=NAME`): NAME.sock.")
     keys = _Place("build", "keys", "The key each cached stage last ran under (tinyuki/cache/keys.py).")
 
     def stored(self, sha256: str) -> Path:

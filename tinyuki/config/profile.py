@@ -21,6 +21,7 @@ from typing import Any
 from tinyuki import arch
 from tinyuki.errors import TinyukiError, die
 from tinyuki.resources import DATA
+from tinyuki.vm import net as vmnet
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FPR_RE = re.compile(r"^[0-9A-F]{40}$")
@@ -159,6 +160,21 @@ FIELDS: tuple[Field, ...] = (
     Field("boot", "cpu", "str", None, "QEMU -cpu; unset: the architecture's default (QEMU's own on x86_64,"
           " cortex-a57 on arm64)", reaches=()),
     Field("boot", "qemu_args", "str_list", [], "extra QEMU arguments", reaches=()),
+    Field("boot", "net", "choice", "none",
+          "a network card on QEMU's user network (needs the net fragment): the guest is 10.0.2.15, set by ip= on the"
+          " kernel command line (added to the UKI's too); user lets the program connect out through the host, isolated"
+          " lets only the forwards in", vmnet.NET_MODES, reaches=("uki",)),
+    Field("boot", "forward", "forward_list", [],
+          "ports forwarded from the host's 127.0.0.1 to the program, as QEMU's hostfwd: \"127.0.0.1:8080-:80\" or"
+          " \"8080-80\" (needs net); `doit boot` keeps the VM up while the program serves, and says when each port"
+          " accepts connections", reaches=()),
+    Field("boot", "channel", "channel_name", None,
+          "a virtio-serial port with this name (needs the channel fragment), its host end the Unix socket"
+          " <build dir>/channel/NAME.sock: data to and from the host without a network stack", reaches=()),
+    Field("boot", "vsock", "int", 0,
+          "the guest's vsock CID (3 or more) on a vhost-vsock-pci device, as Firecracker and Nitro Enclaves programs"
+          " use it (needs the vsock fragment and the host's /dev/vhost-vsock); 0: no vsock", reaches=(),
+          least=0, most=vmnet.MOST_CID),
     Field("boot", "ovmf_code", "path", None,
           "UEFI firmware for UKI boots; unset: OVMF_CODE_4M.fd on x86_64, AAVMF_CODE.fd on arm64", reaches=()),
     Field("boot", "ovmf_vars", "path", None,
@@ -261,6 +277,10 @@ class Boot:
     qemu_args: tuple[str, ...]
     ovmf_code: Path
     ovmf_vars: Path
+    net: str = "none"
+    forward: tuple[vmnet.Forward, ...] = ()
+    channel: str | None = None
+    vsock: int = 0
 
 
 @dataclass(frozen=True)
@@ -303,6 +323,15 @@ class Profile:
     raw: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
     # each file the profile names by a path it wrote itself: the resolved path -> the words it wrote
     given: dict[Path, str] = field(compare=False, repr=False, default_factory=dict)
+
+    @property
+    def uki_cmdline(self) -> str:
+        """The command line the UKI carries: [kernel] cmdline, and ip= when [boot] net gives the VM a card.
+
+        Booted through the firmware, the UKI's .cmdline is all the kernel gets, so the address the kernel
+        configures the card with must be in it; without a network it is [kernel] cmdline exactly.
+        """
+        return vmnet.with_ip(self.kernel.cmdline, self.boot.net)
 
     def value(self, f: Field) -> Any:
         """The parsed value of one row of FIELDS."""
@@ -444,6 +473,13 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
         raise die(f"{where}: [sign] needs both key and cert; {missing} is missing",
                   "give the private key and its certificate (doit keys makes secureboot/db.key and db.crt),"
                   " or remove [sign] to build an unsigned UKI only")
+    boot = values["boot"]
+    if boot["forward"] and boot["net"] == "none":
+        raise die(f"{where}: [boot] forward needs a network: [boot] net is \"none\"",
+                  'set net = "isolated" (only the forwards reach the program) or "user" (it may also connect out),'
+                  ' and add the "net" fragment to [kernel] fragments')
+    if boot["vsock"]:
+        vmnet.check_cid(boot["vsock"], f"{where}: [boot] vsock")
     name = path.stem
     return Profile(
         name=name, path=path, description=values[""]["description"],
@@ -862,6 +898,14 @@ def _key(f: Field, raw: Any, where: str, label: str, root: Path) -> Path | str:
     return p
 
 
+def _forward_list(f: Field, raw: Any, where: str, label: str, root: Path) -> tuple[vmnet.Forward, ...]:
+    return vmnet.parse_forwards(_str_list(f, raw, where, label, root), f"{where}: {label}")
+
+
+def _channel_name(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
+    return vmnet.check_channel_name(_str(f, raw, where, label, root), f"{where}: {label}")
+
+
 def _secret_source(f: Field, raw: Any, where: str, label: str, root: Path) -> str:
     s = _str(f, raw, where, label, root).strip()
     kind, _, rest = s.partition(":")
@@ -879,7 +923,7 @@ _CONVERTERS: dict[str, Callable[..., Any]] = {
     "path": _path, "path_list": _path_list, "keyring_list": _keyring_list, "fragment_list": _fragment_list,
     "series": _series, "file_map": _file_map, "str_map": _str_map,
     "size": _size, "esp_file_map": _esp_file_map, "dir": _dir,
-    "key": _key, "secret_source": _secret_source,
+    "key": _key, "secret_source": _secret_source, "forward_list": _forward_list, "channel_name": _channel_name,
 }
 
 

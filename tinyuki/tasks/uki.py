@@ -68,7 +68,7 @@ def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = No
     image = pe.build_uki(
         stub,
         kernel,
-        cmdline=ctx.profile.kernel.cmdline,
+        cmdline=ctx.profile.uki_cmdline,
         os_release_fields=ctx.profile.uki.os_release,
         uname=kernel_release(kernel, ctx.paths.kbuild),
         initrd=initrd.read_bytes() if initrd is not None else None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyuki import arch as arches
+from tinyuki.vm import net as vmnet
 
 PANIC_RE = re.compile(r"Kernel panic - not syncing|end Kernel panic")
 # How a program's result reaches the host, on every machine type (no device needed):
@@ -57,6 +58,18 @@ class BootSpec:
     qemu: str | None = None  # None: the architecture's (qemu-system-x86_64, qemu-system-aarch64)
     arch: str = arches.DEFAULT
     cpu: str | None = None  # -cpu; None: the architecture's default (none on x86_64, cortex-a57 on arm64)
+    # The program's ways out (tinyuki/vm/net.py): QEMU's user network (none, user, isolated) with port forwards
+    # on 127.0.0.1, a virtio-serial port (its name and the Unix socket of its host end), a vsock guest CID.
+    net: str = "none"
+    forwards: tuple[vmnet.Forward, ...] = ()
+    channel: tuple[str, Path] | None = None
+    vsock_cid: int | None = None
+
+    @property
+    def has_devices(self) -> bool:
+        """Whether the guest gets virtio devices besides its console (on microvm: a PCIe host, or virtio-mmio)."""
+        return (self.disk is not None or self.net != "none" or self.channel is not None
+                or self.vsock_cid is not None)
 
 
 def binary(spec: BootSpec) -> str:
@@ -101,7 +114,7 @@ def kernel_cmdline(spec: BootSpec) -> str:
     microvm has no PIT, HPET or PM timer to calibrate the TSC against; under TCG
     the calibration can then hang, so the host's TSC rate is given up front.
     """
-    cmdline = spec.cmdline.strip()
+    cmdline = vmnet.with_ip(spec.cmdline.strip(), spec.net)
     if spec.machine == "microvm" and spec.accel == "tcg" and spec.tsc_khz and "tsc_early_khz=" not in cmdline:
         cmdline = f"{cmdline} tsc_early_khz={spec.tsc_khz}".strip()
     return cmdline
@@ -115,8 +128,8 @@ def _machine_arg(spec: BootSpec) -> str:
         return ",".join([spec.machine, *(o for o in options if o)])
     if spec.machine != "microvm":
         return spec.machine
-    # Without virtio-mmio drivers the kernel needs microvm's PCIe host for a virtio-blk disk.
-    if spec.disk is not None and not spec.virtio_mmio:
+    # Without virtio-mmio drivers the kernel needs microvm's PCIe host for its virtio devices (disk, card, ports).
+    if spec.has_devices and not spec.virtio_mmio:
         return "microvm,pcie=on"
     return "microvm"
 
@@ -186,6 +199,13 @@ def command(spec: BootSpec) -> list[str]:
             "-drive", f"file={drive_path(spec.disk)},format=raw,if=none,id=d0",
             "-device", f"{_disk_device(spec)},drive=d0",
         ]
+    mmio = spec.machine == "microvm" and spec.virtio_mmio
+    if spec.net != "none":
+        cmd += vmnet.net_args(spec.forwards, spec.net, virtio_mmio=mmio)
+    if spec.channel is not None:
+        cmd += vmnet.channel_args(spec.channel[1], spec.channel[0], virtio_mmio=mmio)
+    if spec.vsock_cid is not None:
+        cmd += vmnet.vsock_args(spec.vsock_cid, virtio_mmio=mmio)
     cmd += list(spec.extra)
     return cmd
 

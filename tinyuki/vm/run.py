@@ -106,7 +106,9 @@ def probe_kvm(spec: qemu.BootSpec, marker: str) -> qemu.KvmProbe:
         return qemu.KvmProbe(False, "/dev/kvm is missing or not accessible")
     if spec.kernel is None:
         return qemu.KvmProbe(False, f"no {arches.get(spec.arch).image_name} beside the UKI to test KVM with")
-    test = replace(spec, accel="kvm", cmdline=f"{spec.cmdline} ignore_loglevel", disk=None)
+    # only the kernel: no disk, and no network, channel or vsock (a forward's port is the real boot's to take)
+    test = replace(spec, accel="kvm", cmdline=f"{spec.cmdline} ignore_loglevel", disk=None, net="none", forwards=(),
+                   channel=None, vsock_cid=None)
     cmd = qemu.command(test)
     key = tuple(cmd)
     if key not in _kvm_probes:

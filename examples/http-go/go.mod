@@ -1,0 +1,3 @@
+module tinyuki.invalid/http
+
+go 1.19
