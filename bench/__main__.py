@@ -3,6 +3,7 @@
   python -m bench [all]            boot + size (+ build with --build), results in bench/results/
   python -m bench boot [--runs N] [--profile NAME ...]
   python -m bench size
+  python -m bench net [--runs N]   boot to the first HTTP answer on the host (bench/profiles/fast-boot-net.toml)
   python -m bench build [--cold] [--config-change]
   python -m bench compare OLD.json NEW.json [--threshold 0.1]   exit 1 on a regression
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from bench import boot as bboot
 from bench import build as bbuild
+from bench import net as bnet
 from bench import report
 from bench import size as bsize
 from bench.common import doit_cmd
@@ -82,7 +84,7 @@ def ensure_built(ctx: Context, build_missing: bool) -> bool:
     log = ctx.paths.logs / "bench-build-missing.log"
     print(f"bench: building {ctx.profile.name} first (a few minutes; its output goes to {log})", file=sys.stderr)
     try:
-        runner.run(doit_cmd(f"profile={ctx.profile.name}", *BUILD_TARGETS.get(ctx.profile.name, [])), cwd=ROOT,
+        runner.run(doit_cmd(f"profile={ctx.profile.path}", *BUILD_TARGETS.get(ctx.profile.name, [])), cwd=ROOT,
                    log=log, what=f"building {ctx.profile.name}")
     except TinyukiError as e:
         print(f"{e}\nbench: {ctx.profile.name} skipped", file=sys.stderr)
@@ -293,21 +295,27 @@ def load_results(path: Path) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     """Run the benchmarks the command line asks for; the results document, with its goals."""
-    names = args.profile or list(DEFAULT_PROFILES)
+    names = args.profile or (["fast-boot"] if args.what == "net" else list(DEFAULT_PROFILES))
     command = shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     results: dict[str, Any] = {}
     if args.what != "all" and args.out.is_file():
         # one part rerun: the other parts of the last results stay, each with its own command
-        results = {k: v for k, v in load_results(args.out).items() if k in ("boot", "size", "build")}
+        results = {k: v for k, v in load_results(args.out).items() if k in ("boot", "size", "build", "net")}
     results.update({**report.machine(ROOT), "command": command})
     ctxs = contexts(names, not args.no_build_missing)
+    # the network row: fast-boot's kernel plus net, beside fast-boot's own boot (bench/net.py)
+    net_ctxs = contexts([str(bnet.PROFILE)], not args.no_build_missing) if args.what in ("all", "net") else []
     if args.what in ("all", "boot"):
         load = report.load_average()
         results["boot"] = {**run_boot(ctxs, args.runs or 10, args.only, args.hang_runs), "command": command,
                            "load": load}
+    if net_ctxs:
+        load = report.load_average()
+        fast = next((c for c in ctxs if c.profile.name == "fast-boot"), None)
+        results["net"] = {**bnet.measure(net_ctxs[0], fast, args.runs or 10), "command": command, "load": load}
     if args.what in ("all", "size"):
         load = report.load_average()
-        results["size"] = {**bsize.measure(ctxs, DEFAULT), "command": command, "load": load}
+        results["size"] = {**bsize.measure([*ctxs, *net_ctxs], DEFAULT), "command": command, "load": load}
     if args.what == "build" or (args.what == "all" and args.build):
         dctx = make_context(DEFAULT)
         load = report.load_average()
@@ -323,7 +331,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="all", choices=("all", "boot", "size", "build", "compare"))
+    ap.add_argument("what", nargs="?", default="all", choices=("all", "boot", "size", "build", "net", "compare"))
     ap.add_argument("files", nargs="*", help="compare: OLD.json NEW.json")
     ap.add_argument("--runs", type=int, default=None, help="boots per case (default 10), builds (default 1)")
     ap.add_argument("--profile", action="append", help=f"profiles to measure (default: {', '.join(DEFAULT_PROFILES)})")

@@ -314,6 +314,28 @@ def _build(build: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _net(net: Mapping[str, Any]) -> list[str]:
+    lines = _heading("Network (tcg; median (min–max) of the runs)", net)
+    rows = [[c["profile"], c["name"], fmt_seconds(c.get("to_program")), fmt_seconds(c.get("to_answer")),
+             (f"{c['ratio']:.2f}× ({c['ratio_range'][0]:.2f}–{c['ratio_range'][1]:.2f})" if c.get("ratio") else "n/a"),
+             f"{c.get('failures', 0)}/{c.get('runs', 0)}"] for c in net.get("cases", [])]
+    lines += [markdown_table(["profile", "boot", "to program (first line)", "to first HTTP answer on the host",
+                                    "ratio (same boot)", "failed"], rows)]
+    cost = net.get("cost")
+    if cost:
+        bloat = (cost.get("bloat") or {}).get("total") or "n/a"
+        lines += ["", f"- What the net fragment costs, against {cost['against']}: kernel symbols (bloat-o-meter)"
+                      f" {bloat}; vmlinux file {_signed(cost.get('vmlinux_file'))}, UKI {_signed(cost.get('uki'))},"
+                      f" of which the program (/init) {_signed(cost.get('init'))}."]
+    for note in net.get("notes", []):
+        lines += ["", f"- {note}"]
+    return lines
+
+
+def _signed(n: int | None) -> str:
+    return "n/a" if n is None else f"{n:+,} B"
+
+
 def markdown(results: Mapping[str, Any]) -> str:
     """The results as the tables the README shows."""
     m = results.get("machine", {})
@@ -324,7 +346,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"`{results.get('command', 'python -m bench')}`.",
         "",
     ]
-    for key, section in (("boot", _boot), ("size", _sizes), ("goals", _goals), ("build", _build)):
+    for key, section in (("boot", _boot), ("net", _net), ("size", _sizes), ("goals", _goals), ("build", _build)):
         if results.get(key):
             lines += [*section(results[key]), ""]
     return "\n".join(lines)

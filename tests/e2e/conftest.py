@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.doit import dodo_ok, output, run_dodo, variables
+from tinyuki.config.profile import moved_profile_text
 from tinyuki.util.fs import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +88,13 @@ def build(mirror: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> d
     return paths
 
 
+@pytest.fixture(scope="session")
+def arm64_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cache dir of the arm64 builds (trees, the compile cache, artifacts): the arm64 profile's `doit repro`
+    (tests/e2e/test_arm64_e2e.py) warms the compile cache the arm64 server's kernel then mostly hits."""
+    return Path(os.environ.get("TINYUKI_E2E_CACHE") or tmp_path_factory.mktemp("arm64-cache"))
+
+
 def doit(paths: dict[str, Path], args: list[str], check: bool = True, timeout: int = 1800) -> str:
     """dodo.py on the build `paths` names (profile, build dir, cache dir); with `check`, it must succeed."""
     words = (*args, *variables(profile=paths["profile"], build_dir=paths["build"], cache_dir=paths["cache"]))
@@ -97,11 +105,12 @@ def doit(paths: dict[str, Path], args: list[str], check: bool = True, timeout: i
 
 # ---------------------------------------------------------------- the examples: one kernel, every builder
 
-# Every example's program (examples/hello-*.toml), booted on one kernel: the examples' kernel section with
-# both runtime fragments listed, so each example configures the same .config (a fragment already listed is
-# not added again) and only the program, the initramfs and the relink differ from one example to the next.
+# Every example's program (examples/hello-*.toml, and the servers of tests/e2e/test_net_e2e.py), booted on one
+# kernel: the examples' kernel section with both runtime fragments and the ways out (net, channel, vsock)
+# listed, so each example configures the same .config (a fragment already listed is not added again) and
+# only the program, the initramfs and the relink differ from one example to the next.
 EXAMPLES = ("nolibc", "musl", "glibc", "go", "rust", "prebuilt")
-RUNTIMES = ', "go-runtime", "rust-runtime"]'
+RUNTIMES = ', "go-runtime", "rust-runtime", "net", "channel", "vsock"]'
 
 
 def example_profile(name: str, top: Path, cmdline: str = "console=ttyS0 panic=-1") -> Path:
@@ -114,6 +123,27 @@ def example_profile(name: str, top: Path, cmdline: str = "console=ttyS0 panic=-1
     text = text.replace('cmdline = "console=ttyS0 panic=-1"', f'cmdline = "{cmdline}"')
     path = top / (f"hello-{name}.toml" if cmdline == "console=ttyS0 panic=-1" else f"hello-{name}-args.toml")
     path.write_text(text)
+    return path
+
+
+def on_examples_kernel(example: str, top: Path) -> Path:
+    """examples/<example>.toml (a server's, written for the default kernel plus its fragment) moved onto the
+    shared examples kernel: its program and [boot] as they are, the [kernel] section the hello examples'."""
+    text = moved_profile_text((ROOT / "examples" / f"{example}.toml").read_text(), ROOT / "examples")
+    hello = (ROOT / "examples" / "hello-nolibc.toml").read_text()
+    fragments = next(line for line in hello.splitlines() if line.startswith("fragments = ["))
+    lines = []
+    for line in text.splitlines():
+        key = line.split(" = ", 1)[0]
+        if key == "fragments":
+            line = fragments[:-1] + RUNTIMES
+        elif key == "patches":
+            line = 'patches = "default"'
+        elif key == "cmdline":
+            line = 'cmdline = "console=ttyS0 panic=-1"'
+        lines.append(line)
+    path = top / f"{example}.toml"
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

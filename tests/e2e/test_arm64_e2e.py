@@ -29,11 +29,11 @@ ARM64 = arch.ARCHES["arm64"]
 
 
 @pytest.fixture(scope="module")
-def arm64(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def arm64(tmp_path_factory: pytest.TempPathFactory, arm64_cache: Path) -> dict[str, Path]:
     """The arm64 profile built twice by `doit repro`; returns build A's paths for the boots."""
     top = tmp_path_factory.mktemp("arm64")
     paths = {"profile": ROOT / "configs" / "profiles" / "arm64.toml", "build": top / "build",
-             "cache": top / "cache", "top": top}
+             "cache": arm64_cache, "top": top}
     repro = top / "repro"
     out = doit(paths, ["repro", f"repro_dir={repro}"], timeout=3600)
     (top / "repro.out").write_text(out)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +17,7 @@ import pytest
 from bench import __main__ as bmain
 from bench import boot as bboot
 from bench import floor, report
+from bench import net as bnet
 from bench import size as bsize
 from bench.__main__ import goals, main
 from bench.build import one_line_change
@@ -486,3 +490,42 @@ def test_each_part_says_the_load_it_started_under_and_compare_skips_it() -> None
     busier["boot"]["load"] = [4.0, 4.0, 4.0]
     assert report.compare(loaded, busier) == ([], [], [])
     assert len(report.load_average()) == 3
+
+
+def test_the_network_row_times_the_first_answer_and_the_program_in_the_same_boot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/net.py's client against a real listener on 127.0.0.1 (the VM replaced): first answer, then /exit."""
+    seen: list[str] = []
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.path)
+            body = b"hello from C (musl) over HTTP/1.0\n" if self.path == "/" else b"bye\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = bnet.Client(server.server_address[1], time.monotonic())
+        client.run(10)
+    finally:
+        server.shutdown()
+    assert client.answered_at is not None and 0 <= client.answered_at < 5
+    assert b"hello from C (musl)" in client.answer and seen[-1] == "/exit"
+
+    results = {"net": {"command": "python -m bench net", "cases": [{
+        "profile": "fast-boot-net", "name": bnet.NAME, "runs": 3, "failures": 0,
+        "to_program": {"median": 0.4, "min": 0.39, "max": 0.41, "runs": 3},
+        "to_answer": {"median": 0.5, "min": 0.48, "max": 0.52, "runs": 3},
+        "ratio": 1.25, "ratio_range": [1.2, 1.3]}],
+        "cost": {"against": "fast-boot", "bloat": {"total": "Before=1 B, After=2 B, chg +100.00%"},
+                 "vmlinux_file": 300000, "uki": 120000, "init": 20000}, "notes": ["a note"]}}
+    md = report.markdown(results)
+    assert "### Network" in md and "1.25× (1.20–1.30)" in md and "0/3" in md
+    assert "What the net fragment costs, against fast-boot" in md and "+300,000 B" in md and "+20,000 B" in md
