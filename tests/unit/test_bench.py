@@ -498,7 +498,7 @@ def test_the_network_row_times_the_first_answer_and_the_program_in_the_same_boot
     seen: list[str] = []
 
     class Server(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             seen.append(self.path)
             body = b"hello from C (musl) over HTTP/1.0\n" if self.path == "/" else b"bye\n"
             self.send_response(200)
