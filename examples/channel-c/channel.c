@@ -7,7 +7,8 @@
  * end is a Unix socket in the build dir (build/<profile>/channel/tinyuki.0.sock).
  * The program finds the port by its name in /sys/class/virtio-ports, reads one
  * request line from it, writes one answer line, and exits with status 0 (the
- * status `doit boot` exits with). A host program connects to the socket and
+ * status `doit boot` exits with). Until a host program connects to the socket,
+ * the port reads as end of file: the program waits for one. A host program connects to the socket and
  * writes the request, for example:
  *
  *   echo ping | socat - UNIX-CONNECT:build/channel-c/channel/tinyuki.0.sock
@@ -190,6 +191,11 @@ int main(int argc, char **argv, char **envp)
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n == 0 && len == 0) {
+			/* end of file: no host is connected to the socket yet; wait for one */
+			pause_10ms();
+			continue;
+		}
 		if (n <= 0 || line[len] == '\n')
 			break;
 		len++;
