@@ -192,17 +192,24 @@ def ways_out(ctx: Context) -> WaysOut:
     channel = get_var("channel") or b.channel
     if channel is not None:
         channel = vmnet.check_channel_name(channel, "channel= on the command line")
-    vsock: int | None = b.vsock or None
-    wanted = (get_var("vsock") or "").strip()
-    if wanted:
-        if not wanted.isdigit():
-            raise die(f"vsock={wanted!r} is not a number",
-                      f"use vsock=1 (guest CID {vmnet.LEAST_CID}), vsock=CID (3 or more) or vsock=0 (none)")
-        number = int(wanted)
-        vsock = None if number == 0 else (b.vsock or vmnet.LEAST_CID) if number == 1 else \
-            vmnet.check_cid(number, "vsock= on the command line")
+    vsock = _vsock_cid((get_var("vsock") or "").strip(), b.vsock)
     sock = vmnet.channel_socket(ctx.paths.channels, channel) if channel else None
     return WaysOut(mode, forwards, channel, sock, vsock)
+
+
+def _vsock_cid(given: str, profile_cid: int) -> int | None:
+    """vsock= as a guest CID: 0 none, 1 the profile's CID (or the first guest CID), else the CID itself."""
+    if not given:
+        return profile_cid or None
+    if not given.isdigit():
+        raise die(f"vsock={given!r} is not a number",
+                  f"use vsock=1 (guest CID {vmnet.LEAST_CID}), vsock=CID (3 or more) or vsock=0 (none)")
+    number = int(given)
+    if number == 0:
+        return None
+    if number == 1:
+        return profile_cid or vmnet.LEAST_CID
+    return vmnet.check_cid(number, "vsock= on the command line")
 
 
 def check_ways_out(ctx: Context, ways: WaysOut, *, firmware: bool, own_kernel: bool) -> None:
