@@ -32,6 +32,9 @@
 
 /* The port appears when the driver has handled the host's announcement, which may be after /init starts. */
 #define WAIT_STEPS 500 /* of 10 ms: 5 s */
+/* Where to look: vport<device>p<port>, for the first MAX_DEVICES virtio devices and MAX_PORTS ports each. */
+#define MAX_DEVICES 32
+#define MAX_PORTS 32
 
 static char line[1024];
 
@@ -108,25 +111,34 @@ static char *append(char *at, const char *s)
 	return at;
 }
 
-/* /dev/vportNpM whose /sys/class/virtio-ports/vportNpM/name is `name`; 0 when there is none (yet). */
+static char *append_number(char *at, int n)
+{
+	char digits[12];
+	int i = 0;
+
+	do
+		digits[i++] = (char)('0' + n % 10);
+	while ((n /= 10) > 0);
+	while (i > 0)
+		*at++ = digits[--i];
+	*at = 0;
+	return at;
+}
+
+/* /dev/vportNpM whose /sys/class/virtio-ports/vportNpM/name is `name`; 0 when there is none (yet).
+ * N is the virtio device's index among all virtio devices (disks and cards count too), M the port's. */
 static const char *find_port(const char *name)
 {
-	static char dev[32];
-	char id[16], path[96], got[128];
+	static char dev[48];
+	char id[32], path[96], got[128];
 	int device, port;
 
-	for (device = 0; device < 4; device++) {
-		for (port = 0; port < 16; port++) {
-			char *at = append(id, "vport");
+	for (device = 0; device < MAX_DEVICES; device++) {
+		for (port = 0; port < MAX_PORTS; port++) {
 			ssize_t n;
 			int fd;
 
-			*at++ = (char)('0' + device);
-			*at++ = 'p';
-			if (port >= 10)
-				*at++ = '1';
-			*at++ = (char)('0' + port % 10);
-			*at = 0;
+			append_number(append(append_number(append(id, "vport"), device), "p"), port);
 			append(append(append(path, "/sys/class/virtio-ports/"), id), "/name");
 			fd = open(path, O_RDONLY, 0);
 			if (fd < 0)

@@ -14,7 +14,9 @@
  *
  * Anything else gets 404, a request that is not a GET 405, a malformed one 400.
  * A client that connects and sends nothing (`doit boot` checking that the port
- * accepts connections) is closed after it closes, or after READ_SECONDS.
+ * accepts connections) is closed after it closes, or after READ_SECONDS of
+ * silence. One connection at a time: a client that trickles its request holds
+ * the others back, which is fine for a demo reached only through 127.0.0.1.
  */
 
 #include <arpa/inet.h>
@@ -32,6 +34,7 @@
 #endif
 
 #define READ_SECONDS 10
+#define LINGER_SECONDS 2
 
 /* The whole request head must fit: this server answers small GETs only. */
 static char request[4096];
@@ -151,6 +154,20 @@ static int serve(int fd, const struct sockaddr_in *peer)
 	return -1;
 }
 
+/* Close after the client has read the answer: closing with unread bytes (a body after the request head)
+ * would send a reset, and the client could lose the answer. Waits at most LINGER_SECONDS for its close. */
+static void finish(int fd)
+{
+	struct timeval limit = { .tv_sec = LINGER_SECONDS };
+	char sink[512];
+
+	shutdown(fd, SHUT_WR);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+	while (read(fd, sink, sizeof(sink)) > 0)
+		;
+	close(fd);
+}
+
 int main(void)
 {
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
@@ -183,8 +200,7 @@ int main(void)
 			return 1;
 		}
 		status = serve(fd, &peer);
-		shutdown(fd, SHUT_WR);
-		close(fd);
+		finish(fd);
 	}
 	snprintf(shown, sizeof(shown), "%d", status);
 	say("http: exiting with status %s%s\n", shown, "");

@@ -60,6 +60,13 @@ def test_ip_is_added_only_for_a_network_and_only_once() -> None:
     assert net.with_ip("console=ttyS0", "isolated") == "console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off"
     mine = "console=ttyS0 ip=10.0.2.16::10.0.2.2:255.255.255.0::eth0:off"
     assert net.with_ip(mine, "user") == mine
+    # words after " -- " are init's: the kernel's own arguments go before them
+    assert net.with_ip("console=ttyS0 -- --port 80", "user") == (
+        "console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off -- --port 80")
+    assert net.with_ip("console=ttyS0 -- ip=mine", "user").startswith("console=ttyS0 ip=10.0.2.15:")
+    line = qemu.kernel_cmdline(qemu.BootSpec(machine="microvm", memory="1G", accel="tcg", tsc_khz=1000,
+                                             cmdline="console=ttyS0 -- HELLO", net="isolated"))
+    assert line.endswith("eth0:off tsc_early_khz=1000 -- HELLO"), line
 
 
 def test_a_kernel_without_the_fragment_is_refused_naming_it(tmp_path: Path) -> None:
@@ -83,6 +90,21 @@ def test_a_busy_port_is_found_before_qemu_starts() -> None:
         with pytest.raises(TinyukiError) as err:
             net.require_free((net.Forward(port, 80),))
         assert f"127.0.0.1:{port} (tcp) cannot be used" in err.value.message and "another host port" in err.value.hint
+    assert net.port_taken(port) is None
+
+
+def test_a_port_whose_last_connection_waits_out_time_wait_is_free() -> None:
+    """A server that closed first leaves the host port in TIME_WAIT: QEMU can listen there, so may the check."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the accepting side closes first: its end goes to TIME_WAIT
+        time.sleep(0.1)
+        client.close()
     assert net.port_taken(port) is None
 
 
@@ -127,7 +149,7 @@ def test_a_networked_boot_gets_the_user_network_forwards_on_loopback_and_ip() ->
     assert value(cmd, "-M") == "microvm,pcie=on"  # the card sits on microvm's PCIe host
     assert value(cmd, "-netdev") == ("user,id=net0,net=10.0.2.0/24,host=10.0.2.2,restrict=on,"
                                      "hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80,hostfwd=udp:127.0.0.1:5353-10.0.2.15:53")
-    assert value(cmd, "-device", "virtio-net") == "virtio-net-pci,netdev=net0"
+    assert value(cmd, "-device", "virtio-net") == "virtio-net-pci,netdev=net0,romfile="
     assert value(cmd, "-append").endswith(" ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off")
     user = qemu.command(spec(net="user"))
     assert "restrict=off" in value(user, "-netdev") and "hostfwd" not in value(user, "-netdev")
@@ -141,7 +163,7 @@ def test_virtio_mmio_kernels_and_arm64_get_their_own_devices() -> None:
     assert {"virtio-net-device,netdev=net0", "virtio-serial-device", "vhost-vsock-device,guest-cid=3"} <= set(mmio)
     arm = qemu.command(spec(machine="virt", arch="arm64", cmdline="console=ttyAMA0", net="isolated",
                             forwards=(net.Forward(8082, 80),)))
-    assert value(arm, "-M") == "virt" and "virtio-net-pci,netdev=net0" in arm
+    assert value(arm, "-M") == "virt" and "virtio-net-pci,netdev=net0,romfile=" in arm
     assert "hostfwd=tcp:127.0.0.1:8082-10.0.2.15:80" in value(arm, "-netdev")
 
 
@@ -156,7 +178,7 @@ def test_a_channel_and_vsock_on_pci() -> None:
 def test_a_uki_boot_takes_its_ip_from_the_uki_not_from_append() -> None:
     cmd = qemu.command(spec(kernel=None, esp=Path("/e.img"), ovmf_code=Path("/c"), ovmf_vars=Path("/v"),
                             machine="q35", net="isolated", forwards=(net.Forward(8080, 80),)))
-    assert "-append" not in cmd and "virtio-net-pci,netdev=net0" in cmd
+    assert "-append" not in cmd and "virtio-net-pci,netdev=net0,romfile=" in cmd
 
 
 # ---------------------------------------------------------------- the profile

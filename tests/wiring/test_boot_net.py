@@ -96,14 +96,20 @@ def test_the_profiles_forwards_and_the_command_lines_replacing_them(tmp_path: Pa
     netdev = "\n".join(qemu_args(paths))
     assert code == 0 and "restrict=off" in netdev, out  # the profile's net = "user" stays
     assert f"{second}-10.0.2.15:8080" in netdev and f"{first}-10.0.2.15:81" in netdev and "-10.0.2.15:80," not in netdev
+    code, out = boot(paths, "forward=none")  # the network stays, without forwards
+    netdev = "\n".join(qemu_args(paths))
+    assert code == 0 and "-netdev" in netdev and "hostfwd" not in netdev, out
+    code, out = boot(paths, "net=none")  # no network at all: the profile's forwards go with it
+    assert code == 0 and "-netdev" not in qemu_args(paths) and "ip=" not in "\n".join(qemu_args(paths)), out
 
 
 @pytest.mark.parametrize("args, says", [
     (["forward=0.0.0.0:8080-:80"], "forward= on the command line: forward '0.0.0.0:8080-:80' listens on 0.0.0.0"),
     (["forward=8080"], "is not HOST-GUEST"),
     (["net=bridge"], "net='bridge' is not one of none, user, isolated"),
-    (["forward=8080-80", "net=none"], "forward= needs a network, and net=none was given"),
+    (["forward=8080-80", "net=none"], "forward=8080-80 needs a network, and net=none was given"),
     (["vsock=abc"], "vsock='abc' is not a number"),
+    (["vsock=\u00b3"], "is not a number"),
     (["vsock=2"], "vsock CID 2 is not a guest's CID"),
     (["channel=../x"], "channel name '../x' is not a plain name"),
 ])
@@ -166,5 +172,7 @@ def test_ctrl_c_stops_a_serving_vm_and_exits_130(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out
     assert "boot: stopped by Ctrl-C: the VM is stopped" in out and "Traceback" not in out
+    log = paths["build"] / "logs" / "boot.log"
+    assert f"the console so far is in {log}" in out and "http: listening on :80" in log.read_text()
     left = subprocess.run(["pgrep", "-f", str(paths["bin"] / "qemu-system-x86_64")], capture_output=True, text=True)
     assert left.stdout.strip() == "", "the VM is still running"

@@ -174,23 +174,31 @@ class WaysOut:
 def ways_out(ctx: Context) -> WaysOut:
     """net=, forward=, channel= and vsock= on the command line, over the profile's [boot] net, forward, channel, vsock.
 
-    forward= replaces the profile's forwards (to move one off a busy port) and, on a profile without a
-    network, gives the VM an isolated one.
+    forward= replaces the profile's forwards (to move one off a busy port; forward=none drops them) and, on
+    a profile without a network, gives the VM an isolated one. net=none boots without a network at all,
+    the profile's forwards dropped with it; channel=none drops the profile's channel.
     """
     b = ctx.profile.boot
-    given = get_var("forward")
-    forwards = (vmnet.parse_forwards([w for w in re.split(r"[\s,]+", given) if w], "forward= on the command line")
-                if given else b.forward)
+    given = (get_var("forward") or "").strip()
     mode = (get_var("net") or "").strip().lower()
     if mode and mode not in vmnet.NET_MODES:
         raise die(f"net={mode!r} is not one of {', '.join(vmnet.NET_MODES)}",
                   "use net=isolated (only forwards come in), net=user (the program may also connect out) or net=none")
+    if given.lower() == "none":
+        forwards: tuple[vmnet.Forward, ...] = ()
+    elif given:
+        forwards = vmnet.parse_forwards([w for w in re.split(r"[\s,]+", given) if w], "forward= on the command line")
+        if mode == "none":
+            raise die(f"forward={given} needs a network, and net=none was given",
+                      "leave net= out (forward= then gives the VM an isolated network), or use net=isolated")
+    else:
+        forwards = () if mode == "none" else b.forward
     if not mode:
-        mode = "isolated" if given and b.net == "none" else b.net
-    if forwards and mode == "none":
-        raise die("forward= needs a network, and net=none was given", "leave net= out, or use net=isolated")
-    channel = get_var("channel") or b.channel
-    if channel is not None:
+        mode = "isolated" if forwards and b.net == "none" else b.net
+    channel = (get_var("channel") or "").strip() or b.channel
+    if channel == "none":
+        channel = None
+    elif channel is not None:
         channel = vmnet.check_channel_name(channel, "channel= on the command line")
     vsock = _vsock_cid((get_var("vsock") or "").strip(), b.vsock)
     sock = vmnet.channel_socket(ctx.paths.channels, channel) if channel else None
@@ -201,7 +209,7 @@ def _vsock_cid(given: str, profile_cid: int) -> int | None:
     """vsock= as a guest CID: 0 none, 1 the profile's CID (or the first guest CID), else the CID itself."""
     if not given:
         return profile_cid or None
-    if not given.isdigit():
+    if not (given.isascii() and given.isdigit()):
         raise die(f"vsock={given!r} is not a number",
                   f"use vsock=1 (guest CID {vmnet.LEAST_CID}), vsock=CID (3 or more) or vsock=0 (none)")
     number = int(given)
@@ -227,6 +235,10 @@ def check_ways_out(ctx: Context, ways: WaysOut, *, firmware: bool, own_kernel: b
                   " \"none\", so its UKI has none",
                   "set [boot] net in the profile and run `doit` (the UKI then carries ip=), or boot the kernel"
                   " directly (without uki= or stick=): `doit boot` adds ip= to -append")
+    if firmware and ways.net == "none" and ctx.profile.boot.net != "none":
+        raise die("net=none, but this profile's UKI carries ip= for its card ([boot] net): without the card the"
+                  " kernel would wait 12 s for eth0 before starting the program",
+                  "leave net= out (the UKI boots with its network), or boot the kernel directly with net=none")
     vmnet.require_free(ways.forwards)
     if ways.vsock is not None:
         vmnet.require_vhost_vsock()
@@ -347,19 +359,23 @@ def boot(ctx: Context) -> None:
         if ways.socket is not None:
             ways.socket.parent.mkdir(parents=True, exist_ok=True)
             ways.socket.unlink(missing_ok=True)  # a socket left by a killed boot: QEMU listens anew
+        interrupted = False
         try:
             with fsutil.atomic_open(log_path) as log:
-                ran = vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, echo_to=echo, log=log,
-                                   stop=stop)
-        except KeyboardInterrupt:
-            echo.say("boot: stopped by Ctrl-C: the VM is stopped")
-            exit_with_code(EXIT_INTERRUPTED)
-            raise die(f"boot: stopped by Ctrl-C before the program exited (doit boot exits with {EXIT_INTERRUPTED})",
-                      "the console so far is in " + str(log_path)) from None
+                try:
+                    ran = vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, echo_to=echo,
+                                       log=log, stop=stop)
+                except KeyboardInterrupt:  # QEMU is killed by now; the console so far stays in the log
+                    interrupted = True
         finally:
             watch.close()
             if ways.socket is not None:
                 ways.socket.unlink(missing_ok=True)
+    if interrupted:
+        echo.say("boot: stopped by Ctrl-C: the VM is stopped")
+        exit_with_code(EXIT_INTERRUPTED)
+        raise die(f"boot: stopped by Ctrl-C before the program exited (doit boot exits with {EXIT_INTERRUPTED})",
+                  f"the console so far is in {log_path}")
     if ran.stopped:
         print(flush=True)  # the VM was stopped mid-line: tinyuki's own lines start on a fresh one
     seconds = ran.seconds

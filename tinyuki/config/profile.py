@@ -163,7 +163,8 @@ FIELDS: tuple[Field, ...] = (
     Field("boot", "net", "choice", "none",
           "a network card on QEMU's user network (needs the net fragment): the guest is 10.0.2.15, set by ip= on the"
           " kernel command line (added to the UKI's too); user lets the program connect out through the host, isolated"
-          " lets only the forwards in", vmnet.NET_MODES, reaches=("uki",)),
+          " lets only the forwards in", vmnet.NET_MODES, reaches=("uki",),
+          detail=lambda mode: vmnet.with_ip("", mode)),
     Field("boot", "forward", "forward_list", [],
           "ports forwarded from the host's 127.0.0.1 to the program, as QEMU's hostfwd: \"127.0.0.1:8080-:80\" or"
           " \"8080-80\" (needs net); `doit boot` keeps the VM up while the program serves, and says when each port"
@@ -172,7 +173,7 @@ FIELDS: tuple[Field, ...] = (
           "a virtio-serial port with this name (needs the channel fragment), its host end the Unix socket"
           " <build dir>/channel/NAME.sock: data to and from the host without a network stack", reaches=()),
     Field("boot", "vsock", "int", 0,
-          "the guest's vsock CID (3 or more) on a vhost-vsock-pci device, as Firecracker and Nitro Enclaves programs"
+          "the guest's vsock CID (3 or more) on a vhost-vsock device, as Firecracker and Nitro Enclaves programs"
           " use it (needs the vsock fragment and the host's /dev/vhost-vsock); 0: no vsock", reaches=(),
           least=0, most=vmnet.MOST_CID),
     Field("boot", "ovmf_code", "path", None,

@@ -3,7 +3,10 @@
 Every host end is on this machine only: forwards listen on 127.0.0.1, the
 channel is a Unix socket in the build dir, vsock is the host's own vhost
 device. No tap device, bridge or host network setting is touched, so a boot
-needs no privileges and cannot expose the program beyond this host.
+needs no privileges and nothing outside this host can connect to the program.
+(The other way round is the profile's choice: with net = "user" the program may
+connect out, to the internet and to the host's own 127.0.0.1 services through
+10.0.2.2; "isolated" lets only the forwards in.)
 Plain data in, QEMU arguments and messages out (tinyuki/vm/qemu.py puts them
 on the command line); the few host checks (a port free, a device present)
 are small functions of their own so a boot can refuse before QEMU starts.
@@ -38,7 +41,7 @@ NEEDS = {
     "vsock": ("vsock", ("CONFIG_VIRTIO_VSOCKETS",)),
 }
 VHOST_VSOCK = Path("/dev/vhost-vsock")
-# The hosts's CID is 2 and 0-1 are reserved: a guest's CID is 3 or more (and below 2**32 - 1, "any").
+# The host's CID is 2 and 0-1 are reserved: a guest's CID is 3 or more (and below 2**32 - 1, "any").
 LEAST_CID = 3
 MOST_CID = 0xFFFFFFFE
 CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -112,12 +115,18 @@ def ip_argument() -> str:
     return f"ip={GUEST_ADDRESS}::{GATEWAY}:{NETMASK}::eth0:off"
 
 
+def kernel_argument(cmdline: str, argument: str) -> str:
+    """`argument` added to the kernel's own part of a command line: before a ` -- `, after which words are init's."""
+    kernel, sep, init = cmdline.partition(" -- ")
+    return f"{kernel.strip()} {argument}".strip() + (f"{sep}{init}" if sep else "")
+
+
 def with_ip(cmdline: str, net: str) -> str:
     """The command line with ip= for a networked boot; unchanged without a network or when it has its own ip=."""
-    words = cmdline.split()
+    words = cmdline.partition(" -- ")[0].split()
     if net == "none" or any(w.startswith("ip=") for w in words):
         return cmdline
-    return f"{cmdline} {ip_argument()}".strip()
+    return kernel_argument(cmdline, ip_argument())
 
 
 def missing_options(config_text: str, need: str) -> tuple[str, list[str]]:
@@ -141,6 +150,8 @@ def port_taken(port: int, proto: str = "tcp") -> str | None:
     """Why 127.0.0.1:port cannot be listened on right now (in use, not allowed), or None when it is free."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
+        # as QEMU binds it: a port whose last connection is in TIME_WAIT is free for a new listener
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError as e:
@@ -212,8 +223,10 @@ def net_args(forwards: tuple[Forward, ...], mode: str, *, virtio_mmio: bool = Fa
     restrict = "on" if mode == "isolated" else "off"
     options = ["user", "id=net0", f"net={NETWORK}", f"host={GATEWAY}", f"restrict={restrict}"]
     options += [f"hostfwd={f.hostfwd()}" for f in forwards]
-    return ["-netdev", ",".join(options),
-            "-device", f"{_device('virtio-net-pci', 'virtio-net-device', virtio_mmio)},netdev=net0"]
+    # romfile= (none): the firmware (OVMF) loads no iPXE option ROM for the card, so a UKI boot spends no time
+    # on it and never tries a network boot
+    card = "virtio-net-device,netdev=net0" if virtio_mmio else "virtio-net-pci,netdev=net0,romfile="
+    return ["-netdev", ",".join(options), "-device", card]
 
 
 def channel_args(sock: Path, name: str, *, virtio_mmio: bool = False) -> list[str]:
@@ -250,10 +263,11 @@ class PortWatch:
     QEMU's user network accepts a connection on the host at once, whatever the
     guest does, then connects to the guest: if nothing listens there, it
     closes the host's end. So a connection still open after PROBE_SECONDS (or
-    one the program already wrote to) is a program accepting. It is asked
-    only once the program has started: while the kernel boots, the guest does
-    not answer at all, and the open connection would look like a listener.
-    The probe sends nothing; the program sees a client that closes at once.
+    one the program already wrote to) is a program accepting; the time given
+    is when that connection was opened. It is asked only once the program has
+    started: while the kernel boots, the guest does not answer at all, and the
+    open connection would look like a listener. The probe sends nothing; the
+    program sees a client that closes at once.
     """
 
     forwards: tuple[Forward, ...]
@@ -271,9 +285,10 @@ class PortWatch:
         """Advance every probe by one non-blocking step; the forwards found accepting in this step."""
         found: list[tuple[Forward, float]] = []
         for probe in list(self.probes):
+            opened = probe.opened
             if self._step(probe, now):
                 self.probes.remove(probe)
-                found.append((probe.forward, now))
+                found.append((probe.forward, opened))
         self.ready.extend(found)
         return found
 

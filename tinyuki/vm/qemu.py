@@ -116,7 +116,7 @@ def kernel_cmdline(spec: BootSpec) -> str:
     """
     cmdline = vmnet.with_ip(spec.cmdline.strip(), spec.net)
     if spec.machine == "microvm" and spec.accel == "tcg" and spec.tsc_khz and "tsc_early_khz=" not in cmdline:
-        cmdline = f"{cmdline} tsc_early_khz={spec.tsc_khz}".strip()
+        cmdline = vmnet.kernel_argument(cmdline, f"tsc_early_khz={spec.tsc_khz}")
     return cmdline
 
 
