@@ -75,6 +75,9 @@ machine = "microvm"
 memory = "128M"
 accel = "auto"
 timeout = 120
+# A server: add "net" to [kernel] fragments, then (the host's 127.0.0.1:8080 to the program's port 80)
+# net = "isolated"
+# forward = ["127.0.0.1:8080-:80"]
 """
 
 
