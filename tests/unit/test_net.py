@@ -81,6 +81,14 @@ def test_a_kernel_without_the_fragment_is_refused_naming_it(tmp_path: Path) -> N
     net.require_options("CONFIG_VIRTIO_VSOCKETS=y\n", "vsock", "vsock", tmp_path / "kernel.config")
 
 
+def test_nolapic_timer_on_microvm_would_hang_a_networked_boot() -> None:
+    line = "console=ttyS0 panic=-1 nolapic_timer"
+    assert "would hang" in (net.timer_problem(line, "microvm", "isolated") or "")
+    assert net.timer_problem(line, "q35", "isolated") is None  # a PIT ticks there
+    assert net.timer_problem(line, "microvm", "none") is None
+    assert net.timer_problem("console=ttyS0 -- nolapic_timer", "microvm", "user") is None  # init's word
+
+
 def test_a_busy_port_is_found_before_qemu_starts() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

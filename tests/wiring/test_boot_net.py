@@ -121,6 +121,16 @@ def test_bad_ways_out_are_refused_before_qemu_starts(tmp_path: Path, args: list[
     assert not paths["argv"].exists(), "QEMU was started"
 
 
+def test_nolapic_timer_on_microvm_is_refused_for_a_network(tmp_path: Path) -> None:
+    paths = setup(tmp_path)
+    text = paths["profile"].read_text().replace('fragments = ["base"]',
+                                                'fragments = ["base"]\ncmdline = "console=ttyS0 nolapic_timer"')
+    paths["profile"].write_text(text)
+    code, out = boot(paths, "forward=8080-80")
+    assert code != 0 and "nolapic_timer on microvm leaves the kernel without a ticking timer" in out, out
+    assert not paths["argv"].exists(), "QEMU was started"
+
+
 def test_a_forward_to_a_busy_port_is_refused_before_qemu_starts(tmp_path: Path) -> None:
     paths = setup(tmp_path)
     with socket.socket() as busy:

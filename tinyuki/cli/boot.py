@@ -230,6 +230,11 @@ def check_ways_out(ctx: Context, ways: WaysOut, *, firmware: bool, own_kernel: b
     for need, what, on in wanted:
         if on and config is not None:
             vmnet.require_options(config, need, what, config_path)
+    timer = vmnet.timer_problem(ctx.profile.kernel.cmdline, ctx.profile.boot.machine if not firmware else "q35",
+                                ways.net)
+    if timer:
+        raise die(timer, "remove nolapic_timer from [kernel] cmdline for a networked profile (any program that sleeps"
+                         " needs the timer too), or boot the UKI through the firmware (uki=1: q35 has a PIT)")
     if firmware and ways.net != "none" and ctx.profile.boot.net == "none":
         raise die("a network for the UKI needs ip= in the UKI's command line, and this profile's [boot] net is"
                   " \"none\", so its UKI has none",

@@ -146,6 +146,19 @@ def require_options(config_text: str, need: str, what: str, config_path: Path) -
                   " with it")
 
 
+def timer_problem(cmdline: str, machine: str, net: str) -> str | None:
+    """Why this networked boot would hang before the program starts, or None.
+
+    On microvm, nolapic_timer leaves the kernel with no ticking timer at all (no PIT or HPET clock
+    event there), and the kernel's ip= setup sleeps: it would wait forever. q35 and pc have a PIT.
+    """
+    words = cmdline.partition(" -- ")[0].split()
+    if net == "none" or machine != "microvm" or "nolapic_timer" not in words:
+        return None
+    return ("nolapic_timer on microvm leaves the kernel without a ticking timer, and the kernel's ip= setup sleeps:"
+            " this boot would hang before the program starts")
+
+
 def port_taken(port: int, proto: str = "tcp") -> str | None:
     """Why 127.0.0.1:port cannot be listened on right now (in use, not allowed), or None when it is free."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
