@@ -304,12 +304,12 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     results.update({**report.machine(ROOT), "command": command})
     ctxs = contexts(names, not args.no_build_missing)
     # the network row: fast-boot's kernel plus net, beside fast-boot's own boot (bench/net.py)
-    net_ctxs = contexts([str(bnet.PROFILE)], not args.no_build_missing) if args.what in ("all", "net") else []
+    net_ctxs = contexts([str(bnet.PROFILE)], not args.no_build_missing) if args.what in ("all", "net", "size") else []
     if args.what in ("all", "boot"):
         load = report.load_average()
         results["boot"] = {**run_boot(ctxs, args.runs or 10, args.only, args.hang_runs), "command": command,
                            "load": load}
-    if net_ctxs:
+    if net_ctxs and args.what in ("all", "net"):
         load = report.load_average()
         fast = next((c for c in ctxs if c.profile.name == "fast-boot"), None)
         results["net"] = {**bnet.measure(net_ctxs[0], fast, args.runs or 10), "command": command, "load": load}

@@ -113,29 +113,65 @@ def boot_once(ctx: Context, config: str) -> dict[str, float | None]:
             "seconds": ran.seconds}
 
 
+def plain_once(ctx: Context) -> float | None:
+    """The profile without a network, as `doit boot` boots it: QEMU start to the program's marker."""
+    b = ctx.profile.boot
+    spec = qemu.BootSpec(
+        machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline, arch=ctx.arch.name,
+        kernel=PIPELINE.path(ctx, "vmlinux" if ctx.profile.kernel.image == "vmlinux" else ctx.arch.image_name),
+        tsc_khz=vmrun.host_tsc_khz(),
+    )
+    console = qemu.Console(ctx.profile.init.marker)
+    vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, stop=lambda c: c.result_known, quiet=True)
+    return console.marker_at
+
+
+def _ratio_summary(values: list[float]) -> tuple[float | None, list[float] | None]:
+    if not values:
+        return None, None
+    return round(statistics.median(values), 3), [round(min(values), 3), round(max(values), 3)]
+
+
 def measure(ctx: Context, fast: Context | None, runs: int) -> dict[str, Any]:
+    """`runs` rounds, each booting the server and (when built) fast-boot without a network, one after the other."""
     config_path = PIPELINE.path(ctx, "kernel.config")
     config = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
     to_program: list[float] = []
     to_answer: list[float] = []
     ratios: list[float] = []
-    failures = 0
+    plain: list[float] = []
+    failures = plain_failures = 0
     for _ in range(runs):
         one = boot_once(ctx, config)
         if one["to_program"] is None or one["to_answer"] is None:
             failures += 1
-            continue
-        to_program.append(one["to_program"])
-        to_answer.append(one["to_answer"])
-        ratios.append(one["to_answer"] / one["to_program"])
+        else:
+            to_program.append(one["to_program"])
+            to_answer.append(one["to_answer"])
+            ratios.append(one["to_answer"] / one["to_program"])
+        if fast is not None:
+            seconds = plain_once(fast)
+            if seconds is None:
+                plain_failures += 1
+            else:
+                plain.append(seconds)
     program, answer = report.summarize(to_program), report.summarize(to_answer)
+    ratio, ratio_range = _ratio_summary(ratios)
     case = {
         "profile": ctx.profile.name, "name": NAME, "runs": runs, "failures": failures,
         "to_program": program.as_dict() if program else None,
         "to_answer": answer.as_dict() if answer else None,
-        "ratio": round(statistics.median(ratios), 3) if ratios else None,
-        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
+        "ratio": ratio, "ratio_range": ratio_range,
     }
+    cases = [case]
+    if fast is not None:
+        base = report.summarize(plain)
+        cases.append({"profile": fast.profile.name, "name": "the same kernel without net, its own program: QEMU"
+                      " start to the program", "runs": runs, "failures": plain_failures,
+                      "to_program": base.as_dict() if base else None, "to_answer": None,
+                      "ratio": None, "ratio_range": None})
+        if base and answer:
+            case["answer_vs_plain"] = round(answer.median / base.median, 3)
     sizes = bsize.profile_sizes(ctx)
     cost = None
     if fast is not None:
@@ -144,11 +180,14 @@ def measure(ctx: Context, fast: Context | None, runs: int) -> dict[str, Any]:
                 "vmlinux_file": _delta(sizes, fast_sizes, "vmlinux_file"), "uki": _delta(sizes, fast_sizes, "uki"),
                 "init": _delta(sizes, fast_sizes, "init")}
     notes = [f"A client on the host starts a GET of / every {ATTEMPT_EVERY:g} s (each may wait {ATTEMPT_SECONDS:g} s);"
-             " 'to first answer' is QEMU start to the first complete 200 answer, 'ratio' its median over the"
+             " 'to first answer' is QEMU start to the first complete 200 answer, 'answer vs program' its ratio to the"
              " program's first line in the same boot.",
              "QEMU's user network accepts the host's connection at once and connects to the guest; before the"
              " guest's card is up the GET waits, after it the program answers."]
-    return {"cases": [case], "sizes": sizes, "cost": cost, "notes": notes}
+    notes.append(f"{fast.profile.name if fast else 'fast-boot'} is booted in the same rounds, without a network and"
+                 " with its own command line (nolapic_timer included): 'answer vs plain' puts the first answer"
+                 " against its time to the program.")
+    return {"cases": cases, "sizes": sizes, "cost": cost, "notes": notes}
 
 
 def _delta(new: dict[str, Any] | None, old: dict[str, Any] | None, key: str) -> int | None:

@@ -317,10 +317,11 @@ def _build(build: Mapping[str, Any]) -> list[str]:
 def _net(net: Mapping[str, Any]) -> list[str]:
     lines = _heading("Network (tcg; median (min–max) of the runs)", net)
     rows = [[c["profile"], c["name"], fmt_seconds(c.get("to_program")), fmt_seconds(c.get("to_answer")),
-             (f"{c['ratio']:.2f}× ({c['ratio_range'][0]:.2f}–{c['ratio_range'][1]:.2f})" if c.get("ratio") else "n/a"),
+             (f"{c['ratio']:.2f}× ({c['ratio_range'][0]:.2f}–{c['ratio_range'][1]:.2f})" if c.get("ratio") else ""),
+             fmt_ratio(c["answer_vs_plain"]) if c.get("answer_vs_plain") else "",
              f"{c.get('failures', 0)}/{c.get('runs', 0)}"] for c in net.get("cases", [])]
     lines += [markdown_table(["profile", "boot", "to program (first line)", "to first HTTP answer on the host",
-                                    "ratio (same boot)", "failed"], rows)]
+                              "answer vs program (same boot)", "answer vs plain", "failed"], rows)]
     cost = net.get("cost")
     if cost:
         bloat = (cost.get("bloat") or {}).get("total") or "n/a"
