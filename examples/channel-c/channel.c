@@ -6,8 +6,8 @@
  * `doit boot channel=tinyuki.0` gives the VM a port named tinyuki.0 whose host
  * end is a Unix socket in the build dir (build/<profile>/channel/tinyuki.0.sock).
  * The program finds the port by its name in /sys/class/virtio-ports, reads one
- * request line from it, writes one answer line, and exits with status 0 (the
- * status `doit boot` exits with). Until a host program connects to the socket,
+ * request line from it, writes one answer line, waits for the host to close its
+ * end, and exits with status 0 (the status `doit boot` exits with). Until a host program connects to the socket,
  * the port reads as end of file: the program waits for one. A host program connects to the socket and
  * writes the request, for example:
  *
@@ -37,6 +37,7 @@
 #define MAX_PORTS 32
 
 static char line[1024];
+static char answer[sizeof(line) + 32];
 
 static unsigned int length(const char *s)
 {
@@ -203,22 +204,30 @@ int main(int argc, char **argv, char **envp)
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0) {
+			say("channel: reading the port failed", 0);
+			return 4;
+		}
 		if (n == 0 && len == 0) {
 			/* end of file: no host is connected to the socket yet; wait for one */
 			pause_10ms();
 			continue;
 		}
-		if (n <= 0 || line[len] == '\n')
+		if (n == 0 || line[len] == '\n')
 			break;
 		len++;
 	}
 	line[len] = 0;
 	say("channel: request: ", line);
-	if (write_all(fd, "answer from tinyuki: ", length("answer from tinyuki: ")) ||
-	    write_all(fd, line, len) || write_all(fd, "\n", 1)) {
+	/* the answer in one write, then wait for the host to close its end: exiting at once would end
+	 * the VM while the answer may still be on its way to the socket */
+	len = (unsigned int)(append(append(append(answer, "answer from tinyuki: "), line), "\n") - answer);
+	if (write_all(fd, answer, len)) {
 		say("channel: the host end went away before the answer", 0);
-		return 4;
+		return 5;
 	}
+	while (read(fd, line, sizeof(line)) > 0)
+		;
 	say("channel: answered, exiting with status 0", 0);
 	return 0;
 }

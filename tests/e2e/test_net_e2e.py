@@ -151,9 +151,9 @@ def test_the_channel_example_answers_over_its_unix_socket(servers: dict[str, Pat
             got = b""
             while not got.endswith(b"\n"):
                 chunk = s.recv(4096)
-                assert chunk, f"the channel closed before the answer: {got!r}"
+                assert chunk, f"the channel closed before the answer: {got!r}\n{boot.output[-3000:]}"
                 got += chunk
-        assert got == b"answer from tinyuki: ping from the host\n"
+        assert got == b"answer from tinyuki: ping from the host\n", boot.output[-3000:]
         code = boot.end(120)
     finally:
         boot.stop()
