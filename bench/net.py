@@ -89,16 +89,22 @@ class Client:
             get(self.port, "/exit", 10.0)  # the program exits, and the VM with it
 
 
+def direct_spec(ctx: Context, **ways: Any) -> qemu.BootSpec:
+    """The profile's kernel booted directly under TCG, as `doit boot` does; `ways` are the BootSpec's ways out."""
+    b = ctx.profile.boot
+    return qemu.BootSpec(
+        machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline, arch=ctx.arch.name,
+        kernel=PIPELINE.path(ctx, "vmlinux" if ctx.profile.kernel.image == "vmlinux" else ctx.arch.image_name),
+        tsc_khz=vmrun.host_tsc_khz(), **ways,
+    )
+
+
 def boot_once(ctx: Context, config: str) -> dict[str, float | None]:
     """One boot: QEMU start to the program's marker, and to the first HTTP answer on the host."""
     b = ctx.profile.boot
     port = free_port()
-    spec = qemu.BootSpec(
-        machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline, arch=ctx.arch.name,
-        kernel=PIPELINE.path(ctx, "vmlinux" if ctx.profile.kernel.image == "vmlinux" else ctx.arch.image_name),
-        virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"), tsc_khz=vmrun.host_tsc_khz(),
-        net=b.net, forwards=(vmnet.Forward(port, 80),),
-    )
+    spec = direct_spec(ctx, virtio_mmio=qemu.has_option(config, "CONFIG_VIRTIO_MMIO"), net=b.net,
+                       forwards=(vmnet.Forward(port, 80),))
     console = qemu.Console(ctx.profile.init.marker)
     start = time.monotonic()
     client = Client(port, start)
@@ -115,14 +121,9 @@ def boot_once(ctx: Context, config: str) -> dict[str, float | None]:
 
 def plain_once(ctx: Context) -> float | None:
     """The profile without a network, as `doit boot` boots it: QEMU start to the program's marker."""
-    b = ctx.profile.boot
-    spec = qemu.BootSpec(
-        machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline, arch=ctx.arch.name,
-        kernel=PIPELINE.path(ctx, "vmlinux" if ctx.profile.kernel.image == "vmlinux" else ctx.arch.image_name),
-        tsc_khz=vmrun.host_tsc_khz(),
-    )
     console = qemu.Console(ctx.profile.init.marker)
-    vmrun.stream(qemu.command(spec), timeout=b.timeout, console=console, stop=lambda c: c.result_known, quiet=True)
+    vmrun.stream(qemu.command(direct_spec(ctx)), timeout=ctx.profile.boot.timeout, console=console,
+                 stop=lambda c: c.result_known, quiet=True)
     return console.marker_at
 
 
