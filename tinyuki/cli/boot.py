@@ -220,10 +220,12 @@ def _vsock_cid(given: str, profile_cid: int) -> int | None:
     return vmnet.check_cid(number, "vsock= on the command line")
 
 
-def check_ways_out(ctx: Context, ways: WaysOut, *, firmware: bool, own_kernel: bool) -> None:
-    """Refuse, before QEMU starts, a way out this boot cannot have: each with what to do about it."""
+def check_ways_out(ctx: Context, ways: WaysOut, *, firmware: bool, config: str | None) -> None:
+    """Refuse, before QEMU starts, a way out this boot cannot have: each with what to do about it.
+
+    `config` is the booted kernel's .config text, None when it is not known (a kernel= or efi= of the user's).
+    """
     config_path = CONFIG.at(ctx)
-    config = config_path.read_text(encoding="utf-8") if own_kernel and config_path.is_file() else None
     wanted = [("net", "a network" if not ways.forwards else "forward", ways.net != "none"),
               ("channel", f"channel {ways.channel}", ways.channel is not None),
               ("vsock", "vsock", ways.vsock is not None)]
@@ -299,7 +301,8 @@ def boot(ctx: Context) -> None:
     kernel = _var_path("kernel") or profile_image(ctx)
     initrd = _var_path("initrd")
     disk = _var_path("disk")
-    config = CONFIG.at(ctx).read_text(encoding="utf-8") if CONFIG.at(ctx).is_file() else ""
+    built_config = CONFIG.at(ctx).read_text(encoding="utf-8") if CONFIG.at(ctx).is_file() else None
+    config = built_config or ""
     ways = ways_out(ctx)
     spec = qemu.BootSpec(
         machine=b.machine, memory=b.memory, accel="tcg", cmdline=ctx.profile.kernel.cmdline,
@@ -319,7 +322,8 @@ def boot(ctx: Context) -> None:
                       f"build it first: run `doit` (or `doit {'disk' if path == DISK.at(ctx) else 'uki'}`)")
     if firmware:
         require_firmware(ctx, ovmf_code, ovmf_vars)
-    check_ways_out(ctx, ways, firmware=firmware, own_kernel=not get_var("kernel") and not get_var("efi"))
+    own_kernel = not get_var("kernel") and not get_var("efi")
+    check_ways_out(ctx, ways, firmware=firmware, config=built_config if own_kernel else None)
     vmrun.require_qemu(spec)
     accel, why = choose_accel(ctx, spec)
     spec = replace(spec, accel=accel)
