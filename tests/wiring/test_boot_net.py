@@ -18,34 +18,19 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.doit import dodo_command, environ, output, run_dodo, variables
-from tests.helpers.fakeqemu import fake_qemu
+from tests.helpers.fakeqemu import KERNEL_LINES, boot_profile, died, fake_qemu
 from tinyuki.vm import net
 
 pytestmark = pytest.mark.wiring
 
 MARKER = "http: started"
-PROFILE = f"""
-[source]
-urls = ["https://example.org/linux-6.1.tar.xz"]
-sha256 = "{"0" * 64}"
-
-[kernel]
-fragments = ["base"]
-
-[init]
-marker = "{MARKER}"
-
-[boot]
-accel = "tcg"
-timeout = 30
-"""
-KERNEL = ["[    0.000000] Linux version 6.1.0", "[    0.30] Run /init as init process"]
-DIED = "[    0.31] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000000"
+PROFILE = boot_profile(MARKER, "timeout = 30")
+DIED = died(0)
 
 
 def setup(tmp_path: Path, boot: str = "", console: list[str] | None = None, hang: bool = False) -> dict[str, Path]:
     argv = tmp_path / "qemu-argv"
-    fake_qemu(tmp_path / "bin", console if console is not None else [*KERNEL, MARKER, DIED], argv=argv, hang=hang)
+    fake_qemu(tmp_path / "bin", console if console is not None else [*KERNEL_LINES, MARKER, DIED], argv=argv, hang=hang)
     profile = tmp_path / "p.toml"
     profile.write_text(PROFILE + boot)
     kernel = tmp_path / "bzImage"
@@ -165,7 +150,7 @@ def test_a_channel_is_a_unix_socket_in_the_build_dir_and_is_removed_after(tmp_pa
 
 
 def test_ctrl_c_stops_a_serving_vm_and_exits_130(tmp_path: Path) -> None:
-    paths = setup(tmp_path, console=[*KERNEL, MARKER, "http: listening on :80"], hang=True)
+    paths = setup(tmp_path, console=[*KERNEL_LINES, MARKER, "http: listening on :80"], hang=True)
     cmd = dodo_command("boot", f"kernel={paths['kernel']}", f"forward={free_port()}-80", *variables(
         profile=paths["profile"], build_dir=paths["build"], cache_dir=paths["cache"]))
     proc = subprocess.Popen(cmd, env=env(paths), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
