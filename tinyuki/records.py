@@ -146,12 +146,11 @@ class Tree(Record, file="tree.json", stage="patch"):
 
 @dataclasses.dataclass(frozen=True)
 class KernelStamp(Record, file="kernel.json", stage="kernel"):
-    """The full build of the tree without an initramfs is done."""
+    """Every object of the kernel is compiled (vmlinux.a), ready for embed's one link."""
 
     tree: str
     config_sha256: str
-    vmlinux_sha256: str
-    image_sha256: str
+    objects_sha256: str
     release: str | None
     settings: dict[str, Any]
 

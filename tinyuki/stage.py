@@ -16,7 +16,7 @@ key, and adding a stage is one module plus one line in that list.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -126,6 +126,9 @@ class Stage:
     build: Callable[[Context], object]
     outputs: tuple[Output, ...]
     needs: tuple[str, ...] = ()
+    # A need that holds only for some profiles: embed needs the program only when the kernel carries it. For
+    # a profile where the predicate is false, the stage neither depends on that stage's files nor keys on it.
+    needs_if: Mapping[str, Callable[[Context], bool]] = field(default_factory=dict)
     # Input files beyond those the reaching settings name (headers, patches, a local tarball).
     inputs: Callable[[Context], Sequence[Path]] = _no_files
     # Input files only a tool can name (every header the compiler reads), for the cache key. They
@@ -159,6 +162,10 @@ class Stage:
     def active(self, ctx: Context) -> bool:
         """Whether this stage runs (and its outputs exist) for ctx's profile."""
         return self.when is None or bool(self.when(ctx))
+
+    def needed(self, ctx: Context) -> tuple[str, ...]:
+        """The stages this one reads for ctx's profile, in declaration order."""
+        return tuple(n for n in self.needs if n not in self.needs_if or self.needs_if[n](ctx))
 
     def settings(self, ctx: Context) -> dict[str, Any]:
         """The profile settings that reach this stage, and the stage's derived values."""
@@ -206,6 +213,8 @@ class Pipeline:
             if isinstance(s.recipe, str) or isinstance(s.tools, str) or isinstance(s.needs, str):
                 raise ValueError(f"stage {s.name!r}: recipe, tools and needs are tuples (a trailing comma for one)")
             missing = [n for n in s.needs if n not in self.by_name]
+            if set(s.needs_if) - set(s.needs):
+                raise ValueError(f"stage {s.name!r}: needs_if names stages that are not in its needs")
             if missing:
                 raise ValueError(f"stage {s.name!r} needs {', '.join(missing)}, which must come before it")
             self.by_name[s.name] = s

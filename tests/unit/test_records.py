@@ -20,7 +20,7 @@ EXAMPLES: list[Record] = [
              package_version=None),
     Extracted(tree="/c/trees/src-" + SHA, source_sha256=SHA),
     Tree(tree="/c/trees/src-" + SHA, source_sha256=SHA, patches_sha256=None, patches=[]),
-    KernelStamp(tree="/t", config_sha256=SHA, vmlinux_sha256=SHA, image_sha256=SHA, release="6.1.0",
+    KernelStamp(tree="/t", config_sha256=SHA, objects_sha256=SHA, release="6.1.0",
                 settings={"[kernel] build_user": "tinyuki"}),
 ]
 

@@ -89,7 +89,7 @@ def base_profile(files: dict[str, Path]) -> dict[str, Any]:
         "kernel": {
             "arch": "x86_64", "fragments": ["base"], "patches": str(files["series-one"]), "cmdline": "panic=-1",
             "source_date_epoch": 1700000000, "build_user": "u", "build_host": "h", "build_version": "1",
-            "image": "bzImage",
+            "image": "bzImage", "initramfs": "embedded",
         },
         "init": {"sources": [str(files["a.c"])], "language": "c", "libc": "nolibc", "binary": str(files["prog-a"]),
                  "cflags": [], "marker": "m",
@@ -210,21 +210,29 @@ def test_a_named_file_reaches_the_stage_by_its_content(tmp_path: Path, files: di
     assert PIPELINE.names[-1] == "manifest"
 
 
-def test_doit_tasks_follow_the_declarations(tmp_path: Path, files: dict[str, Path]) -> None:
-    ctx = context(tmp_path, base_profile(files), "p")
+@pytest.mark.parametrize("initramfs", ["embedded", "initrd"])
+def test_doit_tasks_follow_the_declarations(tmp_path: Path, files: dict[str, Path], initramfs: str) -> None:
+    profile = base_profile(files)
+    profile["kernel"]["initramfs"] = initramfs
+    ctx = context(tmp_path, profile, "p")
     for stage in PIPELINE:
         t = task_dict(ctx, stage, PIPELINE)
         assert t["basename"] == stage.name and t["doc"] == stage.doc
         assert t["targets"] == [str(o.at(ctx)) for o in stage.outputs if not o.tree and o.made_for(ctx)]
         for need in stage.needs:
             for o in PIPELINE[need].files_of(ctx):
-                if o.handed_on:
+                if need not in stage.needed(ctx):  # embed without the program, the UKI without the initrd
+                    assert str(o.at(ctx)) not in t["file_dep"], f"{stage.name} depends on {o.path}"
+                elif o.handed_on:
                     assert str(o.at(ctx)) in t["file_dep"], f"{stage.name} does not depend on {o.path}"
                 else:  # a record only its own stage reads (configure's requested options)
                     assert str(o.at(ctx)) not in t["file_dep"], f"{stage.name} depends on {o.path}"
         for p in stage.input_files(ctx):
             assert str(p) in t["file_dep"]
         assert len(t["uptodate"]) == 1 + len(stage.checks)
+    # the program reaches the kernel's link, or the UKI as its .initrd: never both
+    assert ("initramfs" in PIPELINE["embed"].needed(ctx)) == (initramfs == "embedded")
+    assert ("initramfs" in PIPELINE["uki"].needed(ctx)) == (initramfs == "initrd")
 
 
 def test_stages_come_after_what_they_need_and_every_output_is_written_once() -> None:

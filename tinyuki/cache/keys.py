@@ -193,7 +193,7 @@ def material(ctx: Context, stage: Stage, pipeline: Pipeline) -> dict[str, Any]:
     return {
         "schema": KEY_SCHEMA,
         "task": stage.name,
-        "upstream": {n: upstream(ctx, pipeline[n]) for n in stage.needs},
+        "upstream": {n: upstream(ctx, pipeline[n]) for n in stage.needed(ctx)},
         "inputs": {str(portable(p, ctx)): input_hash(stage, p)
                    for p in (*stage.input_files(ctx), *stage.discovered(ctx))},
         "settings": portable(stage.settings(ctx), ctx),

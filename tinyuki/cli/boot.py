@@ -42,7 +42,8 @@ from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
 from tinyuki.tasks.configure import CONFIG
 from tinyuki.tasks.disk import DISK
-from tinyuki.tasks.embed import VMLINUX, image_output
+from tinyuki.tasks.embed import VMLINUX, embeds_program, image_output
+from tinyuki.tasks.initramfs import INITRD
 from tinyuki.tasks.sign import SIGNED
 from tinyuki.tasks.uki import UKI
 from tinyuki.util import fs as fsutil
@@ -74,6 +75,11 @@ def _var_path(name: str) -> Path | None:
 def profile_image(ctx: Context) -> Path:
     """The kernel `doit boot` starts by default: [kernel] image = "vmlinux" boots the ELF through PVH."""
     return (VMLINUX if ctx.profile.kernel.image == "vmlinux" else image_output(ctx)).at(ctx)
+
+
+def profile_initrd(ctx: Context) -> Path | None:
+    """The program as an external initrd when the kernel does not carry it ([kernel] initramfs = "initrd")."""
+    return None if embeds_program(ctx) else INITRD.at(ctx)
 
 
 def refuse_secureboot(ctx: Context) -> None:
@@ -299,7 +305,7 @@ def boot(ctx: Context) -> None:
     firmware = use_uki or use_stick or secure
     bus = _bus(use_stick, firmware)
     kernel = _var_path("kernel") or profile_image(ctx)
-    initrd = _var_path("initrd")
+    initrd = _var_path("initrd") or profile_initrd(ctx)
     disk = _var_path("disk")
     built_config = CONFIG.at(ctx).read_text(encoding="utf-8") if CONFIG.at(ctx).is_file() else None
     config = built_config or ""
@@ -316,7 +322,7 @@ def boot(ctx: Context) -> None:
     loader = DISK.at(ctx) if use_stick else secure_image(ctx) if secure else UKI.at(ctx)
     # secureboot=1: OVMF's Secure Boot build and the store `doit keys` enrolled (tinyuki/secureboot.py)
     ovmf_code, ovmf_vars = secureboot.firmware_files(keys_dir(ctx)) if secure else (b.ovmf_code, b.ovmf_vars)
-    for path in [loader] if firmware else [kernel]:
+    for path in [loader] if firmware else [kernel, *([initrd] if initrd else [])]:
         if not Path(path).is_file():
             raise die(f"{path} does not exist",
                       f"build it first: run `doit` (or `doit {'disk' if path == DISK.at(ctx) else 'uki'}`)")
@@ -436,16 +442,20 @@ def task(ctx: Context) -> dict[str, Any]:
         boot(ctx)
 
     try:
+        firmware = _want_stick() or _want_secureboot() or _want_uki()
         image = (DISK.at(ctx) if _want_stick() else secure_image(ctx) if _want_secureboot()
                  else UKI.at(ctx) if _want_uki() else Path(get_var("kernel") or profile_image(ctx)))
+        # what doit watches (`doit auto boot`): with the program as an external initrd, an edit rebuilds
+        # the initrd and boots again, the kernel untouched
+        initrd = None if firmware or get_var("initrd") else profile_initrd(ctx)
     except TinyukiError:
-        image = profile_image(ctx)  # the action reports the bad value
+        image, initrd = profile_image(ctx), None  # the action reports the bad value
     return {
         "basename": "boot",
         "doc": "Boot in QEMU and check the program ran: uki=1, stick=1 [bus=virtio], disk=FILE, accel=kvm|tcg, "
                "kernel=, initrd=, forward=, channel=, vsock= (doit help boot).",
         "actions": [run_boot],
-        "file_dep": [str(image)],
+        "file_dep": [str(image), *([str(initrd)] if initrd else [])],
         "uptodate": [False],
         "verbosity": 2,
         "params": [

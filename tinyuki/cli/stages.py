@@ -30,8 +30,8 @@ def file_dep(ctx: Context, stage: Stage, pipeline: Pipeline) -> list[str]:
     if not stage.active(ctx):
         return []
     deps = [str(p) for p in stage.input_files(ctx)]
-    deps += [str(o.at(ctx)) for name in stage.needs if pipeline[name].active(ctx) for o in pipeline[name].files_of(ctx)
-             if o.handed_on]
+    deps += [str(o.at(ctx)) for name in stage.needed(ctx) if pipeline[name].active(ctx)
+             for o in pipeline[name].files_of(ctx) if o.handed_on]
     return sorted(set(deps))
 
 

@@ -123,6 +123,11 @@ FIELDS: tuple[Field, ...] = (
           "kernel image to boot and pack: auto is the architecture's own (bzImage on x86_64, the uncompressed Image"
           " on arm64); vmlinux boots x86_64's PVH entry directly", ("auto", "bzImage", "Image", "vmlinux"),
           reaches=("embed",)),
+    Field("kernel", "initramfs", "choice", "embedded",
+          "where the program reaches the kernel: embedded (linked in via CONFIG_INITRAMFS_SOURCE: one file to ship)"
+          " or initrd (the edit loop: the kernel is linked once without it, and the program comes as initrd.img"
+          " beside a -kernel boot and as the UKI's .initrd section, so an edit rebuilds no kernel)",
+          ("embedded", "initrd"), reaches=("embed", "uki")),
     # -- the one program
     Field("init", "sources", "path_list", ["init/init.c"],
           "sources of the program that runs as /init: C files, or the main file of a Go module or Cargo package",
@@ -249,6 +254,7 @@ class Kernel:
     build_version: str
     image: str
     arch: str = arch.DEFAULT  # a row of tinyuki/arch.py
+    initramfs: str = "embedded"
 
 
 @dataclass(frozen=True)

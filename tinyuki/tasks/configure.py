@@ -7,10 +7,14 @@ succeeds is a .config in which each requested option holds.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
 from pathlib import Path
 
+from tinyuki.cache import keys
 from tinyuki.config.context import Context
 from tinyuki.config.profile import fragment_path
 from tinyuki.errors import die
@@ -18,6 +22,7 @@ from tinyuki.formats import kconfig
 from tinyuki.records import Tree
 from tinyuki.resources import DATA
 from tinyuki.stage import Output, Stage
+from tinyuki.toolchain import tools
 from tinyuki.toolchain.builders import runtime_fragment
 from tinyuki.toolchain.kbuild import make_cmd, make_env
 from tinyuki.util import fs as fsutil
@@ -76,6 +81,40 @@ def forget_other_arch(ctx: Context, kbuild: Path) -> bool:
     return True
 
 
+# `make tinyconfig`'s result, kept in the build dir with what decided it: it is the same for every fragment
+# change, and running it again (two kconfig runs, each probing the compiler a hundred times) would be most of
+# configure's time after a one-option edit.
+TINYCONFIG_MEMO = ".tinyuki-tinyconfig"
+
+
+def tinyconfig_identity(ctx: Context, tree: Path) -> str:
+    """What `make tinyconfig`'s output depends on: the tree (its directory is named by its content), the target,
+    the tools and environment configure's key covers. The fragments and settings do not reach it."""
+    material = {"tree": str(tree), "arch": ctx.arch.make_vars(),
+                "tools": {t: tools.version(t, ctx.arch.compiler_prefix()) for t in STAGE.tools},
+                "env": keys.relevant_env(os.environ), "recipe": keys.module_hash(__name__)}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def tinyconfig(ctx: Context, tree: Path, env: dict[str, str], log: Path) -> None:
+    """Leave `make tinyconfig`'s .config in the build dir: remembered from an earlier run when nothing it depends
+    on changed, else made (and remembered)."""
+    kbuild = ctx.paths.kbuild
+    memo, ident = kbuild / TINYCONFIG_MEMO, tinyconfig_identity(ctx, tree)
+    try:
+        remembered = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        remembered = None
+    if isinstance(remembered, dict) and remembered.get("identity") == ident and isinstance(remembered.get("config"),
+                                                                                          str):
+        fsutil.atomic_write(kbuild / ".config", remembered["config"])
+        print(f"configure: make tinyconfig's result as this tree and toolchain gave it before ({memo.name})")
+        return
+    run(make_cmd(tree, kbuild, "tinyconfig", jobs=ctx.jobs, make_vars=ctx.arch.make_vars()), env=env, log=log,
+        what="make tinyconfig", hint=f"see {log}; the tree must be clean (no .config in it) for an out-of-tree build")
+    fsutil.atomic_write_json(memo, {"identity": ident, "config": (kbuild / ".config").read_text(encoding="utf-8")})
+
+
 def configure(ctx: Context) -> None:
     tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
@@ -91,8 +130,7 @@ def configure(ctx: Context) -> None:
     dot_config = kbuild / ".config"
     ctx.arch.require_compiler()
     arch_vars = ctx.arch.make_vars()  # ARCH= and CROSS_COMPILE= for another architecture; none for x86_64
-    run(make_cmd(tree, kbuild, "tinyconfig", jobs=ctx.jobs, make_vars=arch_vars), env=env, log=log,
-        what="make tinyconfig", hint=f"see {log}; the tree must be clean (no .config in it) for an out-of-tree build")
+    tinyconfig(ctx, tree, env, log)
     # merge_config.sh makes its temp files in the cwd: run it in the build dir, never in the tree.
     run(["sh", tree / "scripts" / "kconfig" / "merge_config.sh", "-m", "-O", kbuild, dot_config, *fragments],
         cwd=kbuild, env=env, log=log, what="merging the config fragments", hint=MERGE_HINT)

@@ -1,10 +1,17 @@
-"""embed: put the initramfs into the kernel (CONFIG_INITRAMFS_SOURCE) and relink.
+"""embed: link the kernel, with the program's initramfs inside (CONFIG_INITRAMFS_SOURCE), once.
 
-Only usr/ and the final link are redone: seconds, not minutes. kbuild decides
-whether to rebuild its copy of the initramfs by mtime, and the initramfs stage
-may give every build of the cpio the same fixed mtime, so that copy is deleted
-before every relink; the result is then compared with the cpio, so a stale
-program can never ship.
+The kernel stage compiled every object with a .config that already names
+kbuild.KBUILD_CPIO; this stage puts the program's cpio there and runs the one
+link: usr/ and the final link, seconds, not minutes, and no kconfig run. kbuild
+decides whether to rebuild its copy of the initramfs by mtime, and the
+initramfs stage may give every build of the cpio the same fixed mtime, so that
+copy is deleted before every link; the result is then compared with the cpio,
+so a stale program can never ship.
+
+With [kernel] initramfs = "initrd" the link embeds kbuild's default initramfs
+instead (a placeholder with /dev/console): the kernel then does not depend on
+the program at all, which comes as an external initrd (initrd.img beside a
+-kernel boot, the UKI's .initrd section), so editing it never relinks.
 """
 
 from __future__ import annotations
@@ -20,16 +27,17 @@ from tinyuki.formats import kconfig
 from tinyuki.formats.elf import has_pvh_entry
 from tinyuki.records import Tree
 from tinyuki.stage import Output, Stage
-from tinyuki.tasks.initramfs import CPIO
+from tinyuki.tasks.initramfs import CPIO, INITRD
 from tinyuki.toolchain.kbuild import (
+    KBUILD_CPIO,
     embedded_payload,
     make_cmd,
     make_env,
-    remove_initramfs_outputs,
+    placeholder_cpio,
+    put_cpio,
     stream_make,
 )
 from tinyuki.util import fs as fsutil
-from tinyuki.util.runner import run
 
 # The kernel with the initramfs inside: these are what boots. The image is the
 # architecture's own, under its own name: bzImage (x86_64), Image (arm64).
@@ -42,16 +50,18 @@ def image_output(ctx: Context) -> Output:
     return IMAGES[ctx.arch.name]
 
 
-def check_cpio_path(cpio: Path) -> None:
-    """kbuild takes CONFIG_INITRAMFS_SOURCE as a cpio only if it is one word ending in .cpio."""
-    if not cpio.is_file():
-        raise die(f"the initramfs {cpio} does not exist", "run `doit initramfs` first (or the whole pipeline)")
-    if any(c.isspace() for c in str(cpio)) or '"' in str(cpio):
-        raise die(f"kbuild cannot embed {cpio}: its path contains a space or a quote",
-                  "use a build_dir whose path has no spaces (doit build_dir=/path/without/spaces)")
-    if cpio.suffix != ".cpio":
-        raise die(f"kbuild embeds {cpio} as a file list unless its name ends in .cpio",
-                  "keep the initramfs stage's output name (initramfs.cpio)")
+def embeds_program(ctx: Context) -> bool:
+    """Whether the kernel carries the program ([kernel] initramfs = "embedded") or only a placeholder ("initrd")."""
+    return ctx.profile.kernel.initramfs == "embedded"
+
+
+def program_cpio(ctx: Context) -> bytes:
+    cpio = CPIO.at(ctx)
+    try:
+        return cpio.read_bytes()
+    except FileNotFoundError:
+        raise die(f"the initramfs {cpio} does not exist",
+                  "run `doit initramfs` first (or the whole pipeline)") from None
 
 
 def verify_embedded(kbuild: Path, cpio: bytes) -> bool:
@@ -71,38 +81,31 @@ def verify_embedded(kbuild: Path, cpio: bytes) -> bool:
 def relink(ctx: Context) -> None:
     tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
-    cpio = CPIO.at(ctx).absolute()
-    check_cpio_path(cpio)
     dot_config = kbuild / ".config"
-    want = kconfig.quote(str(cpio))
-    current = dot_config.read_text(encoding="utf-8")
-    # After the first relink of a kernel, its .config already names this cpio (its path never changes): then
-    # it is left alone. Rewriting it would only make it newer than kbuild's include/config/auto.conf, so make
-    # would run syncconfig again, and olddefconfig would write the same file: seconds of every program edit.
-    named = kconfig.parse_config(current).get(kconfig.INITRAMFS_SOURCE) == want
-    if not named:
-        fsutil.atomic_write(dot_config, kconfig.set_option(current, kconfig.INITRAMFS_SOURCE, want))
-    remove_initramfs_outputs(kbuild)
+    config = kconfig.parse_config(dot_config.read_text(encoding="utf-8"))
+    named = config.get(kconfig.INITRAMFS_SOURCE)
+    if named != kconfig.quote(KBUILD_CPIO):
+        if config.get("CONFIG_BLK_DEV_INITRD") != "y":
+            raise die(f"the kernel has no initramfs support: CONFIG_BLK_DEV_INITRD is not set in {dot_config}",
+                      "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
+        raise die(f"{dot_config} does not name the initramfs the kernel stage prepared ({kconfig.INITRAMFS_SOURCE} is"
+                  f" {kconfig.describe(named)})", "run `doit kernel embed` again (the build dir was changed by hand?)")
+    embedded = embeds_program(ctx)
+    cpio = program_cpio(ctx) if embedded else placeholder_cpio(ctx.profile.kernel.source_date_epoch)
+    put_cpio(kbuild, cpio)
 
-    # the same CC as the kernel stage: kbuild recompiles everything when a command line changes
+    # the same CC and environment as the kernel stage: kbuild recompiles everything when a command line changes
     ctx.arch.require_compiler()
     compiling = compilecache.for_context(ctx)
-    cc = compiling.kbuild_vars(ctx.arch)
     env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
     log = ctx.paths.logs / "embed.log"
     fsutil.atomic_write(log, "")
-    if not named:
-        run(make_cmd(tree, kbuild, "olddefconfig", jobs=ctx.jobs, make_vars=cc), env=env, log=log,
-            what="make olddefconfig", hint=f"see {log}")
-        got = kconfig.parse_config(dot_config.read_text(encoding="utf-8")).get(kconfig.INITRAMFS_SOURCE)
-        if got != want:
-            raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}: became {kconfig.describe(got)}",
-                      "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
     start = time.monotonic()
-    stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs), make_vars=cc),
-                env=env, log=log,
-                what="relink with the initramfs", hint=f"the whole output is in {log}")
-    verified = verify_embedded(kbuild, cpio.read_bytes())
+    stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs),
+                         make_vars=compiling.kbuild_vars(ctx.arch)),
+                env=env, log=log, what="link" + (" with the initramfs" if embedded else ""),
+                hint=f"the whole output is in {log}")
+    verified = verify_embedded(kbuild, cpio)
     if ctx.profile.kernel.image == "vmlinux" and not has_pvh_entry((kbuild / "vmlinux").read_bytes()):
         raise die(f'{ctx.profile.path.name} boots vmlinux ([kernel] image = "vmlinux"), but {kbuild / "vmlinux"} '
                   "has no PVH entry note, so QEMU cannot start it",
@@ -110,13 +113,16 @@ def relink(ctx: Context) -> None:
     image = image_output(ctx).at(ctx)
     fsutil.atomic_copy(kbuild / "vmlinux", VMLINUX.at(ctx))
     fsutil.atomic_copy(kbuild / ctx.arch.image, image)
-    print(f"embed: relinked in {time.monotonic() - start:.1f}s, {image.name} {image.stat().st_size} B"
+    what = ("" if embedded else f" (the program comes as the initrd {INITRD.path}: [kernel] initramfs = \"initrd\")")
+    print(f"embed: linked in {time.monotonic() - start:.1f}s, {image.name} {image.stat().st_size} B{what}"
           + ("" if verified else " (embedded initramfs compressed in a format not checked here)"))
 
 
-# Not kbuild/.config nor kbuild/vmlinux: this stage rewrites them itself.
-STAGE = Stage("embed", "Embed the initramfs via CONFIG_INITRAMFS_SOURCE and relink the kernel.", relink,
-              needs=("patch", "kernel", "initramfs"), outputs=(VMLINUX, *IMAGES.values()),
+# Not kbuild/.config nor kbuild/vmlinux: this stage rewrites them itself. With [kernel] initramfs = "initrd"
+# the program is not in the kernel, so neither its files nor its key are this stage's.
+STAGE = Stage("embed", "Link the kernel once, the initramfs embedded via CONFIG_INITRAMFS_SOURCE.", relink,
+              needs=("patch", "kernel", "initramfs"), needs_if={"initramfs": embeds_program},
+              outputs=(VMLINUX, *IMAGES.values()),
               tools=("gcc", "binutils", "make"), env=True,
               recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
               cache=True)

@@ -1,27 +1,37 @@
-"""Build the kernel out of tree from the checked config, without an initramfs.
+"""Compile the kernel out of tree from the checked config: every object, archived in vmlinux.a, never linked.
 
-This is the long build (minutes). The program's initramfs is linked in later
-by the embed stage, so changing the program costs a relink, never this. The
-task depends only on the checked config and the tree, not on anything inside
-kbuild/, which embed rewrites; and when nothing changed, make is not even run.
+This is the long build (minutes). Linking is the embed stage's alone: it puts
+the program's cpio where CONFIG_INITRAMFS_SOURCE points and links once, so a
+changed option costs one link, and a changed program a relink, never this.
+The .config here already names that cpio (kbuild.KBUILD_CPIO, relative to the
+build dir, a placeholder for now), so embed's make finds nothing to
+reconfigure. The task depends only on the checked config and the tree, not on
+anything inside kbuild/, which embed rewrites; and when nothing changed, make
+is not even run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 from tinyuki.cache import compile as compilecache
 from tinyuki.config.context import KBUILD_DIR, Context
+from tinyuki.errors import die
 from tinyuki.formats import kconfig
 from tinyuki.records import KernelStamp, Tree
 from tinyuki.stage import Check, Output, Stage, register
 from tinyuki.tasks.configure import CONFIG, forget_other_arch
-from tinyuki.toolchain.kbuild import make_cmd, make_env, remove_initramfs_outputs, stream_make
+from tinyuki.toolchain.kbuild import KBUILD_CPIO, make_cmd, make_env, placeholder_cpio, put_cpio, stream_make
 from tinyuki.util import fs as fsutil
+from tinyuki.util.runner import run
 
 # The build tree goes with the stamp into the artifact cache: embed relinks in it.
 STAMP = Output(KernelStamp.FILE)
 KBUILD = Output(KBUILD_DIR, tree=True)
+# Every object of the kernel, as kbuild archives them before linking (a thin archive: names only).
+OBJECTS = "vmlinux.a"
 
 
 def build(ctx: Context) -> None:
@@ -29,10 +39,12 @@ def build(ctx: Context) -> None:
     kbuild = ctx.paths.kbuild
     forget_other_arch(ctx, kbuild)  # configure may have come from the cache, without looking at kbuild/
     kbuild.mkdir(parents=True, exist_ok=True)
-    # embed may have left CONFIG_INITRAMFS_SOURCE pointing at a cpio: this build has none.
-    text = kconfig.set_option(CONFIG.at(ctx).read_text(encoding="utf-8"), kconfig.INITRAMFS_SOURCE, '""')
-    fsutil.atomic_write(kbuild / ".config", text)
-    remove_initramfs_outputs(kbuild)
+    # The checked config with the cpio embed links in: kbuild's syncconfig (stdin is never a terminal) gives the
+    # options that appear with it (CONFIG_INITRAMFS_ROOT_UID, the compression) their defaults, as olddefconfig.
+    checked = CONFIG.at(ctx).read_text(encoding="utf-8")
+    fsutil.atomic_write(kbuild / ".config", kconfig.set_option(checked, kconfig.INITRAMFS_SOURCE,
+                                                               kconfig.quote(KBUILD_CPIO)))
+    put_cpio(kbuild, placeholder_cpio(ctx.profile.kernel.source_date_epoch))
 
     log = ctx.paths.logs / "kernel.log"
     fsutil.atomic_write(log, "")
@@ -43,7 +55,7 @@ def build(ctx: Context) -> None:
     before = compilecache.read_counters(compiling)
     start = time.monotonic()
     stream_make(
-        make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs),
+        make_cmd(tree, kbuild, OBJECTS, jobs=compiling.jobs(ctx.jobs),
                  make_vars=compiling.kbuild_vars(ctx.arch)),
         env=compiling.environ(make_env(ctx.profile.kernel, tree, kbuild)), log=log, what="kernel build",
         hint=f"fix the error shown (a patch in [kernel] patches, or a fragment); the whole output is in {log}",
@@ -52,18 +64,45 @@ def build(ctx: Context) -> None:
     line = compilecache.report(compiling, before, ctx.paths.logs / compilecache.REPORT, elapsed)
     if line:
         print(f"ccache: {line}")
-    vmlinux, image = kbuild / "vmlinux", kbuild / ctx.arch.image
+    check_synced(checked, (kbuild / ".config").read_text(encoding="utf-8"), kbuild)
     release = kbuild / "include" / "config" / "kernel.release"
+    members = archive_members(kbuild, log)
     KernelStamp(
         tree=str(tree),
         config_sha256=fsutil.sha256_file(kbuild / ".config"),
-        vmlinux_sha256=fsutil.sha256_file(vmlinux),
-        image_sha256=fsutil.sha256_file(image),
+        objects_sha256=objects_digest(kbuild, members),
         release=release.read_text(encoding="utf-8").strip() if release.is_file() else None,
         settings=ctx.profile.stage_settings("kernel"),
     ).save(ctx.paths.build)
-    print(f"kernel: built in {elapsed:.0f}s: vmlinux {vmlinux.stat().st_size} B, "
-          f"{ctx.arch.image_name} {image.stat().st_size} B (without initramfs); log {log}")
+    print(f"kernel: compiled in {elapsed:.0f}s: {len(members)} objects in {OBJECTS} (embed links them); log {log}")
+
+
+def check_synced(checked: str, synced: str, kbuild: Path) -> None:
+    """kbuild's syncconfig may only have added the initramfs's own options: any other change would mean the
+    kernel is not built from the configuration configure proved."""
+    want, got = kconfig.parse_config(checked), kconfig.parse_config(synced)
+    changed = sorted(s for s in want.keys() | got.keys()
+                     if not s.startswith("CONFIG_INITRAMFS_") and want.get(s) != got.get(s))
+    if changed:
+        shown = ", ".join(f"{s}: {kconfig.describe(want.get(s))} -> {kconfig.describe(got.get(s))}"
+                          for s in changed[:5])
+        raise die(f"kbuild changed the checked configuration while building in {kbuild}: {shown}",
+                  "run `doit configure kernel` again; if it persists, remove the build dir's kbuild/")
+
+
+def archive_members(kbuild: Path, log: Path) -> list[str]:
+    """The objects vmlinux.a holds, in link order (a thin archive: their names, relative to the build dir)."""
+    out = run(["ar", "t", OBJECTS], cwd=kbuild, quiet=True, merge_stderr=False, what=f"listing {OBJECTS}",
+              hint=f"install binutils; the build's output is in {log}")
+    return [line for line in out.stdout.decode().splitlines() if line]
+
+
+def objects_digest(kbuild: Path, members: list[str]) -> str:
+    """One sha256 over every object the link will take, in order: what `doit repro` compares of this stage."""
+    h = hashlib.sha256()
+    for name in members:
+        h.update(f"{name}\0{fsutil.sha256_file(kbuild / name)}\n".encode())
+    return h.hexdigest()
 
 
 @register
@@ -73,15 +112,16 @@ class KbuildPresent(Check):
     name = "kbuild-present"
 
     def __call__(self, ctx: Context) -> bool:
-        return all((ctx.paths.kbuild / p).is_file() for p in (".config", "vmlinux", ctx.arch.image))
+        return all((ctx.paths.kbuild / p).is_file() for p in (".config", OBJECTS))
 
     def describe(self) -> str:
-        return f"{self.name}: {KBUILD_DIR}/.config, vmlinux and the architecture's image"
+        return f"{self.name}: {KBUILD_DIR}/.config and {OBJECTS}"
 
 
 # Not anything inside kbuild/ but its .config: embed rewrites the rest.
 # a removed or half-deleted build dir must be rebuilt even though the inputs did not change
-STAGE = Stage("kernel", "Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/.", build,
+STAGE = Stage("kernel", "Compile the kernel (-Os, out of tree, reproducible settings); embed links it. logs/kernel.log",
+              build,
               needs=("patch", "configure"), outputs=(STAMP, KBUILD),
               tools=("gcc", "binutils", "make"), env=True,
               recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),

@@ -1,4 +1,5 @@
-"""uki: emit the UKI, systemd's EFI stub carrying the kernel, its command line and os-release.
+"""uki: emit the UKI, systemd's EFI stub carrying the kernel, its command line and os-release (and, for
+[kernel] initramfs = "initrd", the program as the .initrd section).
 
 The sections are added with pefile (tinyuki/formats/pe.py) rather than objcopy, so the
 image carries the build's epoch instead of the current time and is the same
@@ -16,7 +17,8 @@ from tinyuki.errors import die
 from tinyuki.formats import pe
 from tinyuki.secureboot import expected_pcr11
 from tinyuki.stage import Output, Stage
-from tinyuki.tasks.embed import image_output
+from tinyuki.tasks.embed import embeds_program, image_output
+from tinyuki.tasks.initramfs import INITRD
 from tinyuki.util import fs as fsutil
 
 UKI = Output("tinyuki.efi", manifest="uki")
@@ -95,7 +97,8 @@ def check_machines(ctx: Context, stub_path: Path, stub: bytes, kernel: bytes) ->
 
 
 def build(ctx: Context) -> None:
-    write_uki(ctx)
+    # [kernel] initramfs = "initrd": the program is the UKI's .initrd, which the stub hands to the kernel
+    write_uki(ctx, initrd=None if embeds_program(ctx) else INITRD.at(ctx))
 
 
 def report(ctx: Context) -> dict[str, Any]:
@@ -104,6 +107,7 @@ def report(ctx: Context) -> dict[str, Any]:
 
 
 STAGE = Stage("uki", "Assemble the UKI: systemd EFI stub + kernel + cmdline + os-release + uname.", build,
-              needs=("embed",), outputs=(UKI,),
+              needs=("embed", "initramfs"), needs_if={"initramfs": lambda ctx: not embeds_program(ctx)},
+              outputs=(UKI,),
               tools=("pefile",), recipe=("tinyuki.formats.pe",),
               refresh=require_stub, cache=True, report=report)

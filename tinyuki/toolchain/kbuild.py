@@ -14,6 +14,7 @@ import lzma
 import os
 import re
 import shlex
+import subprocess
 import sys
 import time
 from collections import deque
@@ -24,7 +25,9 @@ from typing import IO
 
 from tinyuki.config.profile import Kernel
 from tinyuki.errors import die
+from tinyuki.formats import cpio
 from tinyuki.util import fmt, runner
+from tinyuki.util import fs as fsutil
 
 # Fixed paths the tree and the build dir are known by inside the binaries.
 SOURCE_PREFIX = "/usr/src/linux"
@@ -202,7 +205,9 @@ def stream_make(
         if progress.feed(text):
             reporter.update()
 
-    result = runner.stream(cmd, env=env, log=log, on_line=line, what=what,
+    # stdin is never the terminal: kbuild's syncconfig then gives an option the .config does not mention yet
+    # its default, as olddefconfig does, where on a terminal it would stop and ask.
+    result = runner.stream(cmd, env=env, log=log, on_line=line, what=what, stdin=subprocess.DEVNULL,
                            missing_hint="run scripts/setup.sh to install the build tools (build-essential flex bison "
                                         "bc ...)")
     reporter.finish()
@@ -219,6 +224,28 @@ def stream_make(
 # Everything kbuild keeps of the embedded initramfs. kbuild rebuilds these by
 # mtime, so a new cpio carrying an old, fixed mtime would be silently ignored.
 INITRAMFS_OUTPUTS = ("initramfs_data.cpio*", "initramfs_inc_data", "initramfs_data.o")
+
+
+# The cpio kbuild embeds, by its name inside the build dir: CONFIG_INITRAMFS_SOURCE names it relative to
+# the build dir (kbuild resolves it there). So the kernel stage and embed build with one .config, the same
+# in every build dir: the kernel stage puts a placeholder there and compiles, embed puts the program's cpio
+# there and links. Changing the program never changes the .config, so no make has to run kconfig again.
+KBUILD_CPIO = "initramfs.cpio"
+
+
+def placeholder_cpio(mtime: int) -> bytes:
+    """What the kernel stage compiles with, and what a kernel for an external initrd embeds: kbuild's own
+    default initramfs (usr/default_cpio_list: /dev, /dev/console, /root), packed with the build's epoch."""
+    return cpio.pack([cpio.directory("/dev"), cpio.char_device("/dev/console", 5, 1),
+                      cpio.directory("/root", 0o700)], mtime)
+
+
+def put_cpio(kbuild: Path, data: bytes) -> Path:
+    """Make `data` the cpio the next link embeds: written anew (a fresh mtime), kbuild's old copy removed."""
+    target = kbuild / KBUILD_CPIO
+    fsutil.atomic_write(target, data)
+    remove_initramfs_outputs(kbuild)
+    return target
 
 
 def remove_initramfs_outputs(kbuild: Path) -> list[Path]:

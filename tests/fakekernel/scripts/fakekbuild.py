@@ -1,4 +1,4 @@
-"""The fake kernel's kbuild: tinyconfig, olddefconfig, bzImage and vmlinux in milliseconds.
+"""The fake kernel's kbuild: tinyconfig, olddefconfig, vmlinux.a, bzImage and vmlinux in milliseconds.
 
 Usage (from the Makefile): python3 fakekbuild.py TREE O TARGET
 Everything is written under O; TREE is only read. See ../README.
@@ -152,7 +152,7 @@ def compile_c(src, obj):
         sys.exit(2)
 
 
-def build():
+def build(link=True):
     values = olddefconfig()  # kbuild's syncconfig
     release = OUT / "include" / "config" / "kernel.release"
     write(release, "6.1.0-fake\n")
@@ -182,10 +182,11 @@ def build():
             compile_c(src, OUT / rel.with_suffix(".o"))
         write(stamp, key)
 
-    # usr/: the initramfs, rebuilt by make's mtime rule, exactly where kbuild is fooled
+    # usr/: the initramfs, rebuilt by make's mtime rule, exactly where kbuild is fooled; a relative
+    # CONFIG_INITRAMFS_SOURCE is found from the build dir, where kbuild runs
     source = values.get("CONFIG_INITRAMFS_SOURCE", '""').strip('"') or str(TREE / "usr" / "default_cpio_list")
     inc, cmd = OUT / "usr" / "initramfs_inc_data", OUT / "usr" / ".initramfs_inc_data.cmd"
-    src = Path(source)
+    src = OUT / source
     stale = (not inc.is_file() or not cmd.is_file() or cmd.read_text() != source
              or src.stat().st_mtime > inc.stat().st_mtime)
     if stale:
@@ -193,6 +194,12 @@ def build():
         write(inc, src.read_bytes())
         write(cmd, source)
         log("initramfs")
+    # vmlinux.a: every object in link order, a thin archive (their names only) made as kbuild makes it
+    (OUT / "vmlinux.a").unlink(missing_ok=True)
+    subprocess.run(["ar", "cDPrST", "vmlinux.a", *(str(s.relative_to(TREE).with_suffix(".o")) for s in sources)],
+                   cwd=OUT, check=True)
+    if not link:
+        return
 
     banner = (f"Linux version 6.1.0-fake ({os.environ.get('KBUILD_BUILD_USER', 'root')}@"
               f"{os.environ.get('KBUILD_BUILD_HOST', 'localhost')}) #{os.environ.get('KBUILD_BUILD_VERSION', '1')} "
@@ -227,6 +234,8 @@ def main():
         tinyconfig()
     elif TARGET == "olddefconfig":
         olddefconfig()
+    elif TARGET == "vmlinux.a":
+        build(link=False)
     elif TARGET in ("bzImage", "Image", "vmlinux"):
         arm64 = os.environ.get("ARCH") == "arm64"
         if TARGET == ("bzImage" if arm64 else "Image"):  # each arch/*/Makefile has its own image targets
