@@ -90,14 +90,16 @@ def _pairs(locations: Mapping[str, Path | str]) -> tuple[tuple[bytes, bytes], ..
     return tuple(sorted(pairs.items(), key=lambda x: -len(x[0])))
 
 
-def relocate_out(data: bytes, locations: Mapping[str, Path | str]) -> bytes | None:
+def relocate_out(data: bytes, locations: Mapping[str, Path | str],
+                 pairs: tuple[tuple[bytes, bytes], ...] | None = None) -> bytes | None:
     """`data` with the given locations replaced by placeholders; None if unchanged or binary.
 
-    Binary files are never rewritten: a path of another length would corrupt them.
+    Binary files are never rewritten: a path of another length would corrupt them. `pairs` is
+    `_pairs(locations)` when the caller relocates many files (a tree): resolving the paths is not free.
     """
     if b"\0" in data:
         return None
-    pairs = _pairs(locations)
+    pairs = _pairs(locations) if pairs is None else pairs
     if not pairs or not any(p in data for p, _ in pairs):
         return None
     pattern, names = _pattern(pairs)
@@ -216,6 +218,7 @@ class Store:
         """One compressed tar of `tree`, text files relocated; mtimes kept (make decides by them)."""
         relocated = 0
         files = 0
+        pairs = _pairs(locations)
         with self._new_blob() as (w, res), \
                 tarfile.open(fileobj=w, mode="w:gz", compresslevel=TREE_COMPRESSLEVEL,  # type: ignore[call-overload]
                              format=tarfile.PAX_FORMAT) as tar:
@@ -227,13 +230,13 @@ class Store:
                 if info.islnk():  # a second name of one inode: stored as a file of its own
                     info.type, info.linkname = tarfile.REGTYPE, ""
                 if info.issym():
-                    new = relocate_out(info.linkname.encode(), locations)
+                    new = relocate_out(info.linkname.encode(), locations, pairs)
                     if new is not None:
                         info.linkname = new.decode()
                     tar.addfile(info)
                 elif info.isfile():
                     data = path.read_bytes()
-                    new = relocate_out(data, locations)
+                    new = relocate_out(data, locations, pairs)
                     if new is not None:
                         data = new
                         relocated += 1

@@ -31,9 +31,9 @@ STAGES = (
     extract.STAGE,
     patch.STAGE,
     configure.STAGE,
-    kernel.STAGE,
     init.STAGE,
     initramfs.STAGE,
+    kernel.STAGE,  # after the initramfs: its one link can carry the program (tinyuki/tasks/kernel.py)
     embed.STAGE,
     uki.STAGE,
     sign.STAGE,

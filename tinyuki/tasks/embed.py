@@ -1,16 +1,18 @@
-"""embed: link the kernel, with the program's initramfs inside (CONFIG_INITRAMFS_SOURCE), once.
+"""embed: the kernel with the program's initramfs inside (CONFIG_INITRAMFS_SOURCE), linked once.
 
-The kernel stage compiled every object with a .config that already names
-kbuild.KBUILD_CPIO; this stage puts the program's cpio there and runs the one
-link: usr/ and the final link, seconds, not minutes, and no kconfig run. kbuild
-decides whether to rebuild its copy of the initramfs by mtime, and the
-initramfs stage may give every build of the cpio the same fixed mtime, so that
-copy is deleted before every link; the result is then compared with the cpio,
-so a stale program can never ship.
+The kernel stage's .config already names kbuild.KBUILD_CPIO, so no kconfig run
+is ever needed here: this stage puts the program's cpio there and relinks
+(usr/ and the final link: seconds, not minutes). When the kernel stage has
+just built the kernel, it linked it with this very cpio: then nothing is
+linked again, the link is checked and copied. kbuild decides whether to
+rebuild its copy of the initramfs by mtime, and the initramfs stage may give
+every build of the cpio the same fixed mtime, so that copy is deleted before
+every relink; the result is then compared with the cpio, so a stale program
+can never ship.
 
-With [kernel] initramfs = "initrd" the link embeds kbuild's default initramfs
-instead (a placeholder with /dev/console): the kernel then does not depend on
-the program at all, which comes as an external initrd (initrd.img beside a
+With [kernel] initramfs = "initrd" the kernel embeds kbuild's default
+initramfs instead (a placeholder with /dev/console): it then does not depend
+on the program at all, which comes as an external initrd (initrd.img beside a
 -kernel boot, the UKI's .initrd section), so editing it never relinks.
 """
 
@@ -64,6 +66,18 @@ def program_cpio(ctx: Context) -> bytes:
                   "run `doit initramfs` first (or the whole pipeline)") from None
 
 
+def already_linked(kbuild: Path, image: str, cpio: bytes) -> bool:
+    """Whether kbuild's vmlinux and image were linked after its copy of the initramfs was made, and that copy is
+    `cpio` (read back through its compression: one that cannot be read here is always relinked)."""
+    inc, vmlinux, img = kbuild / "usr" / "initramfs_inc_data", kbuild / "vmlinux", kbuild / image
+    try:
+        made, linked, packed = inc.stat().st_mtime_ns, vmlinux.stat().st_mtime_ns, img.stat().st_mtime_ns
+        data = inc.read_bytes()
+    except FileNotFoundError:
+        return False
+    return made <= linked <= packed and embedded_payload(data) == cpio
+
+
 def verify_embedded(kbuild: Path, cpio: bytes) -> bool:
     """True if kbuild's compressed copy is this cpio; False if its compression cannot be read here."""
     inc = kbuild / "usr" / "initramfs_inc_data"
@@ -92,19 +106,20 @@ def relink(ctx: Context) -> None:
                   f" {kconfig.describe(named)})", "run `doit kernel embed` again (the build dir was changed by hand?)")
     embedded = embeds_program(ctx)
     cpio = program_cpio(ctx) if embedded else placeholder_cpio(ctx.profile.kernel.source_date_epoch)
-    put_cpio(kbuild, cpio)
-
-    # the same CC and environment as the kernel stage: kbuild recompiles everything when a command line changes
-    ctx.arch.require_compiler()
-    compiling = compilecache.for_context(ctx)
-    env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
-    log = ctx.paths.logs / "embed.log"
-    fsutil.atomic_write(log, "")
     start = time.monotonic()
-    stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs),
-                         make_vars=compiling.kbuild_vars(ctx.arch)),
-                env=env, log=log, what="link" + (" with the initramfs" if embedded else ""),
-                hint=f"the whole output is in {log}")
+    linked = already_linked(kbuild, ctx.arch.image, cpio)
+    if not linked:
+        put_cpio(kbuild, cpio)
+        # the same CC and environment as the kernel stage: kbuild recompiles everything when a command line changes
+        ctx.arch.require_compiler()
+        compiling = compilecache.for_context(ctx)
+        env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
+        log = ctx.paths.logs / "embed.log"
+        fsutil.atomic_write(log, "")
+        stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs),
+                             make_vars=compiling.kbuild_vars(ctx.arch)),
+                    env=env, log=log, what="relink" + (" with the initramfs" if embedded else ""),
+                    hint=f"the whole output is in {log}")
     verified = verify_embedded(kbuild, cpio)
     if ctx.profile.kernel.image == "vmlinux" and not has_pvh_entry((kbuild / "vmlinux").read_bytes()):
         raise die(f'{ctx.profile.path.name} boots vmlinux ([kernel] image = "vmlinux"), but {kbuild / "vmlinux"} '
@@ -113,14 +128,16 @@ def relink(ctx: Context) -> None:
     image = image_output(ctx).at(ctx)
     fsutil.atomic_copy(kbuild / "vmlinux", VMLINUX.at(ctx))
     fsutil.atomic_copy(kbuild / ctx.arch.image, image)
+    how = "the kernel stage's link carries this cpio" if linked else f"relinked in {time.monotonic() - start:.1f}s"
     what = ("" if embedded else f" (the program comes as the initrd {INITRD.path}: [kernel] initramfs = \"initrd\")")
-    print(f"embed: linked in {time.monotonic() - start:.1f}s, {image.name} {image.stat().st_size} B{what}"
+    print(f"embed: {how}, {image.name} {image.stat().st_size} B{what}"
           + ("" if verified else " (embedded initramfs compressed in a format not checked here)"))
 
 
 # Not kbuild/.config nor kbuild/vmlinux: this stage rewrites them itself. With [kernel] initramfs = "initrd"
 # the program is not in the kernel, so neither its files nor its key are this stage's.
-STAGE = Stage("embed", "Link the kernel once, the initramfs embedded via CONFIG_INITRAMFS_SOURCE.", relink,
+STAGE = Stage("embed", "Embed the initramfs via CONFIG_INITRAMFS_SOURCE (relinking unless the kernel's link has it).",
+              relink,
               needs=("patch", "kernel", "initramfs"), needs_if={"initramfs": embeds_program},
               outputs=(VMLINUX, *IMAGES.values()),
               tools=("gcc", "binutils", "make"), env=True,

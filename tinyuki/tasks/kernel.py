@@ -1,13 +1,17 @@
-"""Compile the kernel out of tree from the checked config: every object, archived in vmlinux.a, never linked.
+"""Build the kernel out of tree from the checked config: every object, and one link.
 
-This is the long build (minutes). Linking is the embed stage's alone: it puts
-the program's cpio where CONFIG_INITRAMFS_SOURCE points and links once, so a
-changed option costs one link, and a changed program a relink, never this.
-The .config here already names that cpio (kbuild.KBUILD_CPIO, relative to the
-build dir, a placeholder for now), so embed's make finds nothing to
-reconfigure. The task depends only on the checked config and the tree, not on
-anything inside kbuild/, which embed rewrites; and when nothing changed, make
-is not even run.
+This is the long build (minutes). Its key is the checked config and the tree,
+never the program: changing the program costs embed's relink, never this.
+Still, a build links once, not twice: the .config names the cpio by a name
+inside the build dir (kbuild.KBUILD_CPIO), and this stage puts there the cpio
+embed will want (the program's, when the initramfs stage already built it; a
+placeholder otherwise), so that embed finds the link done and only checks and
+copies it. Which cpio that link carries is speed, not a product of this stage:
+its record holds nothing of it, and embed relinks whenever the link carries
+another (a kernel restored from the cache for another program).
+The task depends only on the checked config and the tree, not on anything
+inside kbuild/, which embed rewrites; and when nothing changed, make is not
+even run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from tinyuki.formats import kconfig
 from tinyuki.records import KernelStamp, Tree
 from tinyuki.stage import Check, Output, Stage, register
 from tinyuki.tasks.configure import CONFIG, forget_other_arch
+from tinyuki.tasks.embed import embeds_program
+from tinyuki.tasks.initramfs import CPIO
 from tinyuki.toolchain.kbuild import KBUILD_CPIO, make_cmd, make_env, placeholder_cpio, put_cpio, stream_make
 from tinyuki.util import fs as fsutil
 from tinyuki.util.runner import run
@@ -30,7 +36,7 @@ from tinyuki.util.runner import run
 # The build tree goes with the stamp into the artifact cache: embed relinks in it.
 STAMP = Output(KernelStamp.FILE)
 KBUILD = Output(KBUILD_DIR, tree=True)
-# Every object of the kernel, as kbuild archives them before linking (a thin archive: names only).
+# Every object of the kernel, as kbuild archives them for the link (a thin archive: their names only).
 OBJECTS = "vmlinux.a"
 
 
@@ -44,7 +50,7 @@ def build(ctx: Context) -> None:
     checked = CONFIG.at(ctx).read_text(encoding="utf-8")
     fsutil.atomic_write(kbuild / ".config", kconfig.set_option(checked, kconfig.INITRAMFS_SOURCE,
                                                                kconfig.quote(KBUILD_CPIO)))
-    put_cpio(kbuild, placeholder_cpio(ctx.profile.kernel.source_date_epoch))
+    put_cpio(kbuild, cpio_for_link(ctx))
 
     log = ctx.paths.logs / "kernel.log"
     fsutil.atomic_write(log, "")
@@ -55,7 +61,7 @@ def build(ctx: Context) -> None:
     before = compilecache.read_counters(compiling)
     start = time.monotonic()
     stream_make(
-        make_cmd(tree, kbuild, OBJECTS, jobs=compiling.jobs(ctx.jobs),
+        make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs),
                  make_vars=compiling.kbuild_vars(ctx.arch)),
         env=compiling.environ(make_env(ctx.profile.kernel, tree, kbuild)), log=log, what="kernel build",
         hint=f"fix the error shown (a patch in [kernel] patches, or a fragment); the whole output is in {log}",
@@ -74,7 +80,18 @@ def build(ctx: Context) -> None:
         release=release.read_text(encoding="utf-8").strip() if release.is_file() else None,
         settings=ctx.profile.stage_settings("kernel"),
     ).save(ctx.paths.build)
-    print(f"kernel: compiled in {elapsed:.0f}s: {len(members)} objects in {OBJECTS} (embed links them); log {log}")
+    image = kbuild / ctx.arch.image
+    print(f"kernel: built in {elapsed:.0f}s: {len(members)} objects, {ctx.arch.image_name} {image.stat().st_size} B;"
+          f" log {log}")
+
+
+def cpio_for_link(ctx: Context) -> bytes:
+    """The cpio embed will link in, as far as it is known now: the program's, once the initramfs stage built it
+    (a kernel built for a program edit's relink is then already linked), else kbuild's default."""
+    cpio = CPIO.at(ctx)
+    if embeds_program(ctx) and cpio.is_file():
+        return cpio.read_bytes()
+    return placeholder_cpio(ctx.profile.kernel.source_date_epoch)
 
 
 def check_synced(checked: str, synced: str, kbuild: Path) -> None:
@@ -98,9 +115,12 @@ def archive_members(kbuild: Path, log: Path) -> list[str]:
 
 
 def objects_digest(kbuild: Path, members: list[str]) -> str:
-    """One sha256 over every object the link will take, in order: what `doit repro` compares of this stage."""
+    """One sha256 over every object the link takes, in order, but the embedded initramfs's (usr/, the program's):
+    what `doit repro` compares of this stage."""
     h = hashlib.sha256()
     for name in members:
+        if name.startswith("usr/"):
+            continue
         h.update(f"{name}\0{fsutil.sha256_file(kbuild / name)}\n".encode())
     return h.hexdigest()
 
@@ -112,16 +132,15 @@ class KbuildPresent(Check):
     name = "kbuild-present"
 
     def __call__(self, ctx: Context) -> bool:
-        return all((ctx.paths.kbuild / p).is_file() for p in (".config", OBJECTS))
+        return all((ctx.paths.kbuild / p).is_file() for p in (".config", OBJECTS, "vmlinux", ctx.arch.image))
 
     def describe(self) -> str:
-        return f"{self.name}: {KBUILD_DIR}/.config and {OBJECTS}"
+        return f"{self.name}: {KBUILD_DIR}/.config, {OBJECTS}, vmlinux and the architecture's image"
 
 
 # Not anything inside kbuild/ but its .config: embed rewrites the rest.
 # a removed or half-deleted build dir must be rebuilt even though the inputs did not change
-STAGE = Stage("kernel", "Compile the kernel (-Os, out of tree, reproducible settings); embed links it. logs/kernel.log",
-              build,
+STAGE = Stage("kernel", "Build the kernel (-Os, out of tree, reproducible settings); output logged under logs/.", build,
               needs=("patch", "configure"), outputs=(STAMP, KBUILD),
               tools=("gcc", "binutils", "make"), env=True,
               recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig"),
