@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 import tomllib
@@ -220,6 +221,75 @@ def rebuild(ctx: Context, runs: int, log: Path) -> list[dict[str, Any]]:
             _timed(_doit(ctx, *real), cwd=ctx.root, log=log)
     what = RELINK.format(image=ctx.arch.image_target)
     return [_case(REBUILD, new, theirs, what), _case(REBUILD_HIT, hit, theirs, what)]
+
+
+# ---------------------------------------------------------------- the edit loop
+
+LOOP = "edit → the program's changed line on the console, [kernel] initramfs = \"initrd\" (no relink)"
+LOOP_BASELINE = "the same with the program embedded (the default: relink, then boot)"
+KERNEL_TABLE_RE = re.compile(r"^\[kernel\][ \t]*$", re.M)
+
+
+def with_initrd(raw: str) -> str:
+    """The profile's TOML with [kernel] initramfs = "initrd" (the edit loop's mode)."""
+    if tomllib.loads(raw).get("kernel", {}).get("initramfs") is not None:
+        raise die("the build benchmark sets [kernel] initramfs itself", "remove it from the profile")
+    out, n = KERNEL_TABLE_RE.subn('[kernel]\ninitramfs = "initrd"', raw, count=1)
+    if n != 1 or tomllib.loads(out)["kernel"].get("initramfs") != "initrd":
+        raise die("the build benchmark could not set [kernel] initramfs in the profile",
+                  "write [kernel] as a table of its own")
+    return out
+
+
+def until_seen(cmd: Sequence[str], needle: str, *, cwd: Path, log: Path) -> float:
+    """Seconds from starting `cmd` to the first output line holding `needle`; the command must then succeed."""
+    start = time.monotonic()
+    seen: float | None = None
+    with open(log, "ab") as out:
+        out.write(f"$ {' '.join(cmd)}\n".encode())
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if seen is None and needle.encode() in line:
+                seen = time.monotonic() - start
+            out.write(line)
+        code = proc.wait()
+    if code != 0 or seen is None:
+        raise die(f"`{' '.join(cmd)}` " + (f"exited with {code}" if code else f"never printed {needle!r}"),
+                  f"see {log}")
+    return seen
+
+
+def edit_loop(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
+    """Edit → the program's changed line, through `doit boot` alone (it rebuilds what the edit changed), with the
+    program as an external initrd against the same edit embedded, each in a build dir of its own.
+
+    Each round: a new nonce in the program, then `doit boot` for the embedded build (init, initramfs, the
+    relink, the boot) and for the initrd build (init, initramfs, the boot), timed until the line carrying the
+    nonce is on the console.
+    """
+    loop_dir = ctx.paths.build.parent / f"{ctx.paths.build.name}-loop"
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory(prefix="tinyuki-bench-loop-") as tmp:
+        tag = nonce()
+        embedded = changed_profile(ctx, Path(tmp), lambda text: one_line_change(text, tag))
+        (Path(tmp) / "loop").mkdir()
+        loop = Path(tmp) / "loop" / embedded.name  # the same file name: the same profile name
+        loop.write_text(with_initrd(embedded.read_text(encoding="utf-8")), encoding="utf-8")
+        both = ((embedded, ctx.paths.build, theirs), (loop, loop_dir, ours))
+        try:
+            for prof, bdir, _ in both:  # built and booted once: the rounds measure edits only
+                until_seen(_doit(ctx, f"profile={prof}", f"build_dir={bdir}", "boot"), tag, cwd=ctx.root, log=log)
+            for _ in range(runs):
+                tag = nonce()
+                changed_program(ctx, Path(tmp), lambda text, t=tag: one_line_change(text, t))
+                for prof, bdir, into in both:
+                    into.append(until_seen(_doit(ctx, f"profile={prof}", f"build_dir={bdir}", "boot"), tag,
+                                           cwd=ctx.root, log=log))
+        finally:
+            _timed(_doit(ctx, f"profile={ctx.profile.path}", f"build_dir={ctx.paths.build}"), cwd=ctx.root, log=log)
+    return _case(LOOP, ours, theirs, LOOP_BASELINE)
 
 
 # ---------------------------------------------------------------- a changed config option (goal 5)
@@ -492,7 +562,7 @@ def measure(ctx: Context, *, runs: int, cold_build: bool, results_dir: Path,
     log.write_text("", encoding="utf-8")
     others = [c for c in noop_contexts if c.profile.name != ctx.profile.name]
     cases = [noop(ctx, max(runs, 3), log), *noops(others, ctx.profile.name, max(runs, 3), log, noop_targets),
-             *rebuild(ctx, runs, log)]
+             *rebuild(ctx, runs, log), edit_loop(ctx, runs, log)]
     slow = slow_runs or runs
     if config_changes:
         cases += config_rows(ctx, slow, log)

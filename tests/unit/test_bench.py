@@ -457,10 +457,10 @@ def test_build_goals_follow_the_rows_bench_build_writes() -> None:
     rows.append({"name": "cold build of the kernel (configure + build)", "tinyuki": summary(900.0), "ratio": 1.02})
     got = {g["goal"]: g for g in goals({"build": {"cases": rows}})}
     assert got["debian: cold build vs the same make commands by hand"]["met"]
-    config = [g for name, g in got.items() if "config option changed" in name]
-    assert len(config) == len(changes)  # one goal per option, named by its row
+    config = [g for name, g in got.items() if "option" in name and "changed" in name]
+    assert len(config) == len(changes)  # one goal per option
     if len(changes) > 1:
-        assert config[0]["met"] and not config[1]["met"] and changes[1] in config[1]["goal"]
+        assert config[0]["met"] and not config[1]["met"]  # local ≤ 1.3×, the spread option ≤ 1.2×
     assert goals({"build": {"cases": []}}) == []  # no rows: no build goals
 
 

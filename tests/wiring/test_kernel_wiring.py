@@ -129,7 +129,8 @@ def test_full_pipeline_then_nothing_to_do(b: Build) -> None:
     assert b.doit() == 0
     steps = b.steps_since(0)
     assert steps["make tinyconfig"] == 1 and steps["merge_config 6"] == 1
-    assert steps["compile"] == 3 and steps["initramfs"] == 2  # the kernel's default one, then the program
+    # one link: the kernel stage's, with the program's cpio already there; embed checks it and copies
+    assert steps["compile"] == 3 and steps["initramfs"] == 1 and steps["link"] == 1, steps
     bzimage = (b.build / "bzImage").read_bytes()
     assert bzimage.startswith(b"FAKEBZIMAGE") and cpio in bzimage
     assert (b.build / "vmlinux").read_bytes() == (b.kbuild / "vmlinux").read_bytes()
@@ -139,7 +140,7 @@ def test_full_pipeline_then_nothing_to_do(b: Build) -> None:
     assert {"symbol": "CONFIG_ATA_PIIX", "value": "y", "file": "configs/fragments/block.config",
             "line": _line_of("block.config", "CONFIG_ATA_PIIX=y")} in requested
     stamp = read_json(b.build / "kernel.json")
-    assert stamp["tree"] == str(b.tree) and len(stamp["vmlinux_sha256"]) == 64
+    assert stamp["tree"] == str(b.tree) and len(stamp["objects_sha256"]) == 64
     assert (b.build / "logs" / "kernel.log").read_text().count("  CC      ") == 3
     assert snapshot(b.tree) == before, "the build wrote into the source tree"
 
@@ -177,15 +178,13 @@ def test_changed_program_only_relinks_even_with_the_same_mtime(b: Build) -> None
     assert new in bzimage and old not in bzimage
 
 
-def test_embed_runs_olddefconfig_only_when_it_changes_the_config(b: Build) -> None:
-    """The first relink of a kernel sets CONFIG_INITRAMFS_SOURCE (and olddefconfig proves it held); a program edit
-    leaves kbuild's .config as it is, byte for byte; a .config that names something else is set again."""
+def test_embed_never_reconfigures_the_kernel(b: Build) -> None:
+    """kbuild's .config names the cpio by a name inside the build dir from the kernel stage on: a program edit
+    leaves it as it is, byte for byte, and no kconfig runs; a .config that names something else is set back."""
     b.write_cpio(b"program v1")
-    assert b.doit("kernel") == 0
-    mark = len(b.log())
     assert b.doit() == 0
-    assert b.steps_since(mark)["make olddefconfig"] == 1  # the kernel stage's .config has no initramfs
     config = (b.kbuild / ".config").read_bytes()
+    assert b'CONFIG_INITRAMFS_SOURCE="initramfs.cpio"' in config
     mark = len(b.log())
     new = b.write_cpio(b"program v2")
     assert b.doit() == 0
@@ -193,13 +192,13 @@ def test_embed_runs_olddefconfig_only_when_it_changes_the_config(b: Build) -> No
     assert (b.kbuild / ".config").read_bytes() == config
     assert new in (b.build / "bzImage").read_bytes()
 
-    # someone (configure, a user) left a .config without the program's cpio: embed sets it and checks it again
+    # someone (a user, an older tinyuki) left a .config without it: embed sets it back and relinks
     (b.kbuild / ".config").write_text((b.kbuild / ".config").read_text().replace(
-        f'CONFIG_INITRAMFS_SOURCE="{b.build / "initramfs.cpio"}"', 'CONFIG_INITRAMFS_SOURCE=""'))
+        'CONFIG_INITRAMFS_SOURCE="initramfs.cpio"', 'CONFIG_INITRAMFS_SOURCE=""'))
     mark = len(b.log())
     newer = b.write_cpio(b"program v3")
     assert b.doit() == 0
-    assert b.steps_since(mark)["make olddefconfig"] == 1
+    assert b.steps_since(mark)["link"] == 1
     assert (b.kbuild / ".config").read_bytes() == config and newer in (b.build / "bzImage").read_bytes()
 
 
@@ -241,7 +240,9 @@ def test_fragment_change_reconfigures_and_rebuilds(b: Build) -> None:
     write_profile(b.profile, ["base", "initramfs", "console", "block", "efi", "size", str(extra)])
     assert b.doit() == 0
     steps = b.steps_since(mark)
-    assert steps["make tinyconfig"] == 1 and steps["compile"] == 3 and steps["link"] >= 2
+    # tinyconfig's result is remembered; the kernel compiles and links once, with the program: embed only checks
+    assert steps["make tinyconfig"] == 0 and steps["make olddefconfig"] == 1
+    assert steps["compile"] == 3 and steps["link"] == 1, steps
     assert "# CONFIG_PRINTK_TIME is not set" in (b.build / "kernel.config").read_text()
 
 
@@ -259,7 +260,7 @@ def test_a_fragment_edit_that_leaves_the_config_as_it_was_reruns_configure_only(
     write_profile(b.profile, ["base", "initramfs", "console", "block", "efi", "size", str(extra)])
     assert b.doit() == 0
     steps = b.steps_since(mark)
-    assert steps["make tinyconfig"] == 1
+    assert steps["make tinyconfig"] == 0 and steps["make olddefconfig"] == 1  # configure ran, tinyconfig remembered
     assert steps["compile"] == 0 and steps["link"] == 0, steps  # neither the kernel nor embed ran
     assert (b.build / "kernel.config").read_bytes() == config
     assert (b.build / "kernel.requested.json").read_bytes() != requested
@@ -279,19 +280,31 @@ def test_build_error_shows_the_compiler_error_and_log(tmp_path: Path, capsys: py
     assert not (b.build / "kernel.json").exists() and not (b.build / "bzImage").exists()
 
 
-def test_kernel_rerun_builds_without_initramfs_then_embed_relinks(b: Build) -> None:
+def test_a_kernel_rebuild_links_the_program_it_finds_and_embed_only_checks(b: Build) -> None:
     b.write_cpio(b"program v1")
     assert b.doit() == 0
     write_profile(b.profile, ["base", "initramfs", "console", "block", "efi", "size"], build_user="someone")
     mark = len(b.log())
     assert b.doit("kernel") == 0
-    assert b.steps_since(mark)["compile"] == 3
-    # the kernel stage's own image carries no program
-    assert b"program v1" not in (b.kbuild / "vmlinux").read_bytes()
-    assert 'CONFIG_INITRAMFS_SOURCE=""' in (b.kbuild / ".config").read_text()
+    assert b.steps_since(mark)["compile"] == 3 and b.steps_since(mark)["link"] == 1
+    assert b"program v1" in (b.kbuild / "vmlinux").read_bytes()  # the cpio the initramfs stage left
     assert b.doit() == 0
+    assert b.steps_since(mark)["link"] == 1  # embed found the link done
     image = (b.build / "bzImage").read_bytes()
     assert b"program v1" in image and b"(someone@tinyuki)" in image
+    assert read_json(b.build / "kernel.json")["objects_sha256"] != ""
+
+
+def test_a_kernel_built_before_the_program_links_a_placeholder_and_embed_relinks(b: Build) -> None:
+    assert b.doit("kernel") == 0  # no initramfs yet: kbuild's default one
+    vmlinux = (b.kbuild / "vmlinux").read_bytes()
+    assert b"TRAILER!!!" in vmlinux and b"program" not in vmlinux
+    stamp = read_json(b.build / "kernel.json")
+    mark = len(b.log())
+    b.write_cpio(b"program v1")
+    assert b.doit() == 0
+    assert b.steps_since(mark)["link"] == 1 and b"program v1" in (b.build / "bzImage").read_bytes()
+    assert read_json(b.build / "kernel.json") == stamp  # the record holds nothing of the program
 
 
 def test_removed_build_dir_is_rebuilt(b: Build) -> None:

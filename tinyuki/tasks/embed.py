@@ -96,18 +96,20 @@ def relink(ctx: Context) -> None:
     tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
     dot_config = kbuild / ".config"
-    config = kconfig.parse_config(dot_config.read_text(encoding="utf-8"))
-    named = config.get(kconfig.INITRAMFS_SOURCE)
-    if named != kconfig.quote(KBUILD_CPIO):
-        if config.get("CONFIG_BLK_DEV_INITRD") != "y":
-            raise die(f"the kernel has no initramfs support: CONFIG_BLK_DEV_INITRD is not set in {dot_config}",
-                      "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
-        raise die(f"{dot_config} does not name the initramfs the kernel stage prepared ({kconfig.INITRAMFS_SOURCE} is"
-                  f" {kconfig.describe(named)})", "run `doit kernel embed` again (the build dir was changed by hand?)")
+    text = dot_config.read_text(encoding="utf-8")
+    config = kconfig.parse_config(text)
+    if config.get("CONFIG_BLK_DEV_INITRD") != "y":
+        raise die(f"the kernel has no initramfs support: CONFIG_BLK_DEV_INITRD is not set in {dot_config}",
+                  "add CONFIG_BLK_DEV_INITRD=y to a fragment (configs/fragments/initramfs.config does)")
+    # The kernel stage wrote it naming KBUILD_CPIO; a .config changed since (by hand, by an older tinyuki) is
+    # set back, and make's syncconfig takes it in before the relink.
+    repaired = config.get(kconfig.INITRAMFS_SOURCE) != kconfig.quote(KBUILD_CPIO)
+    if repaired:
+        fsutil.atomic_write(dot_config, kconfig.set_option(text, kconfig.INITRAMFS_SOURCE, kconfig.quote(KBUILD_CPIO)))
     embedded = embeds_program(ctx)
     cpio = program_cpio(ctx) if embedded else placeholder_cpio(ctx.profile.kernel.source_date_epoch)
     start = time.monotonic()
-    linked = already_linked(kbuild, ctx.arch.image, cpio)
+    linked = not repaired and already_linked(kbuild, ctx.arch.image, cpio)
     if not linked:
         put_cpio(kbuild, cpio)
         # the same CC and environment as the kernel stage: kbuild recompiles everything when a command line changes
@@ -121,6 +123,9 @@ def relink(ctx: Context) -> None:
                     env=env, log=log, what="relink" + (" with the initramfs" if embedded else ""),
                     hint=f"the whole output is in {log}")
     verified = verify_embedded(kbuild, cpio)
+    if kconfig.parse_config(dot_config.read_text(encoding="utf-8")).get(kconfig.INITRAMFS_SOURCE) != \
+            kconfig.quote(KBUILD_CPIO):
+        raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}", f"see {ctx.paths.logs / 'embed.log'}")
     if ctx.profile.kernel.image == "vmlinux" and not has_pvh_entry((kbuild / "vmlinux").read_bytes()):
         raise die(f'{ctx.profile.path.name} boots vmlinux ([kernel] image = "vmlinux"), but {kbuild / "vmlinux"} '
                   "has no PVH entry note, so QEMU cannot start it",

@@ -27,7 +27,6 @@ from tinyuki.formats import kconfig
 from tinyuki.records import KernelStamp, Tree
 from tinyuki.stage import Check, Output, Stage, register
 from tinyuki.tasks.configure import CONFIG, forget_other_arch
-from tinyuki.tasks.embed import embeds_program
 from tinyuki.tasks.initramfs import CPIO
 from tinyuki.toolchain.kbuild import KBUILD_CPIO, make_cmd, make_env, placeholder_cpio, put_cpio, stream_make
 from tinyuki.util import fs as fsutil
@@ -86,10 +85,11 @@ def build(ctx: Context) -> None:
 
 
 def cpio_for_link(ctx: Context) -> bytes:
-    """The cpio embed will link in, as far as it is known now: the program's, once the initramfs stage built it
-    (a kernel built for a program edit's relink is then already linked), else kbuild's default."""
+    """The cpio embed will most likely link in, as far as it is known now: the program's, once the initramfs
+    stage built it, else kbuild's default. (No setting decides it, [kernel] initramfs included: none reaches
+    this stage. With the program as an external initrd, embed then links once more, without it.)"""
     cpio = CPIO.at(ctx)
-    if embeds_program(ctx) and cpio.is_file():
+    if cpio.is_file():
         return cpio.read_bytes()
     return placeholder_cpio(ctx.profile.kernel.source_date_epoch)
 

@@ -209,7 +209,8 @@ def build(link=True):
                        for s in sources)
     vmlinux = b"FAKEVMLINUX\n" + banner.encode() + objects + b"INITRAMFS\n" + inc.read_bytes()
     vm = OUT / "vmlinux"
-    if not vm.is_file() or vm.read_bytes() != vmlinux:
+    # like make: relinked when its contents would differ or the initramfs is newer than it
+    if not vm.is_file() or vm.read_bytes() != vmlinux or inc.stat().st_mtime_ns > vm.stat().st_mtime_ns:
         print("  LD      vmlinux", flush=True)
         write(vm, vmlinux)
         log("link")
@@ -217,7 +218,8 @@ def build(link=True):
     if TARGET in images:
         rel, magic = images[TARGET]
         image = OUT / rel
-        if not image.is_file() or image.read_bytes() != magic + vmlinux:
+        if not image.is_file() or image.read_bytes() != magic + vmlinux or \
+                vm.stat().st_mtime_ns > image.stat().st_mtime_ns:
             print(f"  {'BUILD' if TARGET == 'bzImage' else 'OBJCOPY'}   {rel}", flush=True)
             write(image, magic + vmlinux)
         print(f"Kernel: {rel} is ready  (#1)", flush=True)
