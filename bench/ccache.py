@@ -12,7 +12,7 @@ Three builds of the kernel stage (fetch to kernel), each in a fresh build dir:
 3. remote-warm: the cold build's config again, with the local ccache deleted
    and the artifact cache off, so every hit has to come from Redis.
 Times are wall clock for the whole `doit kernel` and for the kernel stage's
-make. The cold and remote-warm builds must give the same vmlinux: ccache may
+make. The cold and remote-warm builds must give the same objects: ccache may
 only change how fast, never what. Writes bench/results/ccache.json and prints
 a Markdown table.
 """
@@ -82,13 +82,13 @@ def one_option_profile(profile: Path, fragment: Path, dest: Path) -> Path:
 
 
 def build_record(name: str, build: Path, wall: float) -> dict[str, Any]:
-    """One build's figures: the kernel stage's compile cache report and the vmlinux it made."""
+    """One build's figures: the kernel stage's compile cache report and the objects it compiled."""
     report = fsutil.read_json(build / "logs" / compilecache.REPORT)
     cacheable = report["hits"] + report["misses"]
     return {"build": name, "wall_s": round(wall, 1), "kernel_make_s": report["elapsed_s"],
             "hits": report["hits"], "misses": report["misses"], "remote_hits": report["remote_hits"],
             "hit_rate": round(report["hits"] / cacheable, 4) if cacheable else None,
-            "vmlinux_sha256": KernelStamp.load(build).vmlinux_sha256, "setup": report["setup"]}
+            "objects_sha256": KernelStamp.load(build).objects_sha256, "setup": report["setup"]}
 
 
 def table(rows: list[dict[str, Any]], cold: float) -> str:
@@ -154,15 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 1
     cold = rows[0]["kernel_make_s"]
-    same = len({r["vmlinux_sha256"] for r in rows if not r["build"].startswith("ccache-warm")}) == 1
+    same = len({r["objects_sha256"] for r in rows if not r["build"].startswith("ccache-warm")}) == 1
     result = {"machine": {"cpus": len(os.sched_getaffinity(0)), "jobs": int(opts.jobs),
                           "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg())},
               "profile": str(profile), "one_option": ONE_OPTION.strip(), "builds": rows,
-              "cold_and_remote_vmlinux_identical": same}
+              "cold_and_remote_objects_identical": same}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     fsutil.atomic_write_json(RESULTS, result)
     print(table(rows, cold))
-    print(f"\nvmlinux identical between the cold and the remote-warm build: {same}")
+    print(f"\nobjects identical between the cold and the remote-warm build: {same}")
     if not same:
         print("bench: ccache changed the bytes built", file=sys.stderr)
         return 1
