@@ -155,8 +155,8 @@ def one_line_change(text: str, tag: str = "now") -> str:
         raise ValueError(f"tag {tag!r} would not stay a plain C string")
     lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines):
-        if "powering off" in line and '"' in line:
-            lines[i] = line.replace("powering off", f"powering off {tag}".rstrip(), 1)
+        if "powering off" in line and '"' in line:  # every string on it: the one the program prints among them
+            lines[i] = line.replace("powering off", f"powering off {tag}".rstrip())
             return "".join(lines)
     raise RuntimeError("no line printing 'powering off' to change in the program")
 

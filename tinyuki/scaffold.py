@@ -60,6 +60,9 @@ fragments = ["base", "initramfs", "console", "block", "efi", "size", "lz4"]
 patches = "boot-time"
 cmdline = "console=ttyS0 panic=-1 nolapic_timer"
 source_date_epoch = 1700000000
+# while writing the program: the kernel without it, the program as an initrd; an edit then rebuilds no
+# kernel (`doit auto boot` boots again on every save). Leave it out for the one-file artifact you ship.
+# initramfs = "initrd"
 
 [init]
 {chr(10).join(init)}
