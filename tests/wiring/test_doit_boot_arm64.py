@@ -78,7 +78,7 @@ def test_the_uki_boots_through_aavmf(tmp_path: Path) -> None:
     assert after(cmd, "-M") == ["virt,acpi=off"] and after(cmd, "-boot") == ["menu=on,splash-time=0"]
     drives = after(cmd, "-drive")
     assert drives[0].endswith("file=/usr/share/AAVMF/AAVMF_CODE.fd") and drives[1].endswith("/AAVMF_VARS.fd")
-    assert after(cmd, "-device") == ["virtio-blk-pci,drive=esp,bootindex=0"]
+    assert after(cmd, "-device") == ["virtio-blk-device,drive=esp,bootindex=0"]
 
 
 def test_the_stick_boots_through_aavmf_as_usb_storage(tmp_path: Path) -> None:
