@@ -153,8 +153,10 @@ def test_ctrl_c_stops_a_serving_vm_and_exits_130(tmp_path: Path) -> None:
     paths = setup(tmp_path, console=[*KERNEL_LINES, MARKER, "http: listening on :80"], hang=True)
     cmd = dodo_command("boot", f"kernel={paths['kernel']}", f"forward={free_port()}-80", *variables(
         profile=paths["profile"], build_dir=paths["build"], cache_dir=paths["cache"]))
+    # SIGINT as a terminal leaves it: a suite started in the background (`cmd &`) hands its children SIGINT
+    # ignored, and Python then installs no handler for it
     proc = subprocess.Popen(cmd, env=env(paths), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not paths["argv"].exists() and time.monotonic() < deadline:
