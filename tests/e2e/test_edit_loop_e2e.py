@@ -1,9 +1,10 @@
 """The edit loop: [kernel] initramfs = "initrd" boots the same program on the same kernel as the embedded default.
 
 A second build dir takes the default shape's profile (tests/e2e/conftest.py's `build`) with the program as an
-external initrd, on the same cache: its kernel stage is the shared build's, restored, and embed links it once
-without the program. The program's own lines must be the same in both modes, directly and as a UKI; then an
-edit of the program rebuilds init and the initramfs and boots it, and never runs embed.
+external initrd (a copy of it, which the second test edits), on the same cache: its kernel stage is the shared
+build's, restored, and embed links it once without the program. The program's own lines must be the same in
+both modes, directly and as a UKI; then an edit of the program rebuilds init and the initramfs and boots it,
+and never runs embed.
 """
 
 from __future__ import annotations
@@ -30,22 +31,23 @@ def program_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if PROGRAM_LINE.match(line)]
 
 
-def loop_build(build: dict[str, Path], name: str, source: Path | None = None) -> dict[str, Path]:
-    """The shared build's profile with [kernel] initramfs = "initrd" (and another program), in a build dir of
-    its own, on the shared cache."""
-    text = build["profile"].read_text()
-    text = text.replace("[kernel]\n", '[kernel]\ninitramfs = "initrd"\n', 1)
-    if source is not None:
-        text = text.replace(f'"{ROOT}/init/init.c"', f'"{source}"')
-    profile = build["top"] / name / "mirror.toml"  # the same file name: the same profile name
-    profile.parent.mkdir(exist_ok=True)
-    profile.write_text(text)
-    return {"profile": profile, "build": build["top"] / name / "build", "cache": build["cache"],
-            "top": build["top"] / name}
+@pytest.fixture(scope="module")
+def loop(build: dict[str, Path]) -> dict[str, Path]:
+    """The shared build's profile with [kernel] initramfs = "initrd" and a copy of its program, in a build dir
+    of its own on the shared cache."""
+    top = build["top"] / "loop"
+    top.mkdir()
+    source = top / "init.c"
+    source.write_text((ROOT / "init" / "init.c").read_text())
+    text = build["profile"].read_text().replace("[kernel]\n", '[kernel]\ninitramfs = "initrd"\n', 1)
+    assert f'"{ROOT}/init/init.c"' in text
+    profile = top / "mirror.toml"  # the same file name: the same profile name
+    profile.write_text(text.replace(f'"{ROOT}/init/init.c"', f'"{source}"'))
+    return {"profile": profile, "build": top / "build", "cache": build["cache"], "top": top, "source": source}
 
 
-def test_the_initrd_loop_boots_the_same_program_on_the_same_kernel(build: dict[str, Path]) -> None:
-    loop = loop_build(build, "loop")
+def test_the_initrd_loop_boots_the_same_program_on_the_same_kernel(build: dict[str, Path],
+                                                                   loop: dict[str, Path]) -> None:
     out = doit(loop, [])
     assert cache_outcomes(out, ["kernel"])["kernel"] == "restored"  # the shared build's kernel, from the cache
     manifest = read_json(loop["build"] / "manifest.json")
@@ -63,12 +65,9 @@ def test_the_initrd_loop_boots_the_same_program_on_the_same_kernel(build: dict[s
     assert MARKER in through_stub and through_stub == program_lines(doit(build, ["boot", "uki=1", "accel=tcg"]))
 
 
-def test_an_edit_in_the_loop_boots_without_touching_the_kernel(build: dict[str, Path]) -> None:
-    source = build["top"] / "edited" / "init.c"
-    source.parent.mkdir(exist_ok=True)
-    source.write_text((ROOT / "init" / "init.c").read_text())
-    loop = loop_build(build, "edited", source)
-    doit(loop, ["boot", "accel=tcg"])
+def test_an_edit_in_the_loop_boots_without_touching_the_kernel(loop: dict[str, Path]) -> None:
+    source = loop["source"]
+    doit(loop, [])  # up to date after the test above (built here when this test runs alone)
     kernel = sha256_file(loop["build"] / "bzImage")
 
     source.write_text(source.read_text().replace("powering off", "powering off after an edit"))
