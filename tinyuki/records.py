@@ -146,7 +146,7 @@ class Tree(Record, file="tree.json", stage="patch"):
 
 @dataclasses.dataclass(frozen=True)
 class KernelStamp(Record, file="kernel.json", stage="kernel"):
-    """Every object of the kernel is compiled (vmlinux.a), ready for embed's one link."""
+    """The kernel is compiled and linked; the record holds nothing of which cpio that link carried."""
 
     tree: str
     config_sha256: str

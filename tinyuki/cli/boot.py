@@ -324,8 +324,8 @@ def boot(ctx: Context) -> None:
     ovmf_code, ovmf_vars = secureboot.firmware_files(keys_dir(ctx)) if secure else (b.ovmf_code, b.ovmf_vars)
     for path in [loader] if firmware else [kernel, *([initrd] if initrd else [])]:
         if not Path(path).is_file():
-            raise die(f"{path} does not exist",
-                      f"build it first: run `doit` (or `doit {'disk' if path == DISK.at(ctx) else 'uki'}`)")
+            stage = "disk" if path == DISK.at(ctx) else "initramfs" if path == initrd else "uki"
+            raise die(f"{path} does not exist", f"build it first: run `doit` (or `doit {stage}`)")
     if firmware:
         require_firmware(ctx, ovmf_code, ovmf_vars)
     own_kernel = not get_var("kernel") and not get_var("efi")

@@ -7,8 +7,6 @@ succeeds is a .config in which each requested option holds.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -93,7 +91,7 @@ def tinyconfig_identity(ctx: Context, tree: Path) -> str:
     material = {"tree": str(tree), "arch": ctx.arch.make_vars(),
                 "tools": {t: tools.version(t, ctx.arch.compiler_prefix()) for t in STAGE.tools},
                 "env": keys.relevant_env(os.environ), "recipe": keys.module_hash(__name__)}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return keys.digest(material)
 
 
 def tinyconfig(ctx: Context, tree: Path, env: dict[str, str], log: Path) -> None:
@@ -102,12 +100,12 @@ def tinyconfig(ctx: Context, tree: Path, env: dict[str, str], log: Path) -> None
     kbuild = ctx.paths.kbuild
     memo, ident = kbuild / TINYCONFIG_MEMO, tinyconfig_identity(ctx, tree)
     try:
-        remembered = json.loads(memo.read_text(encoding="utf-8"))
+        remembered = fsutil.read_json(memo)
     except (OSError, ValueError):
         remembered = None
-    if isinstance(remembered, dict) and remembered.get("identity") == ident and isinstance(remembered.get("config"),
-                                                                                          str):
-        fsutil.atomic_write(kbuild / ".config", remembered["config"])
+    config = remembered.get("config") if isinstance(remembered, dict) else None
+    if isinstance(config, str) and remembered.get("identity") == ident:
+        fsutil.atomic_write(kbuild / ".config", config)
         print(f"configure: make tinyconfig's result as this tree and toolchain gave it before ({memo.name})")
         return
     run(make_cmd(tree, kbuild, "tinyconfig", jobs=ctx.jobs, make_vars=ctx.arch.make_vars()), env=env, log=log,

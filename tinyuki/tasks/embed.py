@@ -122,10 +122,11 @@ def relink(ctx: Context) -> None:
                              make_vars=compiling.kbuild_vars(ctx.arch)),
                     env=env, log=log, what="relink" + (" with the initramfs" if embedded else ""),
                     hint=f"the whole output is in {log}")
+        # make's syncconfig rewrote .config (it had to, after a repair): the cpio's name must have held
+        if kconfig.parse_config(dot_config.read_text(encoding="utf-8")).get(kconfig.INITRAMFS_SOURCE) != \
+                kconfig.quote(KBUILD_CPIO):
+            raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}", f"see {log}")
     verified = verify_embedded(kbuild, cpio)
-    if kconfig.parse_config(dot_config.read_text(encoding="utf-8")).get(kconfig.INITRAMFS_SOURCE) != \
-            kconfig.quote(KBUILD_CPIO):
-        raise die(f"{kconfig.INITRAMFS_SOURCE} did not hold in {dot_config}", f"see {ctx.paths.logs / 'embed.log'}")
     if ctx.profile.kernel.image == "vmlinux" and not has_pvh_entry((kbuild / "vmlinux").read_bytes()):
         raise die(f'{ctx.profile.path.name} boots vmlinux ([kernel] image = "vmlinux"), but {kbuild / "vmlinux"} '
                   "has no PVH entry note, so QEMU cannot start it",
