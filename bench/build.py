@@ -43,6 +43,7 @@ from tinyuki.records import Tree
 from tinyuki.tasks import PIPELINE
 from tinyuki.tasks.configure import fragments_of
 from tinyuki.toolchain.kbuild import make_cmd, make_env, remove_initramfs_outputs
+from tinyuki.util import runner
 from tinyuki.util.fs import read_json, sha256_file
 
 EXTERNAL = ("cache", "ccache")  # bench/cache.py and bench/ccache.py, owned by the cache engineers
@@ -243,22 +244,17 @@ def with_initrd(raw: str) -> str:
 
 def until_seen(cmd: Sequence[str], needle: str, *, cwd: Path, log: Path) -> float:
     """Seconds from starting `cmd` to the first output line holding `needle`; the command must then succeed."""
-    start = time.monotonic()
-    seen: float | None = None
-    with open(log, "ab") as out:
-        out.write(f"$ {' '.join(cmd)}\n".encode())
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if seen is None and needle.encode() in line:
-                seen = time.monotonic() - start
-            out.write(line)
-        code = proc.wait()
-    if code != 0 or seen is None:
-        raise die(f"`{' '.join(cmd)}` " + (f"exited with {code}" if code else f"never printed {needle!r}"),
-                  f"see {log}")
-    return seen
+    seen: list[float] = []
+
+    def line(text: str, at: float) -> None:
+        if not seen and needle in text:
+            seen.append(at)
+
+    ran = runner.stream(cmd, cwd=cwd, log=log, on_line=line, stdin=subprocess.DEVNULL, quiet=True)
+    if ran.returncode != 0 or not seen:
+        raise die(f"`{' '.join(cmd)}` " + (f"exited with {ran.returncode}" if ran.returncode else
+                                           f"never printed {needle!r}"), f"see {log}")
+    return seen[0]
 
 
 def edit_loop(ctx: Context, runs: int, log: Path) -> dict[str, Any]:
