@@ -17,9 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakekernel"
 
 
-def tarball(directory: Path, top: str = "linux-9.9") -> tuple[Path, str]:
-    """tests/fakekernel packed as DIRECTORY/TOP.tar.xz with one top-level directory TOP; its path and sha256."""
+def tarball(directory: Path, top: str = "linux-9.9", version: tuple[int, int, int] | None = None) -> tuple[Path, str]:
+    """tests/fakekernel packed as DIRECTORY/TOP.tar.xz with one top-level directory TOP; its path and sha256.
+
+    `version`: the kernel version its Makefile declares, instead of 9.9.0.
+    """
     files = {str(p.relative_to(FAKE)): p.read_bytes() for p in sorted(FAKE.rglob("*")) if p.is_file()}
+    if version is not None:
+        head = "VERSION = {}\nPATCHLEVEL = {}\nSUBLEVEL = {}\n".format(*version).encode()
+        files["Makefile"] = files["Makefile"].replace(b"VERSION = 9\nPATCHLEVEL = 9\nSUBLEVEL = 0\n", head)
+        assert head in files["Makefile"]
     tar = tarballs.write(directory / f"{top}.tar.xz", tarballs.tar_bytes(top, files))
     return tar, hashlib.sha256(tar.read_bytes()).hexdigest()
 

@@ -35,6 +35,7 @@ def make_tree(root: Path) -> Path:
     (root / "init").mkdir(parents=True)
     (root / "init" / "main.c").write_bytes(b"int main(void)\n{\n\treturn 0;\n}\n")
     (root / "README").write_bytes(b"Linux kernel (test tree)\n")
+    (root / "Makefile").write_bytes(b"VERSION = 9\nPATCHLEVEL = 9\nSUBLEVEL = 0\n")
     return root
 
 
@@ -92,7 +93,8 @@ def test_failing_patch_names_itself_and_shows_the_hunk(tmp_path):
     with pytest.raises(TinyukiError) as e:
         patch.apply_series(pristine, tmp_path / "patched", s, tmp_path / "patch.log")
     msg = e.value.message
-    assert "patch b.patch" in msg and "does not apply" in msg
+    assert "patch b.patch" in msg and "does not apply to Linux 9.9.0" in msg  # the version the tree declares
+    assert "refresh the patch against Linux 9.9.0" in e.value.hint
     assert "Hunk #1 FAILED" in msg and "+Linux kernel (patched)" in msg
     assert (pristine / "README").read_bytes() == b"Linux kernel (test tree)\n"
 

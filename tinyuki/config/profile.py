@@ -57,6 +57,10 @@ class Field:
 # from tinyuki's own files (tinyuki/resources.py), and so do names of shipped fragments and patch series.
 FIELDS: tuple[Field, ...] = (
     Field("", "description", "str", "", "one line saying what the profile is for (a comment that tools can read)"),
+    Field("", "extends", "str", None,
+          "another profile this one starts from: a shipped profile's name or a path from this file's directory;"
+          " each setting given here replaces that profile's, and a [source] table here replaces its whole"
+          " [source] (its paths stay taken from its own directory)"),
     # -- where the kernel comes from and why we trust it
     Field("source", "urls", "url_list", REQUIRED,
           "the kernel tarball: https://, http://, file:// urls or plain paths, tried in order (mirrors)",
@@ -328,6 +332,8 @@ class Profile:
     disk: Disk = Disk(table="gpt", esp_size=None, files=(), data=None, data_size=None)
     sign: Sign = Sign(key=None, cert=None, passphrase=None)
     raw: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+    # the profiles this one extends (`extends`), nearest first: their settings and bytes are part of it
+    extends: tuple[Path, ...] = ()
     # each file the profile names by a path it wrote itself: the resolved path -> the words it wrote
     given: dict[Path, str] = field(compare=False, repr=False, default_factory=dict)
 
@@ -399,8 +405,7 @@ def profile_path(name_or_path: str, root: Path) -> Path:
     return p
 
 
-def load_profile(name_or_path: str, root: Path) -> Profile:
-    path = profile_path(name_or_path, root)
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -410,10 +415,14 @@ def load_profile(name_or_path: str, root: Path) -> Profile:
         raise die(f"{path}: not UTF-8 text: byte {e.object[e.start]:#04x} at offset {e.start} (line {line})",
                   "TOML files are UTF-8: re-save the profile as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from e
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise die(f"{path}: not valid TOML: {e}", "fix the syntax at the line and column shown") from e
-    return parse_profile(data, path, root)
+
+
+def load_profile(name_or_path: str, root: Path) -> Profile:
+    path = profile_path(name_or_path, root)
+    return parse_profile(_read_toml(path), path, root)
 
 
 _QUOTED_RE = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
@@ -436,25 +445,85 @@ def moved_profile_text(text: str, base: Path) -> str:
     return _QUOTED_RE.sub(absolute, text)
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """One profile file of an `extends` chain: its settings and where they were written."""
+
+    data: dict[str, Any]
+    path: Path
+    where: str
+
+    def table(self, section: str) -> dict[str, Any] | None:
+        if section == "":
+            return self.data
+        value = self.data.get(section)
+        return value if isinstance(value, dict) else None
+
+
+MAX_EXTENDS = 8
+
+
+def _layers(data: dict[str, Any], path: Path, root: Path) -> list[_Layer]:
+    """The profile and the ones it extends, nearest first; each parent read and checked like the profile."""
+    layers = [_Layer(data, path, _display(path, root))]
+    while "extends" in layers[-1].data:
+        child = layers[-1]
+        name = child.data["extends"]
+        if not isinstance(name, str) or not name:
+            raise _want(child.where, "extends", "a profile's name or path", name,
+                        'write extends = "debian" (a shipped profile) or extends = "base.toml" (beside this file)')
+        if "/" in name or name.endswith(".toml"):
+            parent = _resolve(child.path.absolute().parent, name)
+        else:
+            parent = DATA / "configs" / "profiles" / f"{name}.toml"
+        if not parent.is_file():
+            known = sorted(x.stem for x in (DATA / "configs" / "profiles").glob("*.toml"))
+            raise die(f"{child.where}: extends {name!r}: no such profile ({parent})",
+                      f"name a shipped profile ({', '.join(known)}) or a .toml path from {child.path.parent}")
+        chain = [x.path.resolve() for x in layers]
+        if parent.resolve() in chain:
+            cycle = " -> ".join(x.where for x in layers) + f" -> {_display(parent, root)}"
+            raise die(f"{child.where}: extends makes a cycle: {cycle}", "let one of them extend none of the others")
+        if len(layers) > MAX_EXTENDS:
+            raise die(f"{layers[0].where}: more than {MAX_EXTENDS} profiles deep in extends",
+                      "extend a profile closer to what you need")
+        parent_data = _read_toml(parent)
+        _check_unknown(parent_data, _display(parent, root))
+        layers.append(_Layer(parent_data, parent, _display(parent, root)))
+    return layers
+
+
+def _setting(layers: list[_Layer], f: Field) -> _Layer | None:
+    """The nearest layer that gives setting `f`. [source] is taken whole from one layer: its fields describe
+    one file together (a parent's sha256 beside a child's urls would pin the wrong tarball)."""
+    if f.section == "source":
+        owner = next((x for x in layers if x.table("source") is not None), None)
+        return owner if owner is not None and f.key in (owner.table("source") or {}) else None
+    return next((x for x in layers if f.key in (x.table(f.section) or {})), None)
+
+
 def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
     """Validate a parsed TOML document against FIELDS and build the typed profile.
 
     `root` is the project (errors name the profile relative to it); the profile's relative paths are
-    taken from its own directory, an unset setting's default paths from tinyuki's files.
+    taken from its own directory (a setting it takes from the profile it extends, from that one's), an
+    unset setting's default paths from tinyuki's files.
     """
     where = _display(path, root)
-    base = path.absolute().parent
     given: dict[Path, str] = {}
     _check_unknown(data, where)
+    layers = _layers(data, path, root)
     values: dict[str, dict[str, Any]] = {s: {} for s in ("", *SECTIONS)}
     for f in FIELDS:
-        table = data if f.section == "" else data.get(f.section, {})
+        if f.key == "extends" and f.section == "":
+            continue
         label = f"[{f.section}] {f.key}" if f.section else f.key
-        if f.key not in table:
+        layer = _setting(layers, f)
+        if layer is None:
             if f.default is REQUIRED:
                 raise die(f"{where}: {label} is required ({f.help})",
                           f"add `{f.key} = ...` under [{f.section}]")
-            raw, origin = f.default, DATA
+            raw, origin, at = f.default, DATA, where
             if raw is None:
                 values[f.section][f.key] = None
                 continue
@@ -464,9 +533,9 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
                 values[f.section][f.key] = Path(raw)
                 continue
         else:
-            raw, origin = table[f.key], base
-        values[f.section][f.key] = _convert(f, raw, where, label, origin, values)
-        if origin is base and f.kind in ("path", "path_list", "keyring_list"):
+            raw, origin, at = (layer.table(f.section) or {})[f.key], layer.path.absolute().parent, layer.where
+        values[f.section][f.key] = _convert(f, raw, at, label, origin, values)
+        if layer is layers[0] and f.kind in ("path", "path_list", "keyring_list"):
             value = values[f.section][f.key]
             pairs = [(value, raw)] if f.kind == "path" else zip(value, raw, strict=True)
             given.update((p, w) for p, w in pairs if isinstance(p, Path))
@@ -492,7 +561,7 @@ def parse_profile(data: dict[str, Any], path: Path, root: Path) -> Profile:
         name=name, path=path, description=values[""]["description"],
         source=Source(**src), kernel=Kernel(**values["kernel"]), init=Init(**values["init"]),
         uki=Uki(**values["uki"]), boot=Boot(**values["boot"]), disk=Disk(**values["disk"]),
-        sign=Sign(**values["sign"]), raw=data, given=given,
+        sign=Sign(**values["sign"]), raw=data, given=given, extends=tuple(x.path for x in layers[1:]),
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyuki.errors import die
+from tinyuki.formats import kversion
 
 SET_RE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 UNSET_RE = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
@@ -33,13 +34,18 @@ class Request:
     value: str
     file: str
     line: int
+    # The kernel versions the fragment asks it for (`# tinyuki: linux >= 6.2`); None: every version.
+    condition: kversion.Condition | None = None
 
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
 
     def to_json(self) -> dict[str, object]:
-        return {"symbol": self.symbol, "value": self.value, "file": self.file, "line": self.line}
+        out: dict[str, object] = {"symbol": self.symbol, "value": self.value, "file": self.file, "line": self.line}
+        if self.condition is not None:
+            out["condition"] = self.condition.text
+        return out
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Mismatch:
     request: Request
     actual: str | None
     depends: tuple[str, ...] = ()
+    # No Kconfig file of the tree (for this architecture) defines the symbol: the kernel has no such option.
+    unknown: bool = False
 
 
 def parse_fragment(text: str, name: str) -> list[Request]:
@@ -58,8 +66,16 @@ def parse_fragment(text: str, name: str) -> list[Request]:
     option would silently not be requested at all.
     """
     out: list[Request] = []
+    condition: tuple[kversion.Condition, int] | None = None
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
+        if line.startswith(kversion.DIRECTIVE):
+            if condition is not None:
+                raise die(f"{name}:{n}: a second kernel version condition before an option"
+                          f" (the one at line {condition[1]} has no option yet)",
+                          "join them into one line: `# tinyuki: linux >= 6.2, < 6.4`")
+            condition = (kversion.parse_condition(line, f"{name}:{n}"), n)
+            continue
         if m := SET_RE.match(line):
             symbol, value = m.group(1), m.group(2)
             if value == "":
@@ -75,8 +91,35 @@ def parse_fragment(text: str, name: str) -> list[Request]:
         if symbol == INITRAMFS_SOURCE:
             raise die(f"{name}:{n}: {INITRAMFS_SOURCE} is set by tinyuki's embed stage, not by fragments",
                       "remove the line; the initramfs comes from the profile's [init] section")
-        out.append(Request(symbol, value, name, n))
+        out.append(Request(symbol, value, name, n, condition[0] if condition else None))
+        condition = None
+    if condition is not None:
+        raise die(f"{name}:{condition[1]}: the kernel version condition governs no option (none follows it)",
+                  kversion.SYNTAX_HINT)
     return out
+
+
+def for_kernel(requests: list[Request], version: kversion.KernelVersion | None, fragment: str) -> list[Request]:
+    """The requests a fragment makes of this kernel: those whose version condition holds for it."""
+    if version is None:
+        conditional = [r for r in requests if r.condition is not None]
+        if conditional:
+            r = conditional[0]
+            raise die(f"{r.where}: {r.symbol} is asked for `linux {r.condition.text.removeprefix('linux').strip()}`"
+                      " but the kernel tree declares no version (no VERSION and PATCHLEVEL in its Makefile)",
+                      f"build a kernel tree with kbuild's top-level Makefile, or drop the condition from {fragment}")
+        return requests
+    return [r for r in requests if r.condition is None or r.condition.holds(version)]
+
+
+def without_lines(text: str, lines: set[int]) -> str:
+    """A fragment with the given (1-based) lines and its version conditions emptied: what merge_config.sh
+    is handed for this kernel, and read back it asks for exactly what the proof checks.
+
+    Emptied, not removed, so every remaining line keeps its number.
+    """
+    return "".join("\n" if n in lines or raw.strip().startswith(kversion.DIRECTIVE) else raw
+                   for n, raw in enumerate(text.splitlines(keepends=True), 1))
 
 
 def read_fragment(path: Path, name: str | None = None) -> list[Request]:
@@ -136,11 +179,20 @@ def asked(value: str) -> str:
     return "is not set" if value == NOT_SET else f"={value}"
 
 
-def render(mismatches: list[Mismatch]) -> str:
-    """One block per dropped option: what was asked, where, what it became, what it depends on."""
-    lines = [f"{len(mismatches)} requested kernel option(s) did not hold in the final .config:"]
+def render(mismatches: list[Mismatch], kernel: str = "") -> str:
+    """One block per dropped option: what was asked, where, what it became, what it depends on.
+
+    `kernel` names the kernel ("Linux 6.12.57 for arm64"): an option one version has and another
+    lacks is named with the version that lacks it.
+    """
+    of = f" of {kernel}" if kernel else ""
+    lines = [f"{len(mismatches)} requested kernel option(s) did not hold in the final .config{of}:"]
     for m in mismatches:
         r = m.request
+        if m.unknown:
+            lines.append(f"  {r.symbol}: asked {asked(r.value)} at {r.where}, but {kernel or 'this kernel'} has no"
+                         " such option (no Kconfig file of the tree defines it)")
+            continue
         lines.append(f"  {r.symbol}: asked {asked(r.value)} at {r.where}, became {describe(m.actual)}")
         for dep in m.depends:
             lines.append(f"      Kconfig: {dep}")

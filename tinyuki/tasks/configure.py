@@ -16,7 +16,7 @@ from tinyuki.cache import keys
 from tinyuki.config.context import Context
 from tinyuki.config.profile import fragment_path
 from tinyuki.errors import die
-from tinyuki.formats import kconfig
+from tinyuki.formats import kconfig, kversion
 from tinyuki.records import Tree
 from tinyuki.resources import DATA
 from tinyuki.stage import Output, Stage
@@ -113,14 +113,47 @@ def tinyconfig(ctx: Context, tree: Path, env: dict[str, str], log: Path) -> None
     fsutil.atomic_write_json(memo, {"identity": ident, "config": (kbuild / ".config").read_text(encoding="utf-8")})
 
 
+FOR_THIS_KERNEL = "configure-fragments"  # in the build dir: fragments with the lines for other kernels emptied
+
+
+def fragments_for_kernel(ctx: Context, fragments: tuple[Path, ...],
+                         version: kversion.KernelVersion | None) -> tuple[dict[str, kconfig.Request], list[Path]]:
+    """What the fragments ask of this kernel, and the files merge_config.sh is to merge.
+
+    A fragment whose version conditions all hold (or that has none) is merged as it is; one with lines
+    for other kernels is merged as a copy in the build dir with those lines emptied, so kbuild never sees
+    an option this kernel lacks and the proof asks only for what was merged.
+    """
+    per_fragment: list[list[kconfig.Request]] = []
+    to_merge: list[Path] = []
+    copies = ctx.paths.build / FOR_THIS_KERNEL
+    shutil.rmtree(copies, ignore_errors=True)
+    for i, f in enumerate(fragments):
+        name = fragment_name(ctx, f)
+        asked = kconfig.read_fragment(f, name)
+        kept = kconfig.for_kernel(asked, version, name)
+        per_fragment.append(kept)
+        left_out = [r for r in asked if r not in kept]
+        if not left_out:
+            to_merge.append(f)
+            continue
+        for r in left_out:
+            assert r.condition is not None
+            print(f"configure: {r.symbol} ({r.where}) is for {r.condition.text}, not Linux {version}: left out")
+        copy = copies / f"{i:02d}-{f.name}"
+        fsutil.atomic_write(copy, kconfig.without_lines(f.read_text(encoding="utf-8"), {r.line for r in left_out}))
+        to_merge.append(copy)
+    return kconfig.merge_requests(per_fragment), to_merge
+
+
 def configure(ctx: Context) -> None:
     tree = Tree.load(ctx.paths.build).location()
     kbuild = ctx.paths.kbuild
     forget_other_arch(ctx, kbuild)
     kbuild.mkdir(parents=True, exist_ok=True)
-    fragments = fragments_of(ctx)
+    version = kversion.tree_version(tree)
     # Read the fragments first: a malformed line fails before minutes of make.
-    requests = kconfig.merge_requests(kconfig.read_fragment(f, fragment_name(ctx, f)) for f in fragments)
+    requests, fragments = fragments_for_kernel(ctx, fragments_of(ctx), version)
 
     env = make_env(ctx.profile.kernel, tree, kbuild)
     log = ctx.paths.logs / "configure.log"
@@ -139,12 +172,19 @@ def configure(ctx: Context) -> None:
     mismatches = kconfig.check(requests, kconfig.parse_config(text))
     if mismatches:
         hints = kconfig.tree_depends(tree, [m.request.symbol for m in mismatches], ctx.arch.srcarch)
-        mismatches = [kconfig.Mismatch(m.request, m.actual, tuple(hints.get(m.request.symbol, ())))
-                      for m in mismatches]
-        raise die(f"{kconfig.render(mismatches)}\n  resulting config: {dot_config}",
-                  "request the missing dependencies in the same fragment (see the Kconfig lines), "
-                  "or drop the option; "
-                  f"`make -C {tree} O={kbuild} menuconfig` and `/SYMBOL` show why an option is hidden")
+        mismatches = [kconfig.Mismatch(m.request, m.actual, tuple(hints.get(m.request.symbol, ())),
+                                       unknown=m.request.symbol not in hints) for m in mismatches]
+        kernel = f"Linux {version or '(version unknown)'} for {ctx.arch.name}"
+        unknown = [m.request for m in mismatches if m.unknown]
+        hint = ("request the missing dependencies in the same fragment (see the Kconfig lines), or drop the option; "
+                f"`make -C {tree} O={kbuild} menuconfig` and `/SYMBOL` show why an option is hidden")
+        if unknown:
+            hint = (f"{unknown[0].symbol} is gone from (or not yet in) this kernel: drop it from {unknown[0].file}, "
+                    f"or keep it for the kernels that have it with `# tinyuki: linux < "
+                    f"{version.major}.{version.minor}` on the line before it"
+                    if version else f"drop {unknown[0].symbol} from {unknown[0].file}") + \
+                (f"; for the others: {hint}" if len(unknown) < len(mismatches) else "")
+        raise die(f"{kconfig.render(mismatches, kernel)}\n  resulting config: {dot_config}", hint)
 
     # The initramfs is the embed stage's business: the checked config never carries one.
     text = kconfig.set_option(text, kconfig.INITRAMFS_SOURCE, '""')

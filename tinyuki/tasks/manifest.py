@@ -97,6 +97,7 @@ def build_manifest(
     source_date_epoch: int,
     reports: Mapping[str, Any] | None = None,
     given: Mapping[Path, str] | None = None,
+    extends: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
     """The manifest as plain data; every file is named relative to the build dir or the project.
 
@@ -130,7 +131,8 @@ def build_manifest(
             "patches": patches,
             "init_sources": inputs(init_sources),
             "profile": {"name": profile_name, "path": rel(profile_path),
-                        "sha256": fsutil.sha256_file(profile_path)},
+                        "sha256": fsutil.sha256_file(profile_path),
+                        **({"extends": inputs(list(extends))} if extends else {})},
             "stub": {"path": str(stub), "sha256": fsutil.sha256_bytes(stub_bytes),
                      "version": stub_version(stub_bytes)},
             "toolchain": dict(tools),
@@ -175,6 +177,7 @@ def write_manifest(ctx: Context, pipeline: Pipeline) -> dict[str, Any]:
         init_sources=list(ctx.profile.init.sources),
         profile_name=ctx.profile.name,
         profile_path=ctx.profile.path,
+        extends=ctx.profile.extends,
         tools={name: tools.command_version(cmd) for name, cmd in tools_of(ctx.arch).items()},
         stub=ctx.profile.uki.stub,
         source_date_epoch=ctx.profile.kernel.source_date_epoch,
@@ -191,7 +194,8 @@ def declare(pipeline: Pipeline) -> Stage:
     producers = tuple(dict.fromkeys(s.name for _name, s, _out in pipeline.artifacts()))
 
     def inputs(ctx: Context) -> list[Path]:
-        return [ctx.profile.path, ctx.profile.uki.stub, *ctx.profile.kernel.fragments, *ctx.profile.init.sources]
+        return [ctx.profile.path, *ctx.profile.extends, ctx.profile.uki.stub, *ctx.profile.kernel.fragments,
+                *ctx.profile.init.sources]
 
     return Stage(
         name="manifest",

@@ -19,6 +19,7 @@ from tinyuki.cache import trees
 from tinyuki.cache.keys import tree_key
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
+from tinyuki.formats import kversion
 from tinyuki.formats import series as quilt
 from tinyuki.records import Extracted, Tree
 from tinyuki.stage import Output, Predicate, Stage
@@ -81,6 +82,8 @@ def check_links(tree: Path, name: str, patch_file: Path, data: bytes, series: qu
 def apply_series(pristine: Path, dest: Path, series: quilt.Series, log: Path) -> None:
     """Build `dest` as pristine + every patch of the series, or raise naming the patch that failed."""
     check_names(series)
+    version = kversion.tree_version(pristine)
+    kernel = f"Linux {version}" if version else "the kernel tree"
     run(["cp", "-al", str(pristine), str(dest)], what="hard-linking the pristine tree")
     for name, patch_file in zip(series.names, series.patches, strict=True):
         data = patch_file.read_bytes()
@@ -94,8 +97,9 @@ def apply_series(pristine: Path, dest: Path, series: quilt.Series, log: Path) ->
             hunks = quilt.failed_hunks(data, output)
             body = "\n    ".join(output.strip().splitlines()[1:][-20:])
             rejected = ("\n  rejected hunks:\n    " + "\n    ".join(hunks.splitlines())) if hunks else ""
-            raise die(f"patch {name} ({patch_file}) does not apply to the kernel tree:\n    {body}{rejected}",
-                      f"refresh the patch against this kernel version, or remove it from {series.file}") from None
+            raise die(f"patch {name} ({patch_file}) does not apply to {kernel}:\n    {body}{rejected}",
+                      f"refresh the patch against {kernel}, or remove it from {series.file}"
+                      " (a series for another kernel version is a series of its own: [kernel] patches)") from None
         run([*PATCH, "-i", str(patch_file)], cwd=dest, log=log, what=f"patch {name}")
 
 
