@@ -529,3 +529,22 @@ def test_the_network_row_times_the_first_answer_and_the_program_in_the_same_boot
     md = report.markdown(results)
     assert "### Network" in md and "1.25× (1.20–1.30)" in md and "0/3" in md
     assert "What the net fragment costs, against fast-boot" in md and "+300,000 B" in md and "+20,000 B" in md
+
+
+def test_a_shape_on_another_kernel_is_held_to_the_same_goals_beside_it() -> None:
+    doc = goal_doc()
+    doc["boot"]["cases"].append({"profile": "fast-boot-6.12", "name": "microvm vmlinux", "to_program": summary(0.27),
+                                 "runs": 40, "hangs": 0, "exit_after_program": summary(0.012)})
+    doc["size"]["profiles"]["small-6.12"] = {"bzImage": 640000, "init": 688}
+    doc["size"]["profiles"]["smallish"] = {"bzImage": 1, "init": 1}  # another shape's name: no goal of small's
+    listed = [g["goal"] for g in goals(doc)]
+    got = {g["goal"]: g for g in goals(doc)}
+    assert listed.index("fast-boot-6.12: QEMU start to the program") == \
+        listed.index("fast-boot: QEMU start to the program") + 1  # beside the 6.1 one
+    assert not got["fast-boot-6.12: QEMU start to the program"]["met"]  # 0.27 s > 0.25 s
+    assert got["fast-boot-6.12: VM exit after the program asks for power-off"]["met"]
+    assert got["fast-boot-6.12: hangs"]["measured"] == "0 in 40 boots" and not got["fast-boot-6.12: hangs"]["met"]
+    assert got["small-6.12: bzImage with the embedded program"]["met"] and got["small-6.12: init"]["met"]
+    assert not any(g.startswith("smallish") for g in got)
+    assert bmain.shape_of("arm64-6.12") == "arm64" and bmain.shape_of("fast-boot") == "fast-boot"
+    assert bmain.build_targets("small-6.12") == ["embed"] and bmain.build_targets("debian-6.12") == []
