@@ -4,7 +4,7 @@ The x86_64 servers run on the shared examples kernel (tests/e2e/conftest.py: the
 net, channel and vsock), so each costs its program, the initramfs and a relink. Each boots under TCG with
 `doit boot` in the background; the test waits for `doit boot` to say the forwarded port accepts, fetches
 http://127.0.0.1:PORT/ on the host (bounded retries), asks the program to exit over HTTP, and checks the
-exit status `doit boot` ends with. arm64's Go server needs its own kernel (the arm64 profile plus net).
+exit status `doit boot` ends with. arm64's Go server needs its own kernel (the arm64-6.12 profile plus net).
 Every host end is on 127.0.0.1 or a Unix socket in the build dir; every wait is bounded.
 """
 
@@ -176,7 +176,7 @@ def test_ways_out_a_kernel_does_not_have_are_refused_before_qemu(build: dict[str
 
 @pytest.fixture(scope="module")
 def arm64_server(tmp_path_factory: pytest.TempPathFactory, arm64_cache: Path) -> dict[str, Path]:
-    """examples/http-go-arm64.toml built as shipped (the arm64 profile's kernel plus net, the Go server).
+    """examples/http-go-arm64.toml built as shipped (the arm64-6.12 profile's kernel plus net, the Go server).
 
     Its cache is the arm64 e2e's: the tarball's tree is there, and the compile cache that `doit repro` warmed
     answers most of this kernel's compiles (net adds its own; the rest compile to the same preprocessed code).
