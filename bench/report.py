@@ -277,7 +277,8 @@ def _sizes(size: Mapping[str, Any]) -> list[str]:
     for name, s in size.get("profiles", {}).items():
         v = s.get("vmlinux") or {}
         image = s.get("kernel_image") or "bzImage"  # arm64's is the uncompressed Image: named in its cell
-        rows.append([name, fmt_bytes(s.get(image)) + ("" if image == "bzImage" else f" ({image})"),
+        zboot = f"; vmlinuz.efi {fmt_bytes(s['zboot'])} (in the UKI)" if s.get("zboot") else ""
+        rows.append([name, fmt_bytes(s.get(image)) + ("" if image == "bzImage" else f" ({image})") + zboot,
                      fmt_bytes(s.get("uki")),
                      f"{v.get('text', 0):,} / {v.get('data', 0):,} / {v.get('bss', 0):,}" if v else "n/a",
                      fmt_bytes(s.get("init")), fmt_bytes(s.get("initramfs")), fmt_bytes(s.get("initrd")),

@@ -77,6 +77,8 @@ def profile_sizes(ctx: Context) -> dict[str, Any] | None:
         "initramfs": size("initramfs.cpio"),
         "initrd": size("initrd"),
         "image": ctx.profile.kernel.image,
+        # the EFI zboot image the UKI carries instead of the plain image ([kernel] image = "vmlinuz.efi")
+        **({"zboot": size("vmlinuz.efi")} if ctx.profile.kernel.image == "vmlinuz.efi" else {}),
     }
 
 

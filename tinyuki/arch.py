@@ -67,6 +67,9 @@ class Arch:
     secure_boot: bool  # whether `doit keys` / `doit boot secureboot=1` have a firmware setup for it
     console: str  # the serial console's device name, for console= on the command line
     power_off: str  # how the guest's power-off reaches QEMU, for documentation and errors
+    # Where kbuild writes the EFI zboot image (`make vmlinuz.efi`, CONFIG_EFI_ZBOOT): an EFI application that
+    # decompresses the image and starts it, for [kernel] image = "vmlinuz.efi"; None where there is none.
+    efi_zboot: str | None = None
 
     @property
     def image_name(self) -> str:
@@ -158,8 +161,9 @@ ARCHES: dict[str, Arch] = {a.name: a for a in (
     Arch(
         name="arm64", uname="aarch64", debian_arch="arm64",
         kbuild_arch="arm64", cross_prefix="aarch64-linux-gnu-", cross_package="gcc-aarch64-linux-gnu",
-        # arm64's EFI stub cannot decompress: the UKI carries the plain Image
-        image_target="Image", image="arch/arm64/boot/Image", compressed=False, images=("Image",),
+        # arm64's EFI stub cannot decompress: the UKI carries the plain Image, or the EFI zboot image that
+        # wraps it compressed (vmlinuz.efi, CONFIG_EFI_ZBOOT), which QEMU's -kernel cannot start
+        image_target="Image", image="arch/arm64/boot/Image", compressed=False, images=("Image", "vmlinuz.efi"),
         elf_machine=183, elf_name="AArch64",
         go_env=(("GOARCH", "arm64"),), rust_target="aarch64-unknown-linux-gnu",
         libc_package="libc6-dev-arm64-cross",
@@ -182,6 +186,7 @@ ARCHES: dict[str, Arch] = {a.name: a for a in (
         kvm_machine_options="gic-version=host", kvm_cpu="host",
         secure_boot=False,
         console="ttyAMA0", power_off="PSCI SYSTEM_OFF (arm64 always has the PSCI driver)",
+        efi_zboot="arch/arm64/boot/vmlinuz.efi",
     ),
 )}
 DEFAULT = "x86_64"

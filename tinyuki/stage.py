@@ -35,6 +35,8 @@ class Output:
     tree: bool = False
     # The target architecture this output exists for (bzImage on x86_64, Image on arm64); None: every one.
     arch: str | None = None
+    # The [kernel] image this output exists for (vmlinuz.efi, the EFI zboot image); None: every one.
+    image: str | None = None
     # Whether the stages that need this one read it. A record only its own stage reads (configure's list of
     # the options the fragments asked for, which changes with any fragment edit) is neither a dependency
     # nor part of the key of a later stage: a fragment edit that leaves .config as it was reruns configure
@@ -46,7 +48,8 @@ class Output:
 
     def made_for(self, ctx: Context) -> bool:
         """Whether a build for ctx's profile writes this output (its architecture's image, not another's)."""
-        return self.arch is None or self.arch == ctx.profile.kernel.arch
+        return (self.arch is None or self.arch == ctx.profile.kernel.arch) and \
+            (self.image is None or self.image == ctx.profile.kernel.image)
 
 
 # ---------------------------------------------------------------- freshness checks

@@ -178,9 +178,10 @@ def test_an_unknown_fragment_lists_the_architectures_own(tmp_path: Path) -> None
 @pytest.mark.parametrize(("target", "extra", "wanted"), [
     ("arm64", 'cmdline = "console=ttyS0 panic=-1"', "console=ttyAMA0"),
     ("x86_64", 'cmdline = "console=ttyAMA0"', "console=ttyS0"),
-    ("arm64", 'image = "bzImage"', "auto, Image"),
-    ("arm64", 'image = "vmlinux"', "auto, Image"),
+    ("arm64", 'image = "bzImage"', "auto, Image, vmlinuz.efi"),
+    ("arm64", 'image = "vmlinux"', "auto, Image, vmlinuz.efi"),
     ("x86_64", 'image = "Image"', "auto, bzImage, vmlinux"),
+    ("x86_64", 'image = "vmlinuz.efi"', "auto, bzImage, vmlinux"),
     ("arm64", '[boot]\nmachine = "microvm"', "auto, virt"),
     ("x86_64", '[boot]\nmachine = "virt"', "auto, microvm, pc, q35"),
 ])
@@ -196,6 +197,12 @@ def test_an_unknown_architecture_lists_the_known(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the UKI's machine
+
+def test_an_efi_zboot_image_is_told_from_a_plain_one() -> None:
+    zboot = b"MZ\0\0zimg" + bytes(56)
+    assert pe.is_efi_zboot(zboot) and not pe.is_efi_zboot(b"MZ\0\0\0\0\0\0")  # arm64's Image: code at 4
+    assert not pe.is_efi_zboot(b"MZ") and not pe.is_efi_zboot(b"\x7fELFzimg")
+
 
 def test_pe_machine_of_the_stubs() -> None:
     x64 = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")

@@ -24,6 +24,7 @@ from tinyuki.config.profile import FIELDS, REQUIRED, Field
 from tinyuki.records import Tree
 from tinyuki.stage import CHECKS, Check, Output, Pipeline, Stage, remove_stale
 from tinyuki.tasks import PIPELINE, STAGES, manifest
+from tinyuki.tasks.embed import efi_image_output
 
 ROOT = Path(__file__).resolve().parents[2]
 FPR_A = "647F28654894E3BD457199BE38DBBDC86092693E"
@@ -175,8 +176,12 @@ def test_every_field_names_only_real_stages() -> None:
         assert len(set(f.reaches)) == len(f.reaches), f.label
 
 
-@pytest.mark.parametrize("field", [f for f in FIELDS if f.default is not REQUIRED or f.kind != "url_list"] +
-                         [f for f in FIELDS if f.default is REQUIRED and f.kind == "url_list"],
+# `extends` is no setting of its own: what a profile takes from another is its settings (tested below)
+SETTINGS = [f for f in FIELDS if f.key != "extends"]
+
+
+@pytest.mark.parametrize("field", [f for f in SETTINGS if f.default is not REQUIRED or f.kind != "url_list"] +
+                         [f for f in SETTINGS if f.default is REQUIRED and f.kind == "url_list"],
                          ids=lambda f: f.label)
 def test_a_setting_changes_exactly_the_stages_it_reaches(tmp_path: Path, files: dict[str, Path],
                                                          field: Field) -> None:
@@ -198,6 +203,22 @@ def test_a_setting_changes_exactly_the_stages_it_reaches(tmp_path: Path, files: 
         else:
             assert key_a == key_b, f"{field.label} does not reach {stage}, but its key changed"
             assert state_a == state_b and deps_a == deps_b, f"{field.label} would rerun {stage}"
+
+
+def test_a_profile_that_extends_another_and_changes_nothing_builds_the_same(tmp_path: Path,
+                                                                             files: dict[str, Path]) -> None:
+    """Every stage's key, staleness and inputs are the parent's: only the manifest (which records both files)
+    differs."""
+    (tmp_path / "a").mkdir()
+    parent = context(tmp_path / "a", base_profile(files), "parent")
+    child_file = tmp_path / "b" / "child.toml"
+    child_file.parent.mkdir()
+    child_file.write_text(f'extends = "{parent.profile.path}"\n')
+    child = make_context(str(child_file), str(tmp_path / "a" / "build"), str(tmp_path / "a" / "cache"), "1",
+                         root=ROOT)
+    assert child.profile.extends == (parent.profile.path,)
+    a, b = fingerprints(parent), fingerprints(child)
+    assert {n for n in a if a[n] != b[n]} == {"manifest"}
 
 
 def test_a_named_file_reaches_the_stage_by_its_content(tmp_path: Path, files: dict[str, Path]) -> None:
@@ -293,6 +314,16 @@ def test_each_architecture_writes_its_own_image(tmp_path: Path, files: dict[str,
     assert "bzImage" not in {name for name, _s, _o in PIPELINE.artifacts_of(arm)}
     assert "Image" not in {name for name, _s, _o in PIPELINE.artifacts_of(x86)}
     assert str(arm.paths.build / "Image") in task_dict(arm, PIPELINE["uki"], PIPELINE)["file_dep"]
+    # [kernel] image = "vmlinuz.efi": the EFI zboot image beside the Image, in the cache entry, the manifest and
+    # the UKI's inputs; never for a profile that does not ask for it
+    data["kernel"]["image"] = "vmlinuz.efi"
+    (tmp_path / "zboot").mkdir()
+    zboot = context(tmp_path / "zboot", data, "p")
+    assert [o.path for o in embed.files_of(zboot)] == ["vmlinux", "Image", "vmlinuz.efi"]
+    assert "vmlinuz.efi" in {name for name, _s, _o in PIPELINE.artifacts_of(zboot)}
+    assert "vmlinuz.efi" not in {name for name, _s, _o in PIPELINE.artifacts_of(arm)}
+    assert str(zboot.paths.build / "vmlinuz.efi") in task_dict(zboot, PIPELINE["uki"], PIPELINE)["file_dep"]
+    assert efi_image_output(zboot).path == "vmlinuz.efi" and efi_image_output(arm).path == "Image"
 
 
 def test_checks_are_registered_by_name() -> None:

@@ -93,3 +93,13 @@ def test_secureboot_is_refused_in_words(tmp_path: Path) -> None:
     assert code != 0 and "secureboot=1 is not supported for arm64" in out and "Traceback" not in out, out
     assert cmd == []
 
+
+
+def test_an_efi_zboot_image_is_refused_for_a_direct_boot_before_qemu_starts(tmp_path: Path) -> None:
+    """QEMU's -kernel on virt waits silently with a vmlinuz.efi: one error saying what boots it instead."""
+    zboot = tmp_path / "vmlinuz.efi"
+    zboot.write_bytes(b"MZ\0\0zimg" + bytes(4096))
+    code, out, cmd = doit_boot(tmp_path, f"kernel={zboot}", "accel=tcg")
+    assert code != 0 and cmd == [], out
+    assert f"{zboot} is an EFI zboot image: QEMU's -kernel cannot start it" in out
+    assert "`doit boot uki=1`" in out and "Traceback" not in out

@@ -26,7 +26,7 @@ from tests.helpers.fakekernel import FAKE
 from tests.helpers.stages import write_tree_record
 from tinyuki.cache.compile import VARIABLES
 from tinyuki.config.context import make_context
-from tinyuki.formats import safetar
+from tinyuki.formats import pe, safetar
 from tinyuki.util.fs import read_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -343,6 +343,29 @@ def test_an_arm64_build_cross_compiles_and_writes_its_own_image(tmp_path: Path) 
     b.write_cpio(b"arm64 program v2")
     assert b.doit() == 0, b.report
     assert b.steps_since(mark)["compile"] == 0  # the relink kept every object: same ARCH, same CC
+
+
+def test_arm64_packs_the_efi_zboot_image_when_asked_and_refuses_a_kernel_without_it(tmp_path: Path) -> None:
+    """[kernel] image = "vmlinuz.efi": make builds the zboot image beside the Image, embed hands it out, and a
+    program edit remakes it; without CONFIG_EFI_ZBOOT one error names the fragment before make runs."""
+    b = make_build(tmp_path, unpack_fake_tree(tmp_path), fragments=["base", "initramfs"])
+    zboot_profile = '[kernel]\narch = "arm64"\nimage = "vmlinuz.efi"\n'
+    b.profile.write_text(b.profile.read_text().replace("[kernel]\n", zboot_profile))
+    b.write_cpio(b"arm64 program")
+    assert b.doit() != 0
+    assert 'packs vmlinuz.efi ([kernel] image = "vmlinuz.efi"), but the kernel is configured without' \
+           ' CONFIG_EFI_ZBOOT' in b.report and 'add the "zboot" fragment' in b.report, b.report
+    assert "make vmlinuz.efi" not in b.log()
+
+    b.profile.write_text(b.profile.read_text().replace('"initramfs"]', '"initramfs", "zboot"]'))
+    cpio = b.write_cpio(b"arm64 program")
+    assert b.doit() == 0, b.report
+    zboot, image = (b.build / "vmlinuz.efi").read_bytes(), (b.build / "Image").read_bytes()
+    assert pe.is_efi_zboot(zboot) and zboot.endswith(image) and cpio in image
+    mark = len(b.log())
+    cpio = b.write_cpio(b"arm64 program v2")
+    assert b.doit() == 0, b.report
+    assert b.steps_since(mark)["zboot"] == 1 and cpio in (b.build / "vmlinuz.efi").read_bytes()
 
 
 def test_switching_arch_in_one_build_dir_starts_kbuild_afresh(tmp_path: Path) -> None:

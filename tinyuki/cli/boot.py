@@ -40,6 +40,7 @@ from tinyuki.cli.exitcode import exit_with_code
 from tinyuki.cli.keys import keys_dir
 from tinyuki.config.context import Context
 from tinyuki.errors import TinyukiError, die
+from tinyuki.formats import pe
 from tinyuki.tasks.configure import CONFIG
 from tinyuki.tasks.disk import DISK
 from tinyuki.tasks.embed import VMLINUX, embeds_program, image_output
@@ -75,6 +76,11 @@ def _var_path(name: str) -> Path | None:
 def profile_image(ctx: Context) -> Path:
     """The kernel `doit boot` starts by default: [kernel] image = "vmlinux" boots the ELF through PVH."""
     return (VMLINUX if ctx.profile.kernel.image == "vmlinux" else image_output(ctx)).at(ctx)
+
+
+def _is_zboot(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return pe.is_efi_zboot(f.read(8))
 
 
 def profile_initrd(ctx: Context) -> Path | None:
@@ -326,6 +332,10 @@ def boot(ctx: Context) -> None:
         if not Path(path).is_file():
             stage = "disk" if path == DISK.at(ctx) else "initramfs" if path == initrd else "uki"
             raise die(f"{path} does not exist", f"build it first: run `doit` (or `doit {stage}`)")
+    if not firmware and _is_zboot(kernel):
+        raise die(f"{kernel} is an EFI zboot image: QEMU's -kernel cannot start it (it would wait, silent, "
+                  "until the timeout)", f"boot it through the firmware inside the UKI (`doit boot uki=1`), or "
+                  f"start the image it wraps: `doit boot` (the build's {image_output(ctx).path})")
     if firmware:
         require_firmware(ctx, ovmf_code, ovmf_vars)
     own_kernel = not get_var("kernel") and not get_var("efi")

@@ -441,6 +441,15 @@ def pe_machine(image: bytes) -> int | None:
     return int(struct.unpack_from("<H", image, offset + 4)[0])
 
 
+def is_efi_zboot(image: bytes) -> bool:
+    """Whether an image is Linux's EFI zboot image (vmlinuz.efi): MZ, then "zimg" where a plain image has code.
+
+    Only an EFI firmware starts it (it decompresses the kernel and loads it through LoadImage); QEMU's
+    -kernel on arm64 does not know the format and starts nothing.
+    """
+    return len(image) >= 8 and image[:2] == b"MZ" and image[4:8] == b"zimg"
+
+
 def machine_name(machine: int) -> str:
     return f"{PE_MACHINES.get(machine, 'machine')} ({machine:#06x})"
 

@@ -45,11 +45,46 @@ from tinyuki.util import fs as fsutil
 # architecture's own, under its own name: bzImage (x86_64), Image (arm64).
 VMLINUX = Output("vmlinux", manifest="vmlinux")
 IMAGES = {a.name: Output(a.image_name, manifest=a.image_name, arch=a.name) for a in ARCHES.values()}
+# [kernel] image = "vmlinuz.efi": the EFI zboot image (arm64), built beside the Image it compresses.
+ZBOOT_NAME = "vmlinuz.efi"
+ZBOOT = Output(ZBOOT_NAME, manifest=ZBOOT_NAME, image=ZBOOT_NAME)
 
 
 def image_output(ctx: Context) -> Output:
-    """The bootable image this profile's build writes (bzImage, Image)."""
+    """The bootable image this profile's build writes (bzImage, Image): what QEMU's -kernel starts."""
     return IMAGES[ctx.arch.name]
+
+
+def efi_image_output(ctx: Context) -> Output:
+    """The image the UKI carries: the architecture's own, or the EFI zboot image when the profile asks for it."""
+    return ZBOOT if ctx.profile.kernel.image == ZBOOT_NAME else image_output(ctx)
+
+
+def zboot_targets(ctx: Context) -> list[str]:
+    """The make target of the EFI zboot image, when the profile packs it; checked against .config first, as kbuild
+    would otherwise build a zboot image for a kernel configured without it."""
+    if ctx.profile.kernel.image != ZBOOT_NAME:
+        return []
+    if ctx.arch.efi_zboot is None:
+        raise die(f"[kernel] image = \"{ZBOOT_NAME}\" has no meaning for {ctx.arch.name}",
+                  f"use one of: {', '.join(ctx.arch.images)}")
+    config = kconfig.parse_config((ctx.paths.kbuild / ".config").read_text(encoding="utf-8"))
+    if config.get("CONFIG_EFI_ZBOOT") != "y":
+        raise die(f'{ctx.profile.path.name} packs {ZBOOT_NAME} ([kernel] image = "{ZBOOT_NAME}"), but the kernel '
+                  "is configured without CONFIG_EFI_ZBOOT", 'add the "zboot" fragment to [kernel] fragments, or '
+                  'set [kernel] image = "auto" to pack the uncompressed Image')
+    return [ZBOOT_NAME]
+
+
+def zboot_fresh(ctx: Context) -> bool:
+    """Whether kbuild's zboot image was made from its current Image (make writes it after the Image)."""
+    if ctx.arch.efi_zboot is None:
+        return False
+    try:
+        return (ctx.paths.kbuild / ctx.arch.efi_zboot).stat().st_mtime_ns >= \
+            (ctx.paths.kbuild / ctx.arch.image).stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
 
 
 def embeds_program(ctx: Context) -> bool:
@@ -109,7 +144,8 @@ def relink(ctx: Context) -> None:
     embedded = embeds_program(ctx)
     cpio = program_cpio(ctx) if embedded else placeholder_cpio(ctx.profile.kernel.source_date_epoch)
     start = time.monotonic()
-    linked = not repaired and already_linked(kbuild, ctx.arch.image, cpio)
+    zboot = zboot_targets(ctx)
+    linked = not repaired and already_linked(kbuild, ctx.arch.image, cpio) and (not zboot or zboot_fresh(ctx))
     if not linked:
         put_cpio(kbuild, cpio)
         # the same CC and environment as the kernel stage: kbuild recompiles everything when a command line changes
@@ -118,8 +154,8 @@ def relink(ctx: Context) -> None:
         env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
         log = ctx.paths.logs / "embed.log"
         fsutil.atomic_write(log, "")
-        stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", jobs=compiling.jobs(ctx.jobs),
-                             make_vars=compiling.kbuild_vars(ctx.arch)),
+        stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", *zboot,
+                             jobs=compiling.jobs(ctx.jobs), make_vars=compiling.kbuild_vars(ctx.arch)),
                     env=env, log=log, what="relink" + (" with the initramfs" if embedded else ""),
                     hint=f"the whole output is in {log}")
         # make's syncconfig rewrote .config (it had to, after a repair): the cpio's name must have held
@@ -134,6 +170,9 @@ def relink(ctx: Context) -> None:
     image = image_output(ctx).at(ctx)
     fsutil.atomic_copy(kbuild / "vmlinux", VMLINUX.at(ctx))
     fsutil.atomic_copy(kbuild / ctx.arch.image, image)
+    if zboot and ctx.arch.efi_zboot is not None:
+        fsutil.atomic_copy(kbuild / ctx.arch.efi_zboot, ZBOOT.at(ctx))
+        print(f"embed: {ZBOOT_NAME} {ZBOOT.at(ctx).stat().st_size} B (the UKI's kernel: [kernel] image)")
     how = "the kernel stage's link carries this cpio" if linked else f"relinked in {time.monotonic() - start:.1f}s"
     what = ("" if embedded else f" (the program comes as the initrd {INITRD.path}: [kernel] initramfs = \"initrd\")")
     print(f"embed: {how}, {image.name} {image.stat().st_size} B{what}"
@@ -145,7 +184,7 @@ def relink(ctx: Context) -> None:
 STAGE = Stage("embed", "Embed the initramfs via CONFIG_INITRAMFS_SOURCE (relinking unless the kernel's link has it).",
               relink,
               needs=("patch", "kernel", "initramfs"), needs_if={"initramfs": embeds_program},
-              outputs=(VMLINUX, *IMAGES.values()),
+              outputs=(VMLINUX, *IMAGES.values(), ZBOOT),
               tools=("gcc", "binutils", "make"), env=True,
               recipe=("tinyuki.toolchain.kbuild", "tinyuki.formats.kconfig", "tinyuki.formats.elf"),
               cache=True)

@@ -17,7 +17,7 @@ from tinyuki.errors import die
 from tinyuki.formats import pe
 from tinyuki.secureboot import expected_pcr11
 from tinyuki.stage import Output, Stage
-from tinyuki.tasks.embed import embeds_program, image_output
+from tinyuki.tasks.embed import efi_image_output, embeds_program, image_output
 from tinyuki.tasks.initramfs import INITRD
 from tinyuki.util import fs as fsutil
 
@@ -65,14 +65,16 @@ def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = No
     require_stub(ctx)
     stub_path = ctx.profile.uki.stub
     stub = stub_path.read_bytes()
-    kernel = image_output(ctx).at(ctx).read_bytes()
+    kernel = efi_image_output(ctx).at(ctx).read_bytes()
     check_machines(ctx, stub_path, stub, kernel)
+    # the release is read from the image -kernel boots (an EFI zboot image carries its banner compressed)
+    plain = kernel if efi_image_output(ctx) is image_output(ctx) else image_output(ctx).at(ctx).read_bytes()
     image = pe.build_uki(
         stub,
         kernel,
         cmdline=ctx.profile.uki_cmdline,
         os_release_fields=ctx.profile.uki.os_release,
-        uname=kernel_release(kernel, ctx.paths.kbuild),
+        uname=kernel_release(plain, ctx.paths.kbuild),
         initrd=initrd.read_bytes() if initrd is not None else None,
         timestamp=ctx.profile.kernel.source_date_epoch,
     )
@@ -92,7 +94,7 @@ def check_machines(ctx: Context, stub_path: Path, stub: bytes, kernel: bytes) ->
                   f"set [uki] stub to systemd's {ctx.arch.stub_name}, or leave it unset for the architecture's own")
     got = pe.pe_machine(kernel)
     if got is not None and got != want:
-        raise die(f"the kernel image {image_output(ctx).at(ctx)} is an EFI application for {pe.machine_name(got)},"
+        raise die(f"the kernel image {efi_image_output(ctx).at(ctx)} is an EFI application for {pe.machine_name(got)},"
                   f" not {ctx.arch.name}'s {pe.machine_name(want)}", "run `doit embed` to rebuild it for this profile")
 
 

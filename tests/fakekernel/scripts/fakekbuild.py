@@ -1,4 +1,4 @@
-"""The fake kernel's kbuild: tinyconfig, olddefconfig, vmlinux.a, bzImage and vmlinux in milliseconds.
+"""The fake kernel's kbuild: tinyconfig, olddefconfig, vmlinux.a, bzImage (Image, vmlinuz.efi) and vmlinux in ms.
 
 Usage (from the Makefile): python3 fakekbuild.py TREE O TARGET
 Everything is written under O; TREE is only read. See ../README.
@@ -223,6 +223,16 @@ def build(link=True):
             print(f"  {'BUILD' if TARGET == 'bzImage' else 'OBJCOPY'}   {rel}", flush=True)
             write(image, magic + vmlinux)
         print(f"Kernel: {rel} is ready  (#1)", flush=True)
+    if TARGET == "vmlinuz.efi":  # arm64's EFI zboot image: "MZ", "zimg", then the Image it wraps
+        if values.get("CONFIG_EFI_ZBOOT") != "y":
+            fail("make[2]: *** [drivers/firmware/efi/libstub/Makefile.zboot] Error 1 (no CONFIG_EFI_ZBOOT)")
+        image, zboot = OUT / "arch/arm64/boot/Image", OUT / "arch/arm64/boot/vmlinuz.efi"
+        if not image.is_file() or vm.stat().st_mtime_ns > image.stat().st_mtime_ns:
+            fail("make[2]: *** No rule to make target 'arch/arm64/boot/Image', needed by 'vmlinuz.efi'.  Stop.")
+        if not zboot.is_file() or image.stat().st_mtime_ns > zboot.stat().st_mtime_ns:
+            print("  ZBOOT   arch/arm64/boot/vmlinuz.efi", flush=True)
+            write(zboot, b"MZ\0\0zimg" + image.read_bytes())
+            log("zboot")
 
 
 def main():
@@ -238,9 +248,9 @@ def main():
         olddefconfig()
     elif TARGET == "vmlinux.a":
         build(link=False)
-    elif TARGET in ("bzImage", "Image", "vmlinux"):
+    elif TARGET in ("bzImage", "Image", "vmlinux", "vmlinuz.efi"):
         arm64 = os.environ.get("ARCH") == "arm64"
-        if TARGET == ("bzImage" if arm64 else "Image"):  # each arch/*/Makefile has its own image targets
+        if TARGET in (("bzImage",) if arm64 else ("Image", "vmlinuz.efi")):  # each arch/*/Makefile has its own
             fail(f"make[1]: *** No rule to make target '{TARGET}'.  Stop.")
         build()
     else:
