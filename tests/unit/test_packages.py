@@ -51,6 +51,8 @@ def test_each_choice_adds_what_it_uses() -> None:
     arm = names("arm64")
     assert {"gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-system-arm", "qemu-efi-aarch64"} <= set(arm)
     assert "systemd-boot-efi" not in arm and "qemu-system-x86" not in arm  # its stub is unpacked, not installed
+    # a profile on 6.12 needs 6.12's source package, and not 6.1's
+    assert set(names("debian-6.12")) ^ set(names("debian")) == {"linux-source-6.1", "linux-source-6.12"}
     kernel_org = names("kernel.org")
     assert "gnupg" in kernel_org and "linux-source-6.1" not in kernel_org and "dpkg" not in kernel_org
 
@@ -64,8 +66,9 @@ def test_signing_adds_sbsign_and_faketime(tmp_path: Path) -> None:
 
 def test_the_suite_needs_every_shipped_profile_and_its_servers() -> None:
     suite = [n.package for n in packages.for_suite(HOST)]
-    for profile in ("debian", "arm64", "kernel.org", "small", "fast-boot"):
+    for profile in ("debian", "arm64", "kernel.org", "small", "fast-boot", "debian-6.12", "arm64-6.12"):
         assert set(names(profile)) <= set(suite), profile
+    assert {"linux-source-6.1", "linux-source-6.12"} <= set(suite)
     assert {"golang-go", "rustc", "cargo", "musl-tools", "nginx", "redis-server", "distcc", "softhsm2",
             "osslsigncode", "git"} <= set(suite)
     assert arch.ARCHES["arm64"].cross_package in suite
