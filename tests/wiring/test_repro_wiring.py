@@ -23,7 +23,8 @@ from tinyuki.tasks import PIPELINE
 
 # every artifact the pipeline declares, in pipeline order; the embedded kernel and all after it
 # the artifacts of the stages that are on for every profile (the fake profiles have no [sign]), for x86_64
-STAGES = [name for name, stage, out in PIPELINE.artifacts() if stage.when is None and out.arch in (None, "x86_64")]
+STAGES = [name for name, stage, out in PIPELINE.artifacts()
+          if stage.when is None and out.arch in (None, "x86_64") and out.image is None]
 FROM_EMBED = STAGES[STAGES.index("vmlinux"):]
 
 # The project's dodo.py, loaded from another file so the project root is on sys.path.

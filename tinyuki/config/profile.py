@@ -127,7 +127,7 @@ FIELDS: tuple[Field, ...] = (
           "kernel image to boot and pack: auto is the architecture's own (bzImage on x86_64, the uncompressed Image"
           " on arm64); vmlinux boots x86_64's PVH entry directly; vmlinuz.efi puts arm64's compressed EFI zboot"
           " image in the UKI (needs the zboot fragment; -kernel boots still start the Image)",
-          ("auto", "bzImage", "Image", "vmlinux", "vmlinuz.efi"), reaches=("embed",)),
+          ("auto", "bzImage", "Image", "vmlinux", "vmlinuz.efi"), reaches=("embed", "uki")),
     Field("kernel", "initramfs", "choice", "embedded",
           "where the program reaches the kernel: embedded (linked in via CONFIG_INITRAMFS_SOURCE: one file to ship)"
           " or initrd (the edit loop: the kernel is linked once without it, and the program comes as initrd.img"
