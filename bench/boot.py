@@ -87,8 +87,9 @@ def cases_for(ctx: Context, config: str, default_profile: bool) -> list[Case]:
     """The cases worth booting for this build: what it can boot, and its levers."""
     name = ctx.profile.name
     machine = ctx.profile.boot.machine
-    image = ctx.profile.kernel.image
     target = ctx.arch
+    # vmlinuz.efi (arm64's EFI zboot image) is only the UKI's: -kernel starts the Image it wraps, as `doit boot`
+    image = target.image_name if ctx.profile.kernel.image == "vmlinuz.efi" else ctx.profile.kernel.image
     pvh = qemu.has_option(config, "CONFIG_PVH")
     efi = qemu.has_option(config, "CONFIG_EFI_STUB")
     quiet = "quiet" in ctx.profile.kernel.cmdline.split()

@@ -22,6 +22,7 @@ from tinyuki.errors import TinyukiError
 from tinyuki.vm import qemu
 from tinyuki.vm.esp import make_esp
 
+ROOT = Path(__file__).resolve().parents[2]
 ARM_CONFIG = "CONFIG_EFI=y\nCONFIG_EFI_STUB=y\nCONFIG_VIRTIO_PCI=y\n"
 
 
@@ -100,6 +101,16 @@ def test_bench_boot_cases_for_an_arm64_build(tmp_path: Path) -> None:
     cmd = qemu.command(uki)
     assert "virt,acpi=off" in cmd and "menu=on,splash-time=0" in cmd
     assert any(a.endswith("file=/usr/share/AAVMF/AAVMF_CODE.fd") for a in cmd)
+
+
+def test_bench_boot_cases_for_an_efi_zboot_build_boot_the_image_directly(tmp_path: Path) -> None:
+    """vmlinuz.efi is the UKI's: QEMU's -kernel cannot start it, so the direct case (the rest's baseline) is the
+    Image of the same build, as `doit boot` starts it."""
+    ctx = make_context(str(ROOT / "bench" / "profiles" / "arm64-6.12-zboot.toml"), build_dir=str(tmp_path))
+    assert ctx.profile.kernel.image == "vmlinuz.efi"
+    cases = bboot.cases_for(ctx, ARM_CONFIG, default_profile=False)
+    assert [(c.name, c.image, c.rest_baseline) for c in cases] == [
+        ("virt Image", "Image", None), ("UKI via AAVMF (virt, pflash)", "uki", "virt Image")]
 
 
 def test_bench_boot_cases_for_x86_keep_their_names(tmp_path: Path) -> None:
