@@ -60,29 +60,25 @@ def efi_image_output(ctx: Context) -> Output:
     return ZBOOT if ctx.profile.kernel.image == ZBOOT_NAME else image_output(ctx)
 
 
-def zboot_targets(ctx: Context) -> list[str]:
-    """The make target of the EFI zboot image, when the profile packs it; checked against .config first, as kbuild
-    would otherwise build a zboot image for a kernel configured without it."""
+def zboot_image(ctx: Context, config: dict[str, str]) -> str | None:
+    """Where kbuild writes the EFI zboot image when the profile packs it, else None; checked against the parsed
+    .config first, as kbuild would otherwise build a zboot image for a kernel configured without it."""
     if ctx.profile.kernel.image != ZBOOT_NAME:
-        return []
+        return None
     if ctx.arch.efi_zboot is None:
         raise die(f"[kernel] image = \"{ZBOOT_NAME}\" has no meaning for {ctx.arch.name}",
                   f"use one of: {', '.join(ctx.arch.images)}")
-    config = kconfig.parse_config((ctx.paths.kbuild / ".config").read_text(encoding="utf-8"))
     if config.get("CONFIG_EFI_ZBOOT") != "y":
         raise die(f'{ctx.profile.path.name} packs {ZBOOT_NAME} ([kernel] image = "{ZBOOT_NAME}"), but the kernel '
                   "is configured without CONFIG_EFI_ZBOOT", 'add the "zboot" fragment to [kernel] fragments, or '
                   'set [kernel] image = "auto" to pack the uncompressed Image')
-    return [ZBOOT_NAME]
+    return ctx.arch.efi_zboot
 
 
-def zboot_fresh(ctx: Context) -> bool:
-    """Whether kbuild's zboot image was made from its current Image (make writes it after the Image)."""
-    if ctx.arch.efi_zboot is None:
-        return False
+def zboot_fresh(kbuild: Path, zboot: str, image: str) -> bool:
+    """Whether kbuild's zboot image was made from its current image (make writes it after the image)."""
     try:
-        return (ctx.paths.kbuild / ctx.arch.efi_zboot).stat().st_mtime_ns >= \
-            (ctx.paths.kbuild / ctx.arch.image).stat().st_mtime_ns
+        return (kbuild / zboot).stat().st_mtime_ns >= (kbuild / image).stat().st_mtime_ns
     except FileNotFoundError:
         return False
 
@@ -144,8 +140,9 @@ def relink(ctx: Context) -> None:
     embedded = embeds_program(ctx)
     cpio = program_cpio(ctx) if embedded else placeholder_cpio(ctx.profile.kernel.source_date_epoch)
     start = time.monotonic()
-    zboot = zboot_targets(ctx)
-    linked = not repaired and already_linked(kbuild, ctx.arch.image, cpio) and (not zboot or zboot_fresh(ctx))
+    zboot = zboot_image(ctx, config)
+    linked = not repaired and already_linked(kbuild, ctx.arch.image, cpio) and \
+        (zboot is None or zboot_fresh(kbuild, zboot, ctx.arch.image))
     if not linked:
         put_cpio(kbuild, cpio)
         # the same CC and environment as the kernel stage: kbuild recompiles everything when a command line changes
@@ -154,7 +151,7 @@ def relink(ctx: Context) -> None:
         env = compiling.environ(make_env(ctx.profile.kernel, tree, kbuild))
         log = ctx.paths.logs / "embed.log"
         fsutil.atomic_write(log, "")
-        stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", *zboot,
+        stream_make(make_cmd(tree, kbuild, ctx.arch.image_target, "vmlinux", *([ZBOOT_NAME] if zboot else []),
                              jobs=compiling.jobs(ctx.jobs), make_vars=compiling.kbuild_vars(ctx.arch)),
                     env=env, log=log, what="relink" + (" with the initramfs" if embedded else ""),
                     hint=f"the whole output is in {log}")
@@ -170,8 +167,8 @@ def relink(ctx: Context) -> None:
     image = image_output(ctx).at(ctx)
     fsutil.atomic_copy(kbuild / "vmlinux", VMLINUX.at(ctx))
     fsutil.atomic_copy(kbuild / ctx.arch.image, image)
-    if zboot and ctx.arch.efi_zboot is not None:
-        fsutil.atomic_copy(kbuild / ctx.arch.efi_zboot, ZBOOT.at(ctx))
+    if zboot is not None:
+        fsutil.atomic_copy(kbuild / zboot, ZBOOT.at(ctx))
         print(f"embed: {ZBOOT_NAME} {ZBOOT.at(ctx).stat().st_size} B (the UKI's kernel: [kernel] image)")
     how = "the kernel stage's link carries this cpio" if linked else f"relinked in {time.monotonic() - start:.1f}s"
     what = ("" if embedded else f" (the program comes as the initrd {INITRD.path}: [kernel] initramfs = \"initrd\")")

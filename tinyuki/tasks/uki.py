@@ -65,10 +65,11 @@ def write_uki(ctx: Context, initrd: Path | None = None, target: Path | None = No
     require_stub(ctx)
     stub_path = ctx.profile.uki.stub
     stub = stub_path.read_bytes()
-    kernel = efi_image_output(ctx).at(ctx).read_bytes()
+    carried = efi_image_output(ctx)
+    kernel = carried.at(ctx).read_bytes()
     check_machines(ctx, stub_path, stub, kernel)
     # the release is read from the image -kernel boots (an EFI zboot image carries its banner compressed)
-    plain = kernel if efi_image_output(ctx) is image_output(ctx) else image_output(ctx).at(ctx).read_bytes()
+    plain = kernel if carried is image_output(ctx) else image_output(ctx).at(ctx).read_bytes()
     image = pe.build_uki(
         stub,
         kernel,
