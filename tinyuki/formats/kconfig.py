@@ -105,7 +105,7 @@ def for_kernel(requests: list[Request], version: kversion.KernelVersion | None, 
         conditional = [r for r in requests if r.condition is not None]
         if conditional:
             r = conditional[0]
-            raise die(f"{r.where}: {r.symbol} is asked for `linux {r.condition.text.removeprefix('linux').strip()}`"
+            raise die(f"{r.where}: {r.symbol} is asked for `{r.condition.text}`"
                       " but the kernel tree declares no version (no VERSION and PATCHLEVEL in its Makefile)",
                       f"build a kernel tree with kbuild's top-level Makefile, or drop the condition from {fragment}")
         return requests

@@ -179,11 +179,11 @@ def configure(ctx: Context) -> None:
         hint = ("request the missing dependencies in the same fragment (see the Kconfig lines), or drop the option; "
                 f"`make -C {tree} O={kbuild} menuconfig` and `/SYMBOL` show why an option is hidden")
         if unknown:
-            hint = (f"{unknown[0].symbol} is gone from (or not yet in) this kernel: drop it from {unknown[0].file}, "
-                    f"or keep it for the kernels that have it with `# tinyuki: linux < "
-                    f"{version.major}.{version.minor}` on the line before it"
-                    if version else f"drop {unknown[0].symbol} from {unknown[0].file}") + \
-                (f"; for the others: {hint}" if len(unknown) < len(mismatches) else "")
+            first = unknown[0]
+            gone = (f"{first.symbol} is gone from (or not yet in) this kernel: drop it from {first.file}, or keep it"
+                    f" for the kernels that have it with `# tinyuki: linux < {version.major}.{version.minor}` on the"
+                    " line before it") if version else f"drop {first.symbol} from {first.file}"
+            hint = gone + (f"; for the others: {hint}" if len(unknown) < len(mismatches) else "")
         raise die(f"{kconfig.render(mismatches, kernel)}\n  resulting config: {dot_config}", hint)
 
     # The initramfs is the embed stage's business: the checked config never carries one.
